@@ -1,0 +1,28 @@
+# emsrbench: super-resolution of serial-section EM at 8x/16x, scored as a leaderboard.
+#   snakemake --cores 2                              default run (phantom, quick preset)
+#   snakemake --configfile config/paper.yaml ...     the study's CREMI setting
+#   snakemake --cores 8 --profile slurm              on a SLURM cluster
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/degrade.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        PLAN.leaderboard(),
+    default_target: True

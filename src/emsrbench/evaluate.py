@@ -1,0 +1,73 @@
+"""Score one SR volume against the HR test volume: tidy rows (method, scale, metric, value, note).
+
+A metric that cannot be computed (LPIPS without its pretrained backbone) is a row with an
+empty value and the reason in ``note``: it is reported as missing, never estimated.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .errors import EmsrError
+from .io import RAW_KEY, atomic_path, read_dataset
+from .metrics import psnr_sections, psnr_volume, ssim_sections
+from .methods import Method
+
+COLUMNS = ["method", "display_name", "family", "preset", "scale", "metric", "value", "note"]
+
+
+def read_stats(sr_path: str | Path) -> dict:
+    with h5py.File(sr_path, "r") as f:
+        raw = f.attrs.get("stats")
+    if raw is None:
+        raise EmsrError(f"{sr_path}: no 'stats' attribute (not written by emsrbench inference)")
+    return json.loads(raw)
+
+
+def lpips_rows(hr: np.ndarray, sr: np.ndarray, cfg: dict) -> tuple[float, str]:
+    if not cfg.get("enabled", True):
+        return float("nan"), "disabled in config (metrics.lpips.enabled: false)"
+    from .device import pick_device
+    from .metrics.lpips_metric import LpipsUnavailable, load_lpips, lpips_sections
+
+    dev = pick_device()
+    try:
+        model = load_lpips(cfg.get("weights_dir"), cfg["sha256"], dev)
+    except LpipsUnavailable as err:
+        return float("nan"), f"missing: {err}"
+    return float(np.mean(lpips_sections(hr, sr, model, dev))), "AlexNet LPIPS v0.1, mean over sections"
+
+
+def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_path: str | Path, lpips_cfg: dict) -> pd.DataFrame:
+    hr, _ = read_dataset(hr_path, RAW_KEY, dtype=np.uint8, ndim=3)
+    sr, _ = read_dataset(sr_path, RAW_KEY, dtype=np.uint8, ndim=3)
+    if hr.shape != sr.shape:
+        raise EmsrError(f"{sr_path}:{RAW_KEY}: SR shape {sr.shape} differs from HR {hr.shape} in {hr_path}")
+    stats = read_stats(sr_path)
+    flags = "; ".join(stats.get("flags", []))
+    lp, lp_note = lpips_rows(hr, sr, lpips_cfg)
+    rows = [
+        ("psnr", float(np.mean(psnr_sections(hr, sr))), "dB, data range 255, mean over sections"),
+        ("psnr_volume", float(psnr_volume(hr, sr)), "dB, data range 255, whole volume"),
+        ("ssim", float(np.mean(ssim_sections(hr, sr))), "Gaussian 11x11 sigma 1.5, mean over sections"),
+        ("lpips", lp, lp_note),
+        ("parameters", float(stats["parameters"]), ""),
+        ("train_seconds", float(stats["train_seconds"]), ""),
+        ("infer_s_per_mp", float(stats["infer_seconds_per_mp"]), stats["device"]),
+    ]
+    base = {"method": method.name, "display_name": method.display_name, "family": method.family,
+            "preset": preset, "scale": scale}
+    df = pd.DataFrame([{**base, "metric": m, "value": v, "note": n} for m, v, n in rows], columns=COLUMNS)
+    if flags:
+        df["note"] = [f"{n}; {flags}" if n else flags for n in df["note"]]
+    return df
+
+
+def write_rows(df: pd.DataFrame, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)

@@ -1,0 +1,175 @@
+"""Tiled, blended super-resolution of whole volumes in memory bounded by the tile size.
+
+Each section is cut into overlapping LR tiles; each SR tile is weighted by a window that is 0
+in a margin along edges shared with a neighbour tile and ramps linearly to 1 across the rest
+of the overlap, and the weighted sum is normalised.  Border pixels of a tile (where zero
+padding makes a CNN's output differ from a whole-image pass) therefore never contribute,
+so as long as the model's receptive field (in LR pixels) fits in the margin, tiled output
+equals whole-image output up to float rounding.  Output sections are streamed to HDF5.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from . import device as devices
+from .errors import EmsrError
+from .io import RAW_KEY, atomic_path, read_dataset
+from .methods import Method
+from .train import LR_KEY, count_parameters
+
+
+@dataclass
+class InferSettings:
+    tile: int = 64  # LR pixels per tile side
+    overlap: int = 16  # LR pixels shared by neighbouring tiles
+    margin: int | None = None  # LR pixels of zero weight at shared edges; default overlap // 4
+    batch: int = 4  # tiles per forward pass
+    device: str = "auto"
+
+    @classmethod
+    def merged(cls, *layers: dict, source: str = "inference") -> "InferSettings":
+        names = {f.name for f in fields(cls)}
+        values: dict = {}
+        for layer in layers:
+            for key, val in (layer or {}).items():
+                if key not in names:
+                    raise EmsrError(f"{source}: unknown inference setting '{key}' (known: {sorted(names)})")
+                values[key] = val
+        s = cls(**values)
+        if s.margin is None:
+            s.margin = s.overlap // 4
+        if not (0 <= 2 * s.margin < s.overlap < s.tile):
+            raise EmsrError(f"{source}: need 0 <= 2*margin < overlap < tile, got tile={s.tile} overlap={s.overlap} margin={s.margin}")
+        return s
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins covering [0, length); the last tile is flush with the end."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def edge_window(length: int, ramp: int, margin: int, open_before: bool, open_after: bool) -> np.ndarray:
+    """1-D weights of a tile: zero for ``margin`` pixels, then a linear ramp up to 1 over
+    ``ramp - 2*margin`` pixels, on every side that borders another tile (``open_*``)."""
+    w = np.ones(length, dtype=np.float64)
+    rise = np.clip((np.arange(length) + 0.5 - margin) / max(ramp - 2 * margin, 1), 0.0, 1.0)
+    if open_before:
+        w = np.minimum(w, rise)
+    if open_after:
+        w = np.minimum(w, rise[::-1])
+    return w
+
+
+class TiledUpscaler:
+    """Applies an SR model to one LR stack (C, h, w) tile by tile."""
+
+    def __init__(self, model: nn.Module, scale: int, settings: InferSettings, device: torch.device):
+        self.model, self.scale, self.s, self.device = model, scale, settings, device
+
+    @torch.no_grad()
+    def __call__(self, stack: np.ndarray) -> np.ndarray:
+        s, st = self.scale, self.s
+        c, h, w = stack.shape
+        ys, xs = tile_starts(h, st.tile, st.overlap), tile_starts(w, st.tile, st.overlap)
+        th, tw = min(h, st.tile), min(w, st.tile)
+        out = np.zeros((h * s, w * s), dtype=np.float64)
+        norm = np.zeros_like(out)
+        boxes = [(y, x) for y in ys for x in xs]
+        x_t = torch.from_numpy(np.ascontiguousarray(stack)).float().div_(255.0)
+        for i in range(0, len(boxes), st.batch):
+            chunk = boxes[i : i + st.batch]
+            batch = torch.stack([x_t[:, y : y + th, x : x + tw] for y, x in chunk]).to(self.device)
+            with devices.autocast(self.device):
+                pred = self.model(batch)
+            if pred.shape != (len(chunk), 1, th * s, tw * s):
+                raise EmsrError(f"model maps LR tiles {tuple(batch.shape)} to {tuple(pred.shape)}, expected (B, 1, {th * s}, {tw * s})")
+            pred = pred.float().cpu().numpy()[:, 0]
+            if not np.isfinite(pred).all():
+                raise EmsrError("model output contains NaN or Inf values")
+            for (y, x), p in zip(chunk, pred):
+                wy = edge_window(th * s, st.overlap * s, st.margin * s, y > 0, y + th < h)
+                wx = edge_window(tw * s, st.overlap * s, st.margin * s, x > 0, x + tw < w)
+                wgt = np.outer(wy, wx)
+                out[y * s : (y + th) * s, x * s : (x + tw) * s] += wgt * p
+                norm[y * s : (y + th) * s, x * s : (x + tw) * s] += wgt
+        return out / norm
+
+
+def neighbour_indices(z: int, depth: int, slices: int) -> np.ndarray:
+    """Sections z-N..z+N with edge replication at both ends of the stack."""
+    half = slices // 2
+    return np.clip(np.arange(z - half, z + half + 1), 0, depth - 1)
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def load_model(method: Method, scale: int, model_params: dict, model_file: str | Path | None,
+               device: torch.device) -> tuple[nn.Module, dict]:
+    """Build the method's network and load trained weights (when the method trains)."""
+    meta: dict = {}
+    if method.trains:
+        if model_file is None or not Path(model_file).exists():
+            raise EmsrError(f"{model_file}: trained model file not found for method '{method.name}' x{scale}")
+        meta = torch.load(model_file, map_location="cpu")
+        if meta.get("method") != method.name or int(meta.get("scale", -1)) != scale:
+            raise EmsrError(f"{model_file}: holds {meta.get('method')} x{meta.get('scale')}, expected {method.name} x{scale}")
+        model = method.module().build(scale, **meta["model_params"])
+        try:
+            model.load_state_dict(meta["state_dict"])
+        except RuntimeError as err:
+            raise EmsrError(f"{model_file}: weights do not fit {method.name}'s model: {str(err).splitlines()[0]}") from None
+    else:
+        model = method.module().build(scale, **model_params)
+    return model.to(device).eval(), meta
+
+
+def infer_file(method: Method, scale: int, model_params: dict, settings: InferSettings, lr_path: str | Path,
+               out_path: str | Path, model_file: str | Path | None = None, threads: int | None = None) -> dict:
+    """Super-resolve the LR test volume in ``lr_path``; writes ``out_path`` (uint8 CREMI HDF5
+    with the HR resolution) and returns the run's statistics (also stored as file attrs)."""
+    devices.set_threads(threads)
+    dev = devices.pick_device(settings.device)
+    lr, lr_res = read_dataset(lr_path, LR_KEY, dtype=np.uint8, ndim=3)
+    hr_res = (lr_res[0], lr_res[1] / scale, lr_res[2] / scale)
+    model, meta = load_model(method, scale, model_params, model_file, dev)
+    upscale = TiledUpscaler(model, scale, settings, dev)
+    depth, h, w = lr.shape
+    t0 = time.perf_counter()
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
+        ds = f.create_dataset(RAW_KEY, shape=(depth, h * scale, w * scale), dtype=np.uint8,
+                              chunks=(1, min(h * scale, 256), min(w * scale, 256)), compression="gzip", compression_opts=1)
+        ds.attrs["resolution"] = np.asarray(hr_res, dtype=float)
+        for z in range(depth):
+            try:
+                ds[z] = to_uint8(upscale(lr[neighbour_indices(z, depth, method.slices)]))
+            except EmsrError as err:
+                raise EmsrError(f"{out_path}: {method.name} x{scale} section {z}: {err}") from None
+        seconds = time.perf_counter() - t0
+        stats = {
+            "method": method.name,
+            "scale": scale,
+            "parameters": int(meta.get("parameters", count_parameters(model))),
+            "infer_seconds": seconds,
+            "output_megapixels": depth * h * w * scale * scale / 1e6,
+            "infer_seconds_per_mp": seconds / (depth * h * w * scale * scale / 1e6),
+            "train_seconds": float(meta.get("train_seconds", 0.0)),
+            "device": devices.describe(dev),
+            "flags": list(meta.get("flags", [])),
+        }
+        f.attrs["stats"] = json.dumps(stats)
+    return stats

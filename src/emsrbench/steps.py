@@ -1,0 +1,114 @@
+"""The bodies of the workflow's scripts: each takes Snakemake's ``snakemake`` object.
+
+``workflow/scripts/<step>.py`` is one line calling :func:`run`, which sends stderr to the
+rule's log and turns an :class:`EmsrError` into a one-line message and exit status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import EmsrError
+
+
+def _rebuild_plan(smk):
+    from .plan import Plan
+
+    return Plan(smk.config, methods_dir=Path(smk.scriptdir).parents[1] / "methods")
+
+
+def phantom(smk) -> None:
+    from . import phantom as ph
+
+    spec = smk.params.spec
+    ph.write(smk.output[0], tuple(spec["shape"]), seed=int(spec.get("seed", 0)),
+             resolution=tuple(float(r) for r in smk.params.resolution))
+
+
+def download_cremi(smk) -> None:
+    from .download import download
+
+    spec = smk.params.spec
+    download(spec["url"], smk.output[0], spec["sha256"], verify_tls=smk.params.verify_tls)
+
+
+def degrade(smk) -> None:
+    from .degrade import Degradation, degrade_piece
+
+    piece = smk.params.piece
+    degrade_piece(smk.input[0], smk.output[0], int(smk.wildcards.scale), Degradation.from_config(smk.params.degradation),
+                  z=piece.z, center_crop=smk.params.center_crop, raw_key=smk.params.raw_key,
+                  labels_key=smk.params.labels_key, min_yx=int(smk.params.max_scale))
+
+
+def train(smk) -> None:
+    from .train import TrainJob, TrainSettings, run as run_training
+
+    plan = _rebuild_plan(smk)
+    method = plan.method(smk.wildcards.method)
+    job = TrainJob(
+        method=method,
+        scale=int(smk.wildcards.scale),
+        preset=smk.params.preset,
+        model_params=dict(smk.params.model),
+        settings=TrainSettings.merged(*smk.params.settings, source=f"{method.name} train settings"),
+        train_files=list(smk.input),
+        out_path=Path(smk.output[0]),
+        ckpt_dir=Path(smk.params.ckpt_dir),
+        threads=smk.threads,
+    )
+    run_training(job)
+
+
+def infer(smk) -> None:
+    from .infer import InferSettings, infer_file
+
+    plan = _rebuild_plan(smk)
+    method = plan.method(smk.wildcards.method)
+    settings = InferSettings.merged(*smk.params.settings, source=f"{method.name} inference settings")
+    stats = infer_file(method, int(smk.wildcards.scale), dict(smk.params.model), settings, smk.input.lr,
+                       smk.output[0], model_file=smk.input.model or None, threads=smk.threads)
+    print(stats, file=sys.stderr)
+
+
+def evaluate(smk) -> None:
+    from .evaluate import evaluate as score, write_rows
+
+    plan = _rebuild_plan(smk)
+    method = plan.method(smk.wildcards.method)
+    df = score(method, int(smk.wildcards.scale), smk.params.preset, smk.input.sr, smk.input.hr, dict(smk.params.lpips))
+    write_rows(df, smk.output[0])
+
+
+def leaderboard(smk) -> None:
+    from .leaderboard import write
+
+    write(list(smk.input), smk.output.csv, smk.output.md, smk.output.tidy)
+    print(f"leaderboard: {Path(smk.output.md).resolve()}", file=sys.stderr)
+
+
+STEPS = {f.__name__: f for f in (phantom, download_cremi, degrade, train, infer, evaluate, leaderboard)}
+
+
+def run(smk, step: str) -> None:
+    log = open(smk.log[0], "a") if smk.log else None
+    if log:
+        sys.stderr = log
+    try:
+        STEPS[step](smk)
+    except EmsrError as err:
+        message = f"emsrbench error in {step}: {err}"
+        print(message, file=sys.stderr)
+        if log:
+            print(message, file=sys.__stderr__)
+        sys.exit(1)
+    except Exception:
+        traceback.print_exc()
+        if log:
+            traceback.print_exc(file=sys.__stderr__)
+        raise SystemExit(1)
+    finally:
+        if log:
+            sys.stderr.flush()

@@ -1,0 +1,33 @@
+import sys
+from pathlib import Path
+
+# The library lives in src/; it is pip-installed in .venv, but a bare checkout works too.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from emsrbench.errors import EmsrError
+from emsrbench.plan import Plan
+
+try:
+    PLAN = Plan(config, basedir=workflow.basedir, methods_dir=Path(workflow.basedir) / "methods")
+except EmsrError as err:
+    raise WorkflowError(f"emsrbench: {err}") from None
+
+RESULTS = str(PLAN.results)
+METHODS = list(PLAN.methods)
+TRAINED = PLAN.trained() or ["__none__"]
+SCALES = [str(s) for s in PLAN.scales]
+
+
+wildcard_constraints:
+    method="|".join(METHODS),
+    scale="|".join(SCALES),
+    split="train|val|test",
+    index=r"\d+",
+
+
+def method_resource(stage, key):
+    return lambda wildcards: PLAN.resources(wildcards.method, stage)[key]
+
+
+def method_env(wildcards):
+    return str(Path(workflow.basedir) / PLAN.method(wildcards.method).env)

@@ -1,0 +1,30 @@
+# Source samples: generated (phantom), downloaded (cremi) or given (path: no rule needed).
+
+
+rule phantom:
+    output:
+        f"{RESULTS}/data/{{sample}}.h5",
+    params:
+        spec=lambda w: PLAN.samples()[w.sample],
+        resolution=config["data"].get("phantom", {}).get("resolution", [40, 4, 4]),
+    log:
+        f"{RESULTS}/logs/phantom/{{sample}}.log",
+    conda:
+        "../../envs/emsrbench.yaml"
+    script:
+        "../scripts/phantom.py"
+
+
+rule download_cremi:
+    output:
+        f"{config['data'].get('cremi', {}).get('dir', 'data/cremi')}/sample_{{sample}}.hdf",
+    params:
+        spec=lambda w: PLAN.samples()[w.sample],
+        verify_tls=config["data"].get("cremi", {}).get("verify_tls", True),
+    log:
+        f"{RESULTS}/logs/download_cremi/{{sample}}.log",
+    retries: 3
+    conda:
+        "../../envs/emsrbench.yaml"
+    script:
+        "../scripts/download_cremi.py"

@@ -1,0 +1,19 @@
+# Image metrics of every SR volume against the HR test volume, as tidy rows.
+
+
+rule evaluate:
+    input:
+        sr=f"{RESULTS}/sr/{{method}}/x{{scale}}.h5",
+        hr=lambda w: PLAN.test_file(w.scale),
+    output:
+        f"{RESULTS}/metrics/{{method}}/x{{scale}}.csv",
+    params:
+        preset=PLAN.preset,
+        lpips=PLAN.lpips(),
+    threads: 1
+    log:
+        f"{RESULTS}/logs/evaluate/{{method}}-x{{scale}}.log",
+    conda:
+        "../../envs/emsrbench.yaml"
+    script:
+        "../scripts/evaluate.py"

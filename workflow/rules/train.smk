@@ -1,0 +1,30 @@
+# One training job per trainable method and scale; resumes from its last checkpoint.
+
+
+rule train:
+    input:
+        lambda w: PLAN.degraded("train", w.scale),
+    output:
+        f"{RESULTS}/models/{{method}}/x{{scale}}/model.pt",
+    params:
+        preset=PLAN.preset,
+        model=lambda w: PLAN.preset_of(w.method)["model"],
+        settings=lambda w: PLAN.train_layers(w.method),
+        ckpt_dir=lambda w: f"{RESULTS}/models/{w.method}/x{w.scale}/checkpoints",
+    wildcard_constraints:
+        method="|".join(TRAINED),
+    threads: lambda w: PLAN.resources(w.method, "train")["cpus"]
+    resources:
+        mem_mb=method_resource("train", "mem_mb"),
+        runtime=method_resource("train", "runtime"),
+        gpu=method_resource("train", "gpus"),
+    log:
+        f"{RESULTS}/logs/train/{{method}}-x{{scale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{method}}-x{{scale}}.tsv"
+    # Safe to retry: the trainer resumes from checkpoints and writes its output atomically.
+    retries: 2
+    conda:
+        method_env
+    script:
+        "../scripts/train.py"
