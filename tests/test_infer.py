@@ -1,0 +1,116 @@
+"""Tiled inference: coverage, blending weights, equality with whole-image inference, errors."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from emsrbench.errors import EmsrError
+from emsrbench.infer import (InferSettings, TiledUpscaler, edge_window, infer_file, neighbour_indices,
+                             tile_starts, to_uint8)
+from emsrbench.methods import discover, load_method
+from emsrbench.resize import imresize
+
+METHODS = discover()
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(10, 64, 16), (64, 64, 16), (100, 32, 8), (129, 32, 8)])
+def test_tiles_cover_everything_with_at_least_the_overlap(length, tile, overlap):
+    starts = tile_starts(length, tile, overlap)
+    covered = np.zeros(length, bool)
+    for s in starts:
+        covered[s : s + tile] = True
+    assert covered.all() and starts[0] == 0 and starts[-1] + min(tile, length) == length
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_blend_weights_of_regular_neighbours_sum_to_one():
+    ramp, margin, tile = 16, 4, 48
+    a = edge_window(tile, ramp, margin, open_before=False, open_after=True)
+    b = edge_window(tile, ramp, margin, open_before=True, open_after=False)
+    np.testing.assert_allclose(a[-ramp:] + b[:ramp], 1.0)
+    assert (a[-margin:] == 0).all() and (b[:margin] == 0).all() and (a[:-ramp] == 1).all()
+
+
+class LocalNet(nn.Module):
+    """Receptive field of 2 LR pixels: tiles with a margin >= 2 must reproduce whole-image output."""
+
+    def __init__(self, scale, in_ch=1):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(in_ch, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, scale * scale, 3, padding=1),
+                                 nn.PixelShuffle(scale), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 52), (3, 33, 70)])
+def test_tiled_equals_whole_image(shape):
+    scale = 4
+    rng = np.random.default_rng(1)
+    stack = rng.integers(0, 256, shape, dtype=np.uint8)
+    model = LocalNet(scale, shape[0]).eval()
+    settings = InferSettings.merged({"tile": 16, "overlap": 8, "margin": 2, "batch": 3})
+    tiled = TiledUpscaler(model, scale, settings, torch.device("cpu"))(stack)
+    with torch.no_grad():
+        whole = model(torch.from_numpy(stack).float()[None] / 255.0)[0, 0].numpy()
+    assert tiled.shape == whole.shape
+    np.testing.assert_allclose(tiled, whole, atol=1e-5, rtol=0)
+
+
+def test_neighbours_replicate_at_the_edges():
+    assert neighbour_indices(0, 10, 5).tolist() == [0, 0, 0, 1, 2]
+    assert neighbour_indices(9, 10, 5).tolist() == [7, 8, 9, 9, 9]
+    assert neighbour_indices(4, 10, 1).tolist() == [4]
+
+
+def test_settings_errors():
+    with pytest.raises(EmsrError, match="unknown inference setting 'tiles'"):
+        InferSettings.merged({"tiles": 3})
+    with pytest.raises(EmsrError, match="overlap < tile"):
+        InferSettings.merged({"tile": 16, "overlap": 16})
+
+
+def test_bicubic_inference_file(tmp_path, degraded_x8):
+    out = tmp_path / "sr.h5"
+    stats = infer_file(METHODS["bicubic"], 8, {}, InferSettings.merged({"tile": 6, "overlap": 5, "margin": 2}),
+                       degraded_x8, out)
+    with h5py.File(degraded_x8) as f:
+        lr, hr = f["volumes/lr"][:], f["volumes/raw"][:]
+    with h5py.File(out) as f:
+        sr = f["volumes/raw"][:]
+        np.testing.assert_allclose(f["volumes/raw"].attrs["resolution"], (40, 4, 4))
+        assert json.loads(f.attrs["stats"])["method"] == "bicubic"
+    assert sr.shape == hr.shape and sr.dtype == np.uint8
+    # Bicubic reaches 2 LR pixels: with a margin of 2 tiles reproduce whole-section resizing.
+    expect = to_uint8(imresize(torch.from_numpy(lr).double() / 255, 8, antialias=False).numpy())
+    assert np.abs(sr.astype(int) - expect).max() <= 1
+    assert stats["parameters"] == 0 and stats["infer_seconds_per_mp"] > 0
+
+
+def test_nan_output_is_an_error_and_leaves_no_file(tmp_path, degraded_x8):
+    folder = tmp_path / "nanny"
+    folder.mkdir()
+    (folder / "method.yaml").write_text(
+        "display_name: Nan\ncitation: x\nfamily: single-image\nscales: [8]\ntrains: false\npresets: {quick: {}, paper: {}}\n")
+    (folder / "model.py").write_text(
+        "import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+        "        return torch.full((x.shape[0], 1, x.shape[2] * 8, x.shape[3] * 8), float('nan'))\n"
+        "def build(scale):\n    return M()\n")
+    out = tmp_path / "sr.h5"
+    with pytest.raises(EmsrError, match="NaN") as info:
+        infer_file(load_method(folder), 8, {}, InferSettings.merged({}), degraded_x8, out)
+    assert "nanny" in str(info.value) and "section 0" in str(info.value)
+    assert not out.exists() and not list(tmp_path.glob(".sr.h5*"))
+
+
+def test_missing_model_file(tmp_path, degraded_x8):
+    with pytest.raises(EmsrError, match="trained model file not found"):
+        infer_file(METHODS["rcan"], 8, {}, InferSettings.merged({}), degraded_x8, tmp_path / "o.h5",
+                   model_file=tmp_path / "nope.pt")
