@@ -9,6 +9,7 @@ weight file names carry the first 8 digits of their sha256).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import ssl
@@ -30,10 +31,15 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def check_sha256(path: str | os.PathLike, expected: str) -> None:
+def expected_sha256(expected: str, where) -> str:
     expected = expected.lower().strip()
     if len(expected) < 8 or any(c not in "0123456789abcdef" for c in expected):
-        raise EmsrError(f"{path}: sha256 '{expected}' must be at least 8 hexadecimal digits")
+        raise EmsrError(f"{where}: sha256 '{expected}' must be at least 8 hexadecimal digits")
+    return expected
+
+
+def check_sha256(path: str | os.PathLike, expected: str) -> None:
+    expected = expected_sha256(expected, path)
     actual = sha256_file(path)
     if not actual.startswith(expected):
         raise EmsrError(f"{path}: sha256 mismatch: expected {expected}, got {actual}")
@@ -42,6 +48,7 @@ def check_sha256(path: str | os.PathLike, expected: str) -> None:
 def download(url: str, dest: str | os.PathLike, sha256: str, verify_tls: bool = True, timeout: float = 60) -> Path:
     """Fetch ``url`` into ``dest`` (resuming a previous partial download) and verify it."""
     dest = Path(dest)
+    expected_sha256(sha256, url)  # a malformed checksum fails before any transfer
     if dest.exists():
         check_sha256(dest, sha256)
         return dest
@@ -58,13 +65,18 @@ def download(url: str, dest: str | os.PathLike, sha256: str, verify_tls: bool = 
                 total = resp.headers.get("Content-Length")
                 print(f"downloading {url} -> {dest} ({'resuming at ' + str(have) + ' bytes, ' if resumed else ''}"
                       f"{total or '?'} bytes to go)", file=sys.stderr)
+                start = out.tell()
                 shutil.copyfileobj(resp, out, CHUNK)
+                got = out.tell() - start
+            if total is not None and total.isdigit() and got < int(total):  # connection closed early
+                raise EmsrError(f"{url}: download interrupted after {got} of {total} bytes "
+                                f"(partial data kept in {part}; rerun to resume)")
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:  # the partial file is already complete
             pass
         else:
             raise EmsrError(f"{url}: download failed: HTTP {err.code} {err.reason} (partial data kept in {part})") from None
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
         raise EmsrError(f"{url}: download failed: {getattr(err, 'reason', err)} (partial data kept in {part}; rerun to resume)") from None
     try:
         check_sha256(part, sha256)

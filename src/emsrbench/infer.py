@@ -22,9 +22,9 @@ from torch import nn
 
 from . import device as devices
 from .errors import EmsrError
-from .io import RAW_KEY, atomic_path, read_dataset
+from .io import LR_KEY, RAW_KEY, atomic_path, read_dataset
 from .methods import Method
-from .train import LR_KEY, count_parameters
+from .train import count_parameters
 
 
 @dataclass

@@ -23,6 +23,7 @@ from .errors import EmsrError
 
 RAW_KEY = "volumes/raw"
 LABELS_KEY = "volumes/labels/neuron_ids"
+LR_KEY = "volumes/lr"  # degraded files keep the LR input next to the (cropped) HR raw
 DEFAULT_RESOLUTION = (40.0, 4.0, 4.0)
 LABEL_DTYPES = (np.uint64, np.uint32, np.int64, np.int32, np.uint16)
 
@@ -90,7 +91,10 @@ def _resolution(ds, path: Path, key: str) -> tuple[float, float, float]:
     if res is None:
         warnings.warn(f"{path}:{key}: no 'resolution' attribute, assuming {DEFAULT_RESOLUTION} nm", stacklevel=3)
         return DEFAULT_RESOLUTION
-    res = tuple(float(r) for r in np.asarray(res).ravel())
+    try:
+        res = tuple(float(r) for r in np.asarray(res).ravel())
+    except (TypeError, ValueError):
+        raise EmsrError(f"{path}:{key}: 'resolution' attribute must be 3 positive numbers (z,y,x nm), got {res!r}") from None
     if len(res) != 3 or not all(r > 0 for r in res):
         raise EmsrError(f"{path}:{key}: 'resolution' attribute must be 3 positive numbers (z,y,x nm), got {res}")
     return res
@@ -174,8 +178,16 @@ def _padded_origin(raw_ds, lab_ds, resolution, path, raw_key, labels_key) -> tup
             f"{path}:{labels_key}: shape {tuple(lab_ds.shape)} differs from {raw_key} {tuple(raw_ds.shape)} "
             "and there is no 'offset' attribute to place it"
         )
-    raw_offset = np.asarray(raw_ds.attrs.get("offset", (0, 0, 0)), dtype=float)
-    origin = np.round((np.asarray(offset, dtype=float) - raw_offset) / np.asarray(resolution)).astype(int)
+    offsets = []
+    for key, attr in ((labels_key, offset), (raw_key, raw_ds.attrs.get("offset", (0, 0, 0)))):
+        try:
+            value = np.asarray(attr, dtype=float).ravel()
+        except (TypeError, ValueError):
+            value = None
+        if value is None or value.shape != (3,) or not np.isfinite(value).all():
+            raise EmsrError(f"{path}:{key}: 'offset' attribute must be 3 numbers (z,y,x nm), got {np.asarray(attr).tolist()}")
+        offsets.append(value)
+    origin = np.round((offsets[0] - offsets[1]) / np.asarray(resolution)).astype(int)
     end = origin + np.asarray(lab_ds.shape)
     if (origin < 0).any() or (end > np.asarray(raw_ds.shape)).any():
         raise EmsrError(

@@ -34,8 +34,13 @@ def load_tidy(paths: list[str | Path]) -> pd.DataFrame:
 def wide(tidy: pd.DataFrame) -> pd.DataFrame:
     """One row per method; columns '<metric>@x<scale>' ordered by scale then metric."""
     t = tidy.assign(column=lambda d: d["metric"] + "@x" + d["scale"].astype(str))
-    table = t.pivot_table(index=["method", "display_name", "preset"], columns="column", values="value",
-                          aggfunc="first", dropna=False)
+    keys = ["method", "display_name", "preset", "column"]
+    dup = t[t.duplicated(keys)]
+    if len(dup):
+        r = dup.iloc[0]
+        raise EmsrError(f"leaderboard: {r['method']} x{r['scale']} has '{r['metric']}' more than once")
+    # unstack, unlike pivot_table, keeps metrics whose value is missing (NaN) as columns.
+    table = t.set_index(keys)["value"].unstack("column")
     order = [f"{m}@x{s}" for s in sorted(tidy["scale"].unique()) for m in METRIC_ORDER]
     table = table.reindex(columns=[c for c in order if c in table.columns])
     first_psnr = next((c for c in table.columns if c.startswith("psnr@")), None)

@@ -16,7 +16,7 @@ from .errors import EmsrError
 def _rebuild_plan(smk):
     from .plan import Plan
 
-    return Plan(smk.config, methods_dir=Path(smk.scriptdir).parents[1] / "methods")
+    return Plan(smk.config, methods_dir=smk.params.methods_dir)
 
 
 def phantom(smk) -> None:
@@ -35,10 +35,10 @@ def download_cremi(smk) -> None:
 
 
 def degrade(smk) -> None:
-    from .degrade import Degradation, degrade_piece
+    from .degrade import Degradation, degrade_file
 
     piece = smk.params.piece
-    degrade_piece(smk.input[0], smk.output[0], int(smk.wildcards.scale), Degradation.from_config(smk.params.degradation),
+    degrade_file(smk.input[0], smk.output[0], int(smk.wildcards.scale), Degradation.from_config(smk.params.degradation),
                   z=piece.z, center_crop=smk.params.center_crop, raw_key=smk.params.raw_key,
                   labels_key=smk.params.labels_key, min_yx=int(smk.params.max_scale))
 

@@ -22,10 +22,8 @@ from torch import nn
 
 from . import device as devices
 from .errors import EmsrError
-from .io import atomic_path, read_dataset, RAW_KEY
+from .io import LR_KEY, RAW_KEY, atomic_path, read_dataset
 from .methods import Method
-
-LR_KEY = "volumes/lr"
 
 
 @dataclass

@@ -7,8 +7,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from emsrbench.errors import EmsrError
 from emsrbench.plan import Plan
 
+METHODS_DIR = str(Path(workflow.basedir) / "methods")
 try:
-    PLAN = Plan(config, basedir=workflow.basedir, methods_dir=Path(workflow.basedir) / "methods")
+    PLAN = Plan(config, basedir=workflow.basedir, methods_dir=METHODS_DIR)
 except EmsrError as err:
     raise WorkflowError(f"emsrbench: {err}") from None
 

@@ -9,6 +9,7 @@ rule evaluate:
         f"{RESULTS}/metrics/{{method}}/x{{scale}}.csv",
     params:
         preset=PLAN.preset,
+        methods_dir=METHODS_DIR,
         lpips=PLAN.lpips(),
     threads: 1
     log:

@@ -9,6 +9,7 @@ rule infer:
         f"{RESULTS}/sr/{{method}}/x{{scale}}.h5",
     params:
         preset=PLAN.preset,
+        methods_dir=METHODS_DIR,
         model=lambda w: PLAN.preset_of(w.method)["model"],
         settings=lambda w: PLAN.infer_layers(w.method),
     threads: lambda w: PLAN.resources(w.method, "infer")["cpus"]

@@ -8,6 +8,7 @@ rule train:
         f"{RESULTS}/models/{{method}}/x{{scale}}/model.pt",
     params:
         preset=PLAN.preset,
+        methods_dir=METHODS_DIR,
         model=lambda w: PLAN.preset_of(w.method)["model"],
         settings=lambda w: PLAN.train_layers(w.method),
         ckpt_dir=lambda w: f"{RESULTS}/models/{w.method}/x{w.scale}/checkpoints",
