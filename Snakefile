@@ -2,7 +2,7 @@
 #   snakemake --cores 2                              default run (phantom, quick preset)
 #   snakemake --configfile config/paper.yaml ...     the study's CREMI setting
 #   snakemake --cores 8 --profile slurm              on a SLURM cluster
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -10,9 +10,7 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "config/schema/config.schema.yaml")
-
-
+# Validates the config (one-line errors, then snakemake.utils.validate with schema defaults).
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/degrade.smk"

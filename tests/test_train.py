@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -40,12 +41,15 @@ def assert_identical(a: dict, b: dict):
 
 def test_training_is_deterministic_and_records_metadata(tmp_path, degraded_x8):
     a, b = job_for(tmp_path, degraded_x8, "a"), job_for(tmp_path, degraded_x8, "b")
+    a.val_files = [str(degraded_x8)]
     fit(a)
     fit(b)
     assert_identical(weights(a.out_path), weights(b.out_path))
     meta = torch.load(a.out_path)
     assert meta["method"] == "rcan" and meta["scale"] == 8 and meta["parameters"] > 0
     assert meta["iterations"] == 12 and meta["train_seconds"] > 0
+    assert 5 < meta["val_psnr"] < 60  # validation on fixed patches does not disturb the training stream
+    assert math.isnan(torch.load(b.out_path)["val_psnr"])  # no validation set given
 
 
 def test_resume_after_simulated_kill_equals_uninterrupted(tmp_path, degraded_x8):

@@ -51,7 +51,9 @@ _R_MAX = 500.0  # largest radius (nm)
 _R_BIRTH_MIN = 24.0  # smallest radius a branch is born with (nm)
 _BIRTH_FIT = 0.8  # a tube is born where the clearance is at least this fraction of its drawn radius
 _FILL = 0.72  # packing fraction of the initial disks
-_CORE_INSET = 12.0  # painted core = radius - inset (nm); the rest is shared out by nearest core
+_CORE_INSET = 8.0  # used for the size of organelles: room inside a tube (nm)
+_RHO_MAX = 1.5  # how far (in shape radii) a tube can claim space
+_RHO_ADD = 50.0  # added to the radii that weight the Voronoi diagram (nm): less sprawl of thick tubes
 _SLOPE_MEDIAN = 0.18  # lateral drift per nm of z (0.18 -> 7 nm per 40 nm section)
 _LIFE = 9000.0  # mean length (nm of z) of a tube before it ends
 _BRANCH_RATE = 1.0 / 40000.0  # branches per nm of z per tube
@@ -59,12 +61,12 @@ _MITO_RATE = 1.0 / 6000.0  # new mitochondria per nm of z per tube (scaled by ca
 _TAPER_NM = 120.0  # length over which a tube/mitochondrion grows in or shrinks out
 
 # --- appearance -----------------------------------------------------------------------------
-_BEAM = 225.0  # bright-field intensity without specimen
-_D_CYTO = 0.34  # optical density of cytoplasm  (225 * exp(-0.34) ~ 160)
-_D_MEM = 1.05  # peak optical density of a membrane
-_MEM_SIGMA = (3.6, 9.0)  # range of the membrane's Gaussian sd (nm), varies smoothly in the plane
+_BEAM = 218.0  # bright-field intensity without specimen
+_D_CYTO = 0.34  # optical density of cytoplasm  (218 * exp(-0.34) ~ 155)
+_D_MEM = 1.3  # peak optical density of a membrane
+_MEM_SIGMA = (3.4, 9.0)  # range of the membrane's Gaussian sd (nm), varies smoothly in the plane
 _PSF_SIGMA = 3.4  # nm
-_WARP_AMP, _WARP_SCALE = 22.0, 180.0  # nm
+_WARP_AMP, _WARP_SCALE = 30.0, 160.0  # nm
 _Z_KEY = 6  # sections between key frames of the smooth fields (warp, width, illumination)
 
 
@@ -108,6 +110,16 @@ def _check_zrange(z_range, depth: int) -> tuple[int, int]:
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *key]))
+
+
+def _noise(rng: np.random.Generator, shape, sigma_px: float) -> np.ndarray:
+    """Unit-variance white noise blurred by a Gaussian of ``sigma_px`` (float32)."""
+    out = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma_px, truncate=3.0)
+    rad = int(3.0 * sigma_px + 0.5)
+    k = np.exp(-0.5 * (np.arange(-rad, rad + 1) / max(sigma_px, 1e-6)) ** 2)
+    k /= k.sum()
+    out /= np.float32(np.sum(k**2) ** (len(shape) / 2))
+    return out
 
 
 def _draw_radii(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -186,6 +198,7 @@ class _Phantom:
         self.next_uid = 1
         self.z = 0
         self._fields_cache: dict = {}
+        self._key_cache: dict = {}
         self._init_packing()
         for _ in range(3):  # settle
             self._step()
@@ -205,9 +218,9 @@ class _Phantom:
             vel = speed[:, None] * np.stack([np.cos(ang), np.sin(ang)], 1) * rng.uniform(0.3, 1.0, (n, 1))
         big = np.clip((r0 - 50.0) / 250.0, 0.0, 1.0)
         life = np.full(n, _LIFE)
-        aspect = 1.0 + rng.gamma(1.2, 0.2, n) * (0.7 + big)
-        harm = rng.standard_normal((n, 6)) * (0.03 + 0.05 * big)[:, None]
-        bouton = (r0 > 60.0) & (r0 < 350.0) & (rng.random(n) < 0.22)
+        aspect = 1.0 + rng.gamma(1.0, 0.35, n) * (0.5 + big)
+        harm = rng.standard_normal((n, 6)) * (0.04 + 0.07 * big)[:, None]
+        bouton = (r0 > 60.0) & (r0 < 350.0) & (rng.random(n) < 0.3)
         dens = _D_CYTO + rng.normal(0.0, 0.07, n) - 0.06 * big + 0.04 * bouton
         mt = np.where(r0 > 120.0, rng.uniform(30, 150, n), rng.uniform(0, 80, n)) * (~bouton)
         self.tubes.append(
@@ -395,48 +408,67 @@ class _Phantom:
 
     def _smooth(self, z: int, stream: int, spacing: float, pad: int) -> np.ndarray:
         """A unit-variance Gaussian random field over the window (+pad), correlated over
-        ``spacing`` nm laterally and ``_Z_KEY`` sections in z."""
+        ``spacing`` nm laterally and ``_Z_KEY`` sections in z (key frames k = z // _Z_KEY,
+        blended with cos/sin weights, which keeps the variance)."""
         ay = self._basis(self.H, self.ry, pad, spacing)
         ax = self._basis(self.W, self.rx, pad, spacing)
         k, f = divmod(z, _Z_KEY)
         s = f / _Z_KEY * (np.pi / 2)
-        g = [_rng(self.seed, 100 + stream, kk).standard_normal((ay.shape[1], ax.shape[1])).astype(np.float32)
-             for kk in (k, k + 1)]
-        g = math.cos(s) * g[0] + math.sin(s) * g[1]
-        return ay @ g @ ax.T
+        half = []
+        for kk in (k, k + 1):
+            key = (stream, spacing, pad, kk)
+            if key not in self._key_cache:
+                g = _rng(self.seed, 100 + stream, kk).standard_normal((ay.shape[1], ax.shape[1]))
+                self._key_cache[key] = ay @ g.astype(np.float32)
+            half.append(self._key_cache[key])
+        for key in [key for key in self._key_cache if key[3] < k]:
+            del self._key_cache[key]
+        return (math.cos(s) * half[0] + math.sin(s) * half[1]) @ ax.T
 
     # ------------------------------------------------------------------ rendering
     def _paint(self, m: int) -> np.ndarray:
-        """Canvas (window + m px each side) of tube index + 1 over the tube cores, 0 elsewhere."""
+        """Canvas (window + m px each side) of tube index + 1.
+
+        Each pixel goes to the tube whose shape, scaled about its centre, reaches it first (a
+        multiplicatively weighted Voronoi diagram of irregular ovals): boundaries are arcs that
+        bulge into the larger cell, so thin axons stay round between thick dendrites.  Pixels
+        farther than ``_RHO_MAX`` shape radii from every tube are 0 (filled by the caller).
+        """
         t = self.tubes
         r = self._r_eff()
-        core = r - np.minimum(_CORE_INSET, 0.45 * r)
         e = np.sqrt(t.aspect)
-        ext = core * e * (1 + np.abs(t.harm).sum(1))
+        ext = (r + _RHO_ADD) * e * (1 + np.abs(t.harm).sum(1)) * _RHO_MAX
         hc, wc = self.H + 2 * m, self.W + 2 * m
         yy = (np.arange(hc) - m + 0.5) * self.ry
         xx = (np.arange(wc) - m + 0.5) * self.rx
         canvas = np.zeros((hc, wc), np.int32)
+        zbuf = np.full((hc, wc), _RHO_MAX, np.float32)
         vis = (t.pos[:, 0] + ext > yy[0]) & (t.pos[:, 0] - ext < yy[-1]) & \
-              (t.pos[:, 1] + ext > xx[0]) & (t.pos[:, 1] - ext < xx[-1]) & (core > 0.3 * self.ry)
-        for i in np.flatnonzero(vis)[np.argsort(-r[vis], kind="stable")]:
+              (t.pos[:, 1] + ext > xx[0]) & (t.pos[:, 1] - ext < xx[-1]) & (r > 0.3 * self.ry)
+        for i in np.flatnonzero(vis):
             cy, cx, R = t.pos[i, 0], t.pos[i, 1], ext[i]
             i0, i1 = np.searchsorted(yy, [cy - R, cy + R])
             j0, j1 = np.searchsorted(xx, [cx - R, cx + R])
             if i1 <= i0 or j1 <= j0:
                 continue
-            dy = (yy[i0:i1] - cy)[:, None]
-            dx = (xx[j0:j1] - cx)[None, :]
+            dy = (yy[i0:i1] - cy)[:, None].astype(np.float32)
+            dx = (xx[j0:j1] - cx)[None, :].astype(np.float32)
             ct, st = math.cos(t.theta[i]), math.sin(t.theta[i])
             u = (dx * ct + dy * st) / e[i]
             v = (dy * ct - dx * st) * e[i]
-            phi = np.arctan2(v, u)
+            rr = np.sqrt(u * u + v * v) + 1e-6
+            c1, s1 = u / rr, v / rr
+            c2, s2 = c1 * c1 - s1 * s1, 2 * c1 * s1
+            c3, s3 = c2 * c1 - s2 * s1, s2 * c1 + c2 * s1
+            c4, s4 = c2 * c2 - s2 * s2, 2 * c2 * s2
             h = t.harm[i]
-            rad = core[i] * (1 + h[0] * np.cos(2 * phi) + h[1] * np.sin(2 * phi) + h[2] * np.cos(3 * phi)
-                             + h[3] * np.sin(3 * phi) + h[4] * np.cos(4 * phi) + h[5] * np.sin(4 * phi))
-            inside = u * u + v * v < rad * rad
-            canvas[i0:i1, j0:j1][inside] = i + 1
-        if not canvas.any():  # a tiny window between cores: give it to the nearest tube
+            rad = (r[i] + _RHO_ADD) * np.maximum(1 + h[0] * c2 + h[1] * s2 + h[2] * c3 + h[3] * s3 + h[4] * c4 + h[5] * s4, 0.3)
+            rho = rr / rad
+            zb = zbuf[i0:i1, j0:j1]
+            better = rho < zb
+            zb[better] = rho[better]
+            canvas[i0:i1, j0:j1][better] = i + 1
+        if not canvas.any():  # a tiny window far from every tube: give it to the nearest one
             c = np.array([yy.mean(), xx.mean()])
             canvas[:] = int(np.argmin(np.hypot(*(t.pos - c).T) - r)) + 1
         return canvas
@@ -446,7 +478,7 @@ class _Phantom:
         R = int(math.ceil(radius_px + 2))
         oy, ox = np.mgrid[-R:R + 1, -R:R + 1]
         rr = np.hypot(oy, ox)
-        k = np.exp(-0.5 * ((rr - radius_px) / 0.7) ** 2) - 0.25 * np.exp(-0.5 * (rr / (0.5 * radius_px)) ** 2)
+        k = np.exp(-0.5 * ((rr - radius_px) / 0.7) ** 2) - 0.1 * np.exp(-0.5 * (rr / (0.5 * radius_px)) ** 2)
         h, w = shape
         if len(pts) == 0:
             return np.zeros(shape, np.float32)
@@ -471,8 +503,10 @@ class _Phantom:
         filled = canvas[idx[0], idx[1]] - 1
         del idx, canvas
         # smooth warp of the whole section, at two scales
-        uy = self._smooth(z, 0, _WARP_SCALE, pad) * (_WARP_AMP / ry) + self._smooth(z, 4, 70.0, pad) * (6.0 / ry)
-        ux = self._smooth(z, 1, _WARP_SCALE, pad) * (_WARP_AMP / rx) + self._smooth(z, 5, 70.0, pad) * (6.0 / rx)
+        uy = self._smooth(z, 0, _WARP_SCALE, pad) * (_WARP_AMP / ry) + self._smooth(z, 4, 60.0, pad) * (9.0 / ry) \
+            + self._smooth(z, 7, 25.0, pad) * (2.5 / ry)
+        ux = self._smooth(z, 1, _WARP_SCALE, pad) * (_WARP_AMP / rx) + self._smooth(z, 5, 60.0, pad) * (9.0 / rx) \
+            + self._smooth(z, 8, 25.0, pad) * (2.5 / rx)
         hp, wp = H + 2 * pad, W + 2 * pad
         iy = np.clip(np.rint(np.arange(hp)[:, None] + (m - pad) + uy).astype(np.int64), 0, filled.shape[0] - 1)
         ix = np.clip(np.rint(np.arange(wp)[None, :] + (m - pad) + ux).astype(np.int64), 0, filled.shape[1] - 1)
@@ -500,11 +534,10 @@ class _Phantom:
         # --- optical density ---------------------------------------------------------------
         D = t.dens[tix].astype(np.float32)
         # grainy cytoplasm: organelle-scale mottling + finer grain, stronger in some cells
-        g1 = ndimage.gaussian_filter(rng.standard_normal((H, W), dtype=np.float32), 7.0 / lat, truncate=3.0)
-        g2 = ndimage.gaussian_filter(rng.standard_normal((H, W), dtype=np.float32), 3.0 / lat, truncate=3.0)
-        g1 /= g1.std() + 1e-6
-        g2 /= g2.std() + 1e-6
-        D += (0.10 * g1 + 0.06 * g2) * t.grain[tix].astype(np.float32)
+        g1 = _noise(rng, (H, W), 7.0 / lat)
+        g2 = _noise(rng, (H, W), 3.0 / lat)
+        g3 = self._smooth(z, 9, 30.0, 0)
+        D += (0.05 * g1 + 0.04 * g2 + 0.14 * np.maximum(g2 - 1.0, 0.0) + 0.05 * g3) * t.grain[tix].astype(np.float32)
         # membranes: Gaussian profile of the distance to the boundary; width and darkness vary
         wf = self._smooth(z, 2, 300.0, 0)
         sig = _MEM_SIGMA[0] + (_MEM_SIGMA[1] - _MEM_SIGMA[0]) / (1 + np.exp(-2.0 * (wf - 1.0)))
@@ -517,13 +550,13 @@ class _Phantom:
         jm = np.zeros(lp.shape, np.float32)
         jm[:-1, :-1] = j3 * rng.uniform(0.5, 1.5, j3.shape).astype(np.float32)
         jm = ndimage.gaussian_filter(jm, 9.0 / lat, truncate=3.0)[sl]
-        D += 0.8 * (9.0 / lat) ** 2 * jm
+        D += 0.8 * (9.0 / lat) ** 2 * jm * np.exp(0.8 * self._smooth(z, 10, 100.0, 0) - 0.3)
         # microtubules / small vesicles / ER: rings, per-cell density
         area_um2 = H * W * ry * rx * 1e-6
         cand = rng.integers(0, [H, W], (rng.poisson(150.0 * area_um2) + 1, 2))
         ct = tix[cand[:, 0], cand[:, 1]]
         keep = (rng.random(len(cand)) * 150.0 < t.mt[ct]) & (dist[cand[:, 0], cand[:, 1]] > 16.0)
-        D += self._rings((H, W), cand[keep], 14.0 / lat, rng.uniform(0.3, 0.7, keep.sum()))
+        D += self._rings((H, W), cand[keep], 12.0 / lat, rng.uniform(0.25, 0.8, keep.sum()))
         cand = rng.integers(0, [H, W], (rng.poisson(6.0 * area_um2) + 1, 2))
         keep = dist[cand[:, 0], cand[:, 1]] > 30.0
         D += self._rings((H, W), cand[keep], rng.uniform(16.0, 26.0) / lat, rng.uniform(0.2, 0.45, keep.sum()))
@@ -533,18 +566,24 @@ class _Phantom:
         D += self._mitochondria(tix, dist, uyw, uxw, g2)
 
         # --- image formation ---------------------------------------------------------------
-        thick = 1.0 + 0.08 * rng.standard_normal()  # section thickness / staining
-        beam = _BEAM * (1.0 + 0.045 * rng.standard_normal())
+        thick, beam, psf, gain = self._section_factors(z)
         illum = 1.0 + 0.035 * self._smooth(z, 3, 1500.0, 0)
         img = beam * illum * np.exp(-thick * D)
-        psf = _PSF_SIGMA * (1.0 + 0.15 * rng.standard_normal())
         img = ndimage.gaussian_filter(img, max(psf, 1.0) / lat, truncate=3.0)
-        noise = ndimage.gaussian_filter(rng.standard_normal((H, W), dtype=np.float32), 2.8 / lat, truncate=3.0)
-        noise /= noise.std() + 1e-6
-        gain = 0.45 * (1.0 + 0.2 * rng.standard_normal()) ** 2
+        noise = _noise(rng, (H, W), 3.2 / lat)
         img += np.sqrt(np.maximum(img, 1.0) / gain) * noise
         raw = np.clip(np.rint(img), 0, 255).astype(np.uint8)
         return raw, lab.astype(np.uint64)
+
+    def _section_factors(self, z: int) -> tuple[float, float, float, float]:
+        """Per-section imaging conditions: section thickness/stain (contrast), beam brightness,
+        PSF width (nm) and detector gain (counts per grey level; lower is noisier)."""
+        g = np.clip(_rng(self.seed, 201, z).standard_normal(4), -2.0, 2.0)
+        thick = 1.0 + 0.08 * g[0]
+        beam = _BEAM * (1.0 + 0.04 * g[1])
+        psf = _PSF_SIGMA * (1.0 + 0.12 * g[2])
+        gain = 0.7 * math.exp(0.25 * g[3])
+        return thick, beam, psf, gain
 
     def _synapses(self, z, rng, tix, lab, dist, uy, ux) -> np.ndarray:
         t, ry, rx, H, W = self.tubes, self.ry, self.rx, self.H, self.W
@@ -554,7 +593,7 @@ class _Phantom:
         core = r - np.minimum(_CORE_INSET, 0.45 * r)
         ids = np.flatnonzero(t.bouton)
         pts_all, w_all = [], []
-        spacing = 46.0 / lat
+        spacing = 43.0 / lat
         for i in ids:
             c = t.pos[i] / [ry, rx] - 0.5
             if not (-core[i] / lat < c[0] < H + core[i] / lat and -core[i] / lat < c[1] < W + core[i] / lat):
@@ -563,35 +602,38 @@ class _Phantom:
             cc = c + dirn * 0.3 * core[i] / lat
             ci = np.clip(np.rint(cc).astype(int), 0, [H - 1, W - 1])
             cc = cc - [uy[ci[0], ci[1]], ux[ci[0], ci[1]]]
-            s = 0.5 * core[i] / lat
+            s = 0.65 * core[i] / lat
             n = int(2.2 * s / spacing) + 1
             gy, gx = np.mgrid[-n:n + 1, -n:n + 1].astype(float)
             gx = gx + 0.5 * (gy.astype(int) % 2)
             p = np.stack([gy.ravel() * 0.866, gx.ravel()], 1) * spacing
             p += rng.normal(0.0, 0.12 * spacing, p.shape)
             rr = np.hypot(p[:, 0], p[:, 1])
-            p = p[rng.random(len(p)) < 0.92 * np.exp(-0.5 * (rr / s) ** 4)] + cc
+            p = p[rng.random(len(p)) < 0.95 * np.exp(-0.5 * (rr / s) ** 4)] + cc
             p = np.rint(p).astype(int)
             p = p[(p[:, 0] >= 0) & (p[:, 0] < H) & (p[:, 1] >= 0) & (p[:, 1] < W)]
             p = p[(tix[p[:, 0], p[:, 1]] == i) & (dist[p[:, 0], p[:, 1]] > 22.0)]
             pts_all.append(p)
-            w_all.append(rng.uniform(0.35, 0.6, len(p)))
+            w_all.append(rng.uniform(0.45, 0.8, len(p)))
             # post-synaptic density where the cloud meets the membrane
-            sp = c + dirn * 1.05 * core[i] / lat
-            spi = np.clip(np.rint(sp).astype(int), 0, [H - 1, W - 1])
-            sp = sp - [uy[spi[0], spi[1]], ux[spi[0], spi[1]]]
+            ray = np.rint(cc + dirn * np.arange(0.0, 2.0 * core[i] / lat + 2)[:, None]).astype(int)
+            ray = ray[(ray[:, 0] >= 0) & (ray[:, 0] < H) & (ray[:, 1] >= 0) & (ray[:, 1] < W)]
+            out_of_cell = np.flatnonzero(tix[ray[:, 0], ray[:, 1]] != i)
+            if not len(out_of_cell) or out_of_cell[0] == 0:
+                continue
+            sp = ray[out_of_cell[0]]
             L = 90.0 / lat
             y0, y1 = int(max(0, sp[0] - 2 * L)), int(min(H, sp[0] + 2 * L + 1))
             x0, x1 = int(max(0, sp[1] - 2 * L)), int(min(W, sp[1] + 2 * L + 1))
             if y1 > y0 and x1 > x0:
                 yy = np.arange(y0, y1)[:, None] - sp[0]
                 xx = np.arange(x0, x1)[None, :] - sp[1]
-                blob = np.exp(-0.5 * (yy**2 + xx**2) / (0.6 * L) ** 2)
-                band = np.exp(-0.5 * (dist[y0:y1, x0:x1] / 14.0) ** 2) * (lab[y0:y1, x0:x1] != t.label[i])
-                out[y0:y1, x0:x1] += 0.55 * (blob * band).astype(np.float32)
+                blob = np.exp(-0.5 * (yy**2 + xx**2) / (0.5 * L) ** 2)
+                band = np.exp(-0.5 * (dist[y0:y1, x0:x1] / 20.0) ** 2) * (lab[y0:y1, x0:x1] != t.label[i])
+                out[y0:y1, x0:x1] += 1.0 * (blob * band).astype(np.float32)
         if pts_all:
             pts = np.concatenate(pts_all)
-            out += self._rings((H, W), pts, 16.0 / lat, np.concatenate(w_all))
+            out += self._rings((H, W), pts, 18.0 / lat, np.concatenate(w_all))
         return out
 
     def _mitochondria(self, tix, dist, uy, ux, grain) -> np.ndarray:
@@ -634,7 +676,7 @@ class _Phantom:
             cr = np.cos(2 * np.pi * u / mi.period[k] + mi.phase[k] + 1.2 * grain[y0:y1, x0:x1])
             cristae = np.clip((cr - 0.45) / 0.55, 0.0, 1.0) * np.clip((edge - 3.0) / 8.0, 0.0, 1.0)
             rim = np.exp(-0.5 * ((edge - 4.0) / 3.5) ** 2)
-            dens = 0.25 + 0.75 * cristae + 0.7 * rim
+            dens = 0.2 + 0.9 * cristae + 0.8 * rim
             out[y0:y1, x0:x1] += np.where(inside, dens, 0.0).astype(np.float32)
         return out
 

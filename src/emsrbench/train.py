@@ -76,6 +76,7 @@ class TrainJob:
     out_path: Path
     ckpt_dir: Path
     threads: int | None = None
+    val_files: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
 
@@ -121,6 +122,24 @@ class PatchSampler:
         return to_t(lrs), to_t(hrs)
 
 
+VAL_PATCHES = 32
+
+
+@torch.no_grad()
+def validation_psnr(model: nn.Module, sampler: PatchSampler, patch: int, seed: int, dev: torch.device) -> float:
+    """PSNR (dB, range 1) over a fixed, seeded set of validation patches: the same patches at
+    every checkpoint, so the values form a learning curve."""
+    rng = np.random.default_rng([seed, 2**31])
+    lr_b, hr_b = sampler.batch(rng, VAL_PATCHES, patch, augment=False)
+    was_training = model.training
+    model.eval()
+    with devices.autocast(dev):
+        sr = torch.cat([model(lr_b[i : i + 8].to(dev)).float().cpu() for i in range(0, VAL_PATCHES, 8)])
+    model.train(was_training)
+    mse = torch.mean((sr.clamp(0, 1) - hr_b) ** 2).item()
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
 def _step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
@@ -147,6 +166,8 @@ def fit(job: TrainJob, max_steps: int | None = None) -> Path | None:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=st.iterations, eta_min=st.lr_min)
     loss_fn = nn.L1Loss() if st.loss == "l1" else nn.MSELoss()
     sampler = PatchSampler(job.train_files, job.scale, method.slices)
+    val_sampler = PatchSampler(job.val_files, job.scale, method.slices) if job.val_files else None
+    val_curve: list[tuple[int, float]] = []
 
     ckpt = job.ckpt_dir / "last.pt"
     step, elapsed = 0, 0.0
@@ -199,6 +220,9 @@ def fit(job: TrainJob, max_steps: int | None = None) -> Path | None:
             bar.update(1)
             if step % st.log_every == 0:
                 bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            if val_sampler is not None and (step % st.checkpoint_every == 0 or step == st.iterations):
+                val_curve.append((step, validation_psnr(model, val_sampler, st.patch_size, st.seed, dev)))
+                print(f"step {step}: validation PSNR {val_curve[-1][1]:.3f} dB", file=sys.stderr)
             if step % st.checkpoint_every == 0 or stop["flag"]:
                 save_checkpoint()
             if stop["flag"]:
@@ -214,12 +238,13 @@ def fit(job: TrainJob, max_steps: int | None = None) -> Path | None:
         signal.signal(signal.SIGTERM, previous)
 
     train_seconds = elapsed + time.perf_counter() - t0
-    save_model(job, model, train_seconds=train_seconds, final_loss=running, threads=threads, device=dev)
+    save_model(job, model, train_seconds=train_seconds, final_loss=running, threads=threads, device=dev,
+               val_psnr=val_curve[-1][1] if val_curve else float("nan"))
     return job.out_path
 
 
 def save_model(job: TrainJob, model: nn.Module, train_seconds: float, final_loss: float, threads: int,
-               device: torch.device) -> None:
+               device: torch.device, val_psnr: float = float("nan")) -> None:
     """The model file inference reads: weights plus how they were made (plain types only,
     as torch.load defaults to weights_only=True)."""
     payload = {
@@ -232,6 +257,7 @@ def save_model(job: TrainJob, model: nn.Module, train_seconds: float, final_loss
         "train_seconds": float(train_seconds),
         "iterations": job.settings.iterations,
         "final_loss": float(final_loss),
+        "val_psnr": float(val_psnr),
         "device": devices.describe(device),
         "threads": threads,
         "flags": list(job.extra.get("flags", [])),

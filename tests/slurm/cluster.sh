@@ -68,11 +68,11 @@ pid_of() {  # pid_of NAME -> pid from $RUN_DIR/NAME.pid if that process is alive
 }
 
 stop_daemon() {  # stop_daemon NAME
-    local name="$1" pid i
+    local name="$1" pid _
     if pid="$(pid_of "$name")"; then
         log "stopping $name (pid $pid)"
         kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 50); do
+        for _ in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.2
         done
@@ -98,10 +98,12 @@ show_logs() {
     fi
 }
 
+TEARDOWN_ON_FAILURE=1  # 0 while checking a cluster that was already running
+
 fail_start() {
     log "ERROR: $*"
     show_logs
-    if [ "${EMSR_SLURM_KEEP_ON_FAILURE:-0}" != "1" ]; then
+    if [ "$TEARDOWN_ON_FAILURE" = 1 ] && [ "${EMSR_SLURM_KEEP_ON_FAILURE:-0}" != "1" ]; then
         log "stopping the daemons started so far (set EMSR_SLURM_KEEP_ON_FAILURE=1 to keep them)"
         do_stop >/dev/null 2>&1 || true
     fi
@@ -123,6 +125,8 @@ require_tools() {
             "(apt-get install -y slurm-wlm munge)."
     fi
     [ "$(id -u)" -eq 0 ] || die "must run as root (the test cluster runs its daemons as root)."
+    [[ "$FAKE_GPUS" =~ ^[0-9]+$ ]] || die "EMSR_SLURM_GPUS must be a non-negative integer, got '$FAKE_GPUS'"
+    [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "EMSR_SLURM_TIMEOUT must be an integer, got '$TIMEOUT'"
 }
 
 NODE="$(hostname -s)"
@@ -158,8 +162,8 @@ start_munge() {
         --seed-file="$STATE_DIR/munged.seed" \
         >>"$LOG_DIR/munged.log" 2>&1 \
         || fail_start "munged failed to start"
-    local i
-    for i in $(seq 1 50); do
+    local _
+    for _ in $(seq 1 50); do
         munge_ok && return 0
         sleep 0.2
     done
@@ -306,9 +310,15 @@ do_start() {
 
     if cluster_up; then
         log "already running (slurmctld pid $(pid_of slurmctld), slurmd pid $(pid_of slurmd))"
+        TEARDOWN_ON_FAILURE=0  # never tear down a cluster someone may be using
         link_etc_conf
         wait_node_idle
-        smoke_test
+        # srun would queue behind other jobs; only smoke-test an empty queue
+        if [ -n "$(timeout 10 squeue -h -o '%i' -t PENDING,CONFIGURING,RUNNING,COMPLETING 2>/dev/null || true)" ]; then
+            log "jobs are queued/running; skipping the srun smoke test"
+        else
+            smoke_test
+        fi
         print_env_hint
         return 0
     fi
@@ -335,10 +345,11 @@ do_start() {
     log "starting slurmctld (config $CONF)"
     slurmctld -f "$CONF" -c -i >>"$LOG_DIR/slurmctld.start.log" 2>&1 \
         || fail_start "slurmctld failed to start: $(cat "$LOG_DIR/slurmctld.start.log")"
-    local i
-    for i in $(seq 1 $(( TIMEOUT * 2 ))); do
+    local n
+    for n in $(seq 1 $(( TIMEOUT * 2 ))); do
         ctld_ok && break
-        pid_of slurmctld >/dev/null || { sleep 0.5; pid_of slurmctld >/dev/null || fail_start "slurmctld exited"; }
+        # the pid file appears once slurmctld has daemonized; gone after 5 s = it died
+        if [ "$n" -ge 10 ] && ! pid_of slurmctld >/dev/null; then fail_start "slurmctld exited"; fi
         sleep 0.5
     done
     ctld_ok || fail_start "slurmctld does not answer 'scontrol ping' after ${TIMEOUT}s"
@@ -362,11 +373,11 @@ cancel_our_jobs() {
         local ids
         ids="$(timeout 10 squeue -h -o '%i' -t PENDING,RUNNING,SUSPENDED,COMPLETING,CONFIGURING 2>/dev/null || true)"
         if [ -n "$ids" ]; then
-            log "cancelling jobs: $(echo $ids)"
+            log "cancelling jobs: $(tr '\n' ' ' <<<"$ids")"
             # shellcheck disable=SC2086
             timeout 10 scancel $ids >/dev/null 2>&1 || true
-            local i
-            for i in $(seq 1 20); do
+            local _
+            for _ in $(seq 1 20); do
                 [ -z "$(timeout 10 squeue -h -o '%i' -t RUNNING,COMPLETING 2>/dev/null || true)" ] && break
                 sleep 0.5
             done

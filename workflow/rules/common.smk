@@ -4,9 +4,18 @@ from pathlib import Path
 # The library lives in src/; it is pip-installed in .venv, but a bare checkout works too.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from snakemake.utils import validate
+
+from emsrbench.config import check_config
 from emsrbench.errors import EmsrError
 from emsrbench.plan import Plan
 
+SCHEMA = Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"
+try:
+    check_config(config, SCHEMA)
+except EmsrError as err:
+    raise WorkflowError(f"emsrbench: {err}") from None
+validate(config, str(SCHEMA))  # fills in the schema's defaults
 METHODS_DIR = str(Path(workflow.basedir) / "methods")
 try:
     PLAN = Plan(config, basedir=workflow.basedir, methods_dir=METHODS_DIR)

@@ -3,7 +3,8 @@
 
 rule train:
     input:
-        lambda w: PLAN.degraded("train", w.scale),
+        train=lambda w: PLAN.degraded("train", w.scale),
+        val=lambda w: PLAN.degraded("val", w.scale),
     output:
         f"{RESULTS}/models/{{method}}/x{{scale}}/model.pt",
     params:
