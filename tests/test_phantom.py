@@ -40,9 +40,9 @@ def test_dtype_shape(vol):
 
 def test_deterministic(vol):
     raw, lab = vol
-    raw2, lab2 = phantom.generate(SHAPE, seed=0)
-    np.testing.assert_array_equal(raw, raw2)
-    np.testing.assert_array_equal(lab, lab2)
+    raw2, lab2 = phantom.generate(SHAPE, seed=0, z_range=(0, 3))
+    np.testing.assert_array_equal(raw[:3], raw2)
+    np.testing.assert_array_equal(lab[:3], lab2)
     raw3, lab3 = phantom.generate(SHAPE, seed=1, z_range=(0, 2))
     assert not np.array_equal(raw[:2], raw3)
     assert not np.array_equal(lab[:2], lab3)

@@ -82,6 +82,7 @@ def test_config_errors_are_reported(tmp_path, override, message):
 
 
 def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True)
     for name in ("Snakefile", "workflow", "config", "methods", "envs"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
