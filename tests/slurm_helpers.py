@@ -27,10 +27,13 @@ resolves to ./slurm)::
         --directory WORKDIR --max-threads <node CPUs> [--snakefile S] EXTRA_ARGS...
 
 ``tests/slurm/profile`` layers the test-cluster settings over the repo profile
-(squeue status polling, fast status checks, small default-resources, retries 0).
-The GPU-less test node rejects any job that requests GPUs (sbatch fails at once),
-so pipeline tests must run with 0 GPUs per method (or start the cluster with
-``EMSR_SLURM_GPUS``).
+(squeue status polling, fast status checks, small default-resources, retries 0, and
+set-resources giving the ``train``/``infer`` rules gpu=0 and mem_mb=1000). The
+GPU-less test node rejects any job that requests GPUs (sbatch fails at once).
+
+The real pipeline reads ``configfile: config/config.yaml`` relative to --directory,
+so pass an absolute config: ``run_snakemake_on_slurm(tmp, ["--configfile",
+str(REPO_ROOT / "config" / "test.yaml")])`` (17 SLURM jobs, about 160 s here).
 """
 
 from __future__ import annotations

@@ -10,10 +10,14 @@ Run: pytest -m slurm tests/test_slurm.py   (root, slurm-wlm + munge installed;
 EMSR_REQUIRE_SLURM=1 turns "not installed" skips into failures).
 """
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+# Fake GPUs on the test node so GPU requests from method.yaml can be scheduled (cluster.sh).
+os.environ.setdefault("EMSR_SLURM_GPUS", "2")
 
 import pytest
 
@@ -79,3 +83,34 @@ def test_toy_workflow_on_slurm(slurm_cluster, tmp_path):
     assert states == {j: "COMPLETED" for j in job_ids}, states
     # the plugin submitted them (its per-run log directory exists in the workdir)
     assert (tmp_path / ".snakemake" / "slurm_logs").is_dir()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_pipeline_on_slurm_with_gpu_requests(slurm_cluster, tmp_path):
+    """The tiny config through `--profile slurm`: every job runs as a SLURM job, and the rules
+    whose method asks for a GPU get one allocated (the test node declares fake GPUs)."""
+    assert slurm_cluster.gpus > 0, "start the test cluster with EMSR_SLURM_GPUS >= 1"
+    # Replace the test overlay's set-resources (which zeroes GPUs) with memory caps only,
+    # so the GPU requests come from method.yaml as on a real cluster.
+    res = run_snakemake_on_slurm(tmp_path, ["--configfile", str(REPO_ROOT / "config" / "test.yaml"),
+                                            "--set-resources", "train:mem_mb=1000", "infer:mem_mb=1000"], timeout=900)
+    assert res.returncode == 0, res.tail()
+    results = tmp_path / "results"
+    assert (results / "leaderboard.md").exists()
+    job_of = {}
+    for log in sorted((results / "logs").glob("*/*.log")):
+        m = re.search(r"SLURM job (\d+)", log.read_text())
+        assert m, f"{log} was not written by a SLURM job"
+        job_of[f"{log.parent.name}/{log.stem}"] = m.group(1)
+    assert {"train/rcan-x8", "train/rcan-x16", "infer/bicubic-x8", "infer/rcan-x16"} <= set(job_of)
+    states = slurm_cluster.squeue_states(job_of.values())
+    assert set(states.values()) == {"COMPLETED"}, states
+
+    def gres(job_id):
+        out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True,
+                             env=slurm_cluster.env).stdout
+        return re.search(r"TresPerJob=\S*gpu:1\b", out) is not None
+
+    assert gres(job_of["train/rcan-x8"]) and gres(job_of["infer/rcan-x16"])  # rcan: gpus 1 in method.yaml
+    assert not gres(job_of["infer/bicubic-x8"])  # bicubic: gpus 0

@@ -2,17 +2,19 @@
 
 This is the harness's embedded default dataset: it needs no download and can be made at any
 size.  The geometry is a set of *tubes* (neurites) that run mostly along z.  In every section a
-tube has a centre, a calibre (many thin axons of 50-200 nm, fewer dendrites/boutons of 0.2-1 um),
-an elongated, slightly irregular cross-section, and drifts by a few nm per section (a random walk
-of its slope).  The tubes are kept apart by a soft repulsion so that they stay densely packed;
-new tubes are born where space opens up (some as branches that share their parent's id) and
-others end.  A section is rendered by painting the tube cores, filling the space between them by
-nearest core (so that the ids tile the plane like CREMI's, membrane pixels belonging to one of the
-two cells), and bending the result with a smooth warp that evolves slowly with z.
+tube has a centre, a calibre (many thin axons of 50-200 nm, fewer boutons/spines/dendrites of
+0.2-1 um), an elongated, irregular oval cross-section, and drifts by a few nm per section (an
+Ornstein-Uhlenbeck walk of its slope).  The tubes are kept apart by a soft repulsion so that they
+stay densely packed; a tube that ends is replaced by one that starts in its place, and a few new
+tubes branch off existing ones with the same id.  A section is rendered as a multiplicatively
+weighted Voronoi diagram of the ovals (each pixel goes to the tube whose scaled oval reaches it
+first: boundaries are arcs that bulge into the larger cell), bent by a smooth multi-scale warp
+that evolves slowly with z.  The ids tile the plane like CREMI's: the membrane pixels belong to
+one of the two cells.
 
 The EM image is a transmission model ``I = I_beam * exp(-t_z * D)`` of an optical density ``D``
 that sums: cytoplasm (a per-cell value plus grainy texture), membranes (a Gaussian profile of
-the distance to the nearest label boundary, 4-8 nm wide), microtubules and small vesicles (rings),
+the distance to the nearest label boundary, sd 3.4-9 nm; darker where three cells meet), microtubules and small vesicles (rings),
 synaptic vesicle clouds in boutons with a dark post-synaptic density, and mitochondria (dark
 ovals with a double membrane and cristae) that persist over tens of sections.  Each section gets
 its own thickness/stain contrast ``t_z``, beam brightness and illumination gradient; the image is
@@ -32,7 +34,7 @@ import os
 from typing import Iterator
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 
 from .errors import EmsrError
@@ -49,7 +51,6 @@ _CALIBRES = (
 )
 _R_MAX = 500.0  # largest radius (nm)
 _R_BIRTH_MIN = 24.0  # smallest radius a branch is born with (nm)
-_BIRTH_FIT = 0.8  # a tube is born where the clearance is at least this fraction of its drawn radius
 _FILL = 0.72  # packing fraction of the initial disks
 _CORE_INSET = 8.0  # used for the size of organelles: room inside a tube (nm)
 _RHO_MAX = 1.5  # how far (in shape radii) a tube can claim space
@@ -220,7 +221,7 @@ class _Phantom:
         life = np.full(n, _LIFE)
         aspect = 1.0 + rng.gamma(1.0, 0.35, n) * (0.5 + big)
         harm = rng.standard_normal((n, 6)) * (0.04 + 0.07 * big)[:, None]
-        bouton = (r0 > 60.0) & (r0 < 350.0) & (rng.random(n) < 0.3)
+        bouton = (r0 > 60.0) & (r0 < 350.0) & (rng.random(n) < 0.22)
         dens = _D_CYTO + rng.normal(0.0, 0.07, n) - 0.06 * big + 0.04 * bouton
         mt = np.where(r0 > 120.0, rng.uniform(30, 150, n), rng.uniform(0, 80, n)) * (~bouton)
         self.tubes.append(
@@ -269,12 +270,13 @@ class _Phantom:
         return t.r0 * grow * shrink
 
     def _clearance(self, pts: np.ndarray, r: np.ndarray) -> np.ndarray:
-        c = np.full(len(pts), np.inf)
-        p = self.tubes.pos
-        for s in range(0, len(pts), 256):
-            d = np.hypot(pts[s:s + 256, None, 0] - p[None, :, 0], pts[s:s + 256, None, 1] - p[None, :, 1]) - r[None]
-            c[s:s + 256] = d.min(1) if d.shape[1] else np.inf
-        return c
+        """Distance from each point to the nearest tube surface (over its 16 nearest centres)."""
+        if len(self.tubes) == 0:
+            return np.full(len(pts), np.inf)
+        k = min(16, len(self.tubes))
+        d, idx = cKDTree(self.tubes.pos).query(pts, k=k)
+        d, idx = d.reshape(len(pts), k), idx.reshape(len(pts), k)
+        return np.min(d - r[idx], axis=1)
 
     def _step(self):
         """Advance the state by one section."""
@@ -339,11 +341,14 @@ class _Phantom:
     def _births(self, replace: np.ndarray, old_r: np.ndarray, n_left: int):
         rng, t = self.rng, self.tubes
         area = float(np.prod(self.hi - self.lo))
-        ncand = max(8, int(area / 150.0**2))
-        pts = rng.uniform(self.lo, self.hi, (ncand, 2))
+        best = np.zeros(0, int)
+        pts = np.zeros((0, 2))
+        clear = np.zeros(0)
+        if n_left:
+            pts = rng.uniform(self.lo, self.hi, (max(8, int(area / 150.0**2)), 2))
+            clear = self._clearance(pts, self._r_eff())
+            best = np.argsort(-clear, kind="stable")[:n_left]
         r = self._r_eff()
-        clear = self._clearance(pts, r)
-        best = np.argsort(-clear)[:n_left]
         pos = np.concatenate([replace + rng.normal(0.0, 20.0, replace.shape), pts[best]])
         cap = np.concatenate([1.2 * old_r + 20.0, 1.2 * np.maximum(clear[best], 0.0) + 20.0])
         want = _draw_radii(rng, len(pos))
@@ -396,20 +401,23 @@ class _Phantom:
         )
 
     # ------------------------------------------------------------------ smooth fields
-    def _basis(self, n: int, res: float, pad: int, spacing: float) -> np.ndarray:
+    def _basis(self, n: int, res: float, pad: int, spacing: float):
+        """Sparse (pixels x nodes) Gaussian interpolation weights, rows of unit norm."""
         key = (n, res, pad, spacing)
         if key not in self._fields_cache:
             x = (np.arange(-pad, n + pad) + 0.5) * res
             nodes = np.arange(x[0] - 2.5 * spacing, x[-1] + 2.5 * spacing + spacing, spacing)
-            a = np.exp(-0.5 * ((x[:, None] - nodes[None]) / spacing) ** 2)
+            d = (x[:, None] - nodes[None]) / spacing
+            a = np.where(np.abs(d) < 3.5, np.exp(-0.5 * d**2), 0.0)
             a /= np.sqrt((a**2).sum(1, keepdims=True))
-            self._fields_cache[key] = a.astype(np.float32)
+            self._fields_cache[key] = sparse.csr_matrix(a.astype(np.float32))
         return self._fields_cache[key]
 
     def _smooth(self, z: int, stream: int, spacing: float, pad: int) -> np.ndarray:
         """A unit-variance Gaussian random field over the window (+pad), correlated over
         ``spacing`` nm laterally and ``_Z_KEY`` sections in z (key frames k = z // _Z_KEY,
-        blended with cos/sin weights, which keeps the variance)."""
+        blended with cos/sin weights, which keeps the variance).  Sparse products rather than
+        BLAS: a multi-threaded GEMM costs more than it saves on a busy machine."""
         ay = self._basis(self.H, self.ry, pad, spacing)
         ax = self._basis(self.W, self.rx, pad, spacing)
         k, f = divmod(z, _Z_KEY)
@@ -419,11 +427,12 @@ class _Phantom:
             key = (stream, spacing, pad, kk)
             if key not in self._key_cache:
                 g = _rng(self.seed, 100 + stream, kk).standard_normal((ay.shape[1], ax.shape[1]))
-                self._key_cache[key] = ay @ g.astype(np.float32)
+                self._key_cache[key] = np.ascontiguousarray((ay @ g.astype(np.float32)).T)  # (nodes_x, y)
             half.append(self._key_cache[key])
         for key in [key for key in self._key_cache if key[3] < k]:
             del self._key_cache[key]
-        return (math.cos(s) * half[0] + math.sin(s) * half[1]) @ ax.T
+        blend = math.cos(s) * half[0] + math.sin(s) * half[1]
+        return np.ascontiguousarray((ax @ blend).T)
 
     # ------------------------------------------------------------------ rendering
     def _paint(self, m: int) -> np.ndarray:
@@ -437,33 +446,43 @@ class _Phantom:
         t = self.tubes
         r = self._r_eff()
         e = np.sqrt(t.aspect)
-        ext = (r + _RHO_ADD) * e * (1 + np.abs(t.harm).sum(1)) * _RHO_MAX
+        reach = (r + _RHO_ADD) * (1 + np.abs(t.harm).sum(1)) * _RHO_MAX
+        # half sizes of the bounding box of the rotated oval (semi-axes reach*e, reach/e)
+        ct, st = np.cos(t.theta), np.sin(t.theta)
+        hx = reach * np.sqrt((e * ct) ** 2 + (st / e) ** 2)
+        hy = reach * np.sqrt((e * st) ** 2 + (ct / e) ** 2)
         hc, wc = self.H + 2 * m, self.W + 2 * m
-        yy = (np.arange(hc) - m + 0.5) * self.ry
-        xx = (np.arange(wc) - m + 0.5) * self.rx
+        yy = ((np.arange(hc) - m + 0.5) * self.ry).astype(np.float32)
+        xx = ((np.arange(wc) - m + 0.5) * self.rx).astype(np.float32)
         canvas = np.zeros((hc, wc), np.int32)
         zbuf = np.full((hc, wc), _RHO_MAX, np.float32)
-        vis = (t.pos[:, 0] + ext > yy[0]) & (t.pos[:, 0] - ext < yy[-1]) & \
-              (t.pos[:, 1] + ext > xx[0]) & (t.pos[:, 1] - ext < xx[-1]) & (r > 0.3 * self.ry)
-        for i in np.flatnonzero(vis):
-            cy, cx, R = t.pos[i, 0], t.pos[i, 1], ext[i]
-            i0, i1 = np.searchsorted(yy, [cy - R, cy + R])
-            j0, j1 = np.searchsorted(xx, [cx - R, cx + R])
+        vis = (t.pos[:, 0] + hy > yy[0]) & (t.pos[:, 0] - hy < yy[-1]) & \
+              (t.pos[:, 1] + hx > xx[0]) & (t.pos[:, 1] - hx < xx[-1]) & (r > 0.3 * self.ry)
+        for i in np.flatnonzero(vis).tolist():
+            cy, cx = t.pos[i].tolist()
+            i0, i1 = np.searchsorted(yy, [cy - hy[i], cy + hy[i]]).tolist()
+            j0, j1 = np.searchsorted(xx, [cx - hx[i], cx + hx[i]]).tolist()
             if i1 <= i0 or j1 <= j0:
                 continue
-            dy = (yy[i0:i1] - cy)[:, None].astype(np.float32)
-            dx = (xx[j0:j1] - cx)[None, :].astype(np.float32)
-            ct, st = math.cos(t.theta[i]), math.sin(t.theta[i])
-            u = (dx * ct + dy * st) / e[i]
-            v = (dy * ct - dx * st) * e[i]
-            rr = np.sqrt(u * u + v * v) + 1e-6
-            c1, s1 = u / rr, v / rr
-            c2, s2 = c1 * c1 - s1 * s1, 2 * c1 * s1
-            c3, s3 = c2 * c1 - s2 * s1, s2 * c1 + c2 * s1
-            c4, s4 = c2 * c2 - s2 * s2, 2 * c2 * s2
-            h = t.harm[i]
-            rad = (r[i] + _RHO_ADD) * np.maximum(1 + h[0] * c2 + h[1] * s2 + h[2] * c3 + h[3] * s3 + h[4] * c4 + h[5] * s4, 0.3)
-            rho = rr / rad
+            # python floats keep the arithmetic in float32
+            ei, c, s_ = float(e[i]), float(ct[i]), float(st[i])
+            h0, h1, h2, h3, h4, h5 = t.harm[i].tolist()
+            dy = (yy[i0:i1] - np.float32(cy))[:, None]
+            dx = (xx[j0:j1] - np.float32(cx))[None, :]
+            u = dx * (c / ei) + dy * (s_ / ei)
+            v = dy * (c * ei) - dx * (s_ * ei)
+            rr = np.sqrt(u * u + v * v)
+            rr += 1e-3
+            inv = 1.0 / rr
+            u *= inv
+            v *= inv  # (u, v) = (cos, sin) of the angle
+            c2 = u * u - v * v
+            s2 = 2.0 * u * v
+            poly = 1.0 + h0 * c2 + h1 * s2 + h2 * (c2 * u - s2 * v) + h3 * (s2 * u + c2 * v) \
+                + h4 * (c2 * c2 - s2 * s2) + h5 * (2.0 * c2 * s2)
+            np.maximum(poly, 0.3, out=poly)
+            poly *= float(r[i] + _RHO_ADD)
+            rho = rr / poly
             zb = zbuf[i0:i1, j0:j1]
             better = rho < zb
             zb[better] = rho[better]

@@ -6,6 +6,8 @@ rule's log and turns an :class:`EmsrError` into a one-line message and exit stat
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import traceback
 from pathlib import Path
@@ -97,6 +99,8 @@ def run(smk, step: str) -> None:
     log = open(smk.log[0], "a") if smk.log else None
     if log:
         sys.stderr = log
+    job = os.environ.get("SLURM_JOB_ID")
+    print(f"emsrbench {step} on {socket.gethostname()}" + (f", SLURM job {job}" if job else ""), file=sys.stderr)
     try:
         STEPS[step](smk)
     except EmsrError as err:

@@ -9,6 +9,8 @@ rule phantom:
         resolution=config["data"].get("phantom", {}).get("resolution", [40, 4, 4]),
     log:
         f"{RESULTS}/logs/phantom/{{sample}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/phantom/{{sample}}.tsv"
     conda:
         "../../envs/emsrbench.yaml"
     script:

@@ -15,6 +15,8 @@ rule degrade:
         max_scale=max(PLAN.scales),
     log:
         f"{RESULTS}/logs/degrade/x{{scale}}-{{split}}-{{index}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/degrade/x{{scale}}-{{split}}-{{index}}.tsv"
     conda:
         "../../envs/emsrbench.yaml"
     script:

@@ -14,6 +14,8 @@ rule evaluate:
     threads: 1
     log:
         f"{RESULTS}/logs/evaluate/{{method}}-x{{scale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{method}}-x{{scale}}.tsv"
     conda:
         "../../envs/emsrbench.yaml"
     script:
