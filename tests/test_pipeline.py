@@ -138,3 +138,10 @@ def test_real_em_isbi2012(tmp_path):
         assert f["volumes/raw"].shape == (6, 512, 512) and f["volumes/lr"].shape == (6, 64, 64)
         assert tuple(f["volumes/raw"].attrs["resolution"]) == (50.0, 4.0, 4.0)
         assert tuple(f["volumes/lr"].attrs["resolution"]) == (50.0, 32.0, 32.0)
+
+
+def test_lint_is_clean(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Congratulations, your workflow is in a good condition!" in run.stdout + run.stderr
