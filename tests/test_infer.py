@@ -114,3 +114,25 @@ def test_missing_model_file(tmp_path, degraded_x8):
     with pytest.raises(EmsrError, match="trained model file not found"):
         infer_file(METHODS["rcan"], 8, {}, InferSettings.merged({}), degraded_x8, tmp_path / "o.h5",
                    model_file=tmp_path / "nope.pt")
+
+
+def test_multi_slice_methods_get_their_neighbours(tmp_path, degraded_x8):
+    """A 5-slice method that returns its first input channel upsampled: section z of the output
+    must be the LR section max(z-2, 0), i.e. the stack is ordered z-2..z+2 and edge-replicated."""
+    folder = tmp_path / "first"
+    folder.mkdir()
+    (folder / "method.yaml").write_text(
+        "display_name: First\ncitation: x\nfamily: multi-slice\nslices: 5\nscales: [8]\ntrains: false\n"
+        "presets: {quick: {}, paper: {}}\n")
+    (folder / "model.py").write_text(
+        "import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n        assert x.shape[1] == 5\n"
+        "        return x[:, :1].repeat_interleave(8, 2).repeat_interleave(8, 3)\n"
+        "def build(scale):\n    return M()\n")
+    out = tmp_path / "sr.h5"
+    infer_file(load_method(folder), 8, {}, InferSettings.merged({}), degraded_x8, out)
+    with h5py.File(degraded_x8) as f:
+        lr = f["volumes/lr"][:]
+    with h5py.File(out) as f:
+        sr = f["volumes/raw"][:]
+    for z in range(lr.shape[0]):
+        np.testing.assert_array_equal(sr[z, ::8, ::8], lr[max(z - 2, 0)])

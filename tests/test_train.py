@@ -127,3 +127,19 @@ def test_settings_errors():
 def test_patch_larger_than_volume(tmp_path, degraded_x8):
     with pytest.raises(EmsrError, match="smaller than patch_size"):
         fit(job_for(tmp_path, degraded_x8, "big", patch_size=64))
+
+
+def test_patch_sampler_stacks_neighbours_and_aligns_hr(degraded_x8):
+    import h5py
+    import numpy as np
+
+    from emsrbench.train import PatchSampler
+
+    sampler = PatchSampler([str(degraded_x8)], 8, slices=5)
+    lr_b, hr_b = sampler.batch(np.random.default_rng(0), 16, 4, augment=True)
+    assert lr_b.shape == (16, 5, 4, 4) and hr_b.shape == (16, 1, 32, 32)
+    assert 0 <= lr_b.min() and lr_b.max() <= 1
+    # Without augmentation the centre LR channel is the area average of its HR patch (how the fixture was made).
+    lr_b, hr_b = sampler.batch(np.random.default_rng(1), 8, 4, augment=False)
+    pooled = hr_b[:, 0].reshape(8, 4, 8, 4, 8).mean(dim=(2, 4))
+    assert torch.allclose(lr_b[:, 2], torch.round(pooled * 255) / 255, atol=1e-6)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -24,6 +24,7 @@ from . import device as devices
 from .errors import EmsrError
 from .io import LR_KEY, RAW_KEY, atomic_path, read_dataset
 from .methods import Method
+from .settings import merge_layers
 from .train import count_parameters
 
 
@@ -37,14 +38,7 @@ class InferSettings:
 
     @classmethod
     def merged(cls, *layers: dict, source: str = "inference") -> "InferSettings":
-        names = {f.name for f in fields(cls)}
-        values: dict = {}
-        for layer in layers:
-            for key, val in (layer or {}).items():
-                if key not in names:
-                    raise EmsrError(f"{source}: unknown inference setting '{key}' (known: {sorted(names)})")
-                values[key] = val
-        s = cls(**values)
+        s = merge_layers(cls, layers, source, "inference")
         if s.margin is None:
             s.margin = s.overlap // 4
         if not (0 <= 2 * s.margin < s.overlap < s.tile):

@@ -30,9 +30,8 @@ class Piece:
 
 
 class Plan:
-    def __init__(self, config: dict, basedir: str | Path = ".", methods_dir: str | Path = METHODS_DIR):
+    def __init__(self, config: dict, methods_dir: str | Path = METHODS_DIR):
         self.config = config
-        self.basedir = Path(basedir)
         self.results = Path(config.get("results", "results"))
         self.preset = config["preset"]
         self.scales = [int(s) for s in config["scales"]]

@@ -8,7 +8,6 @@ would have seen.  On CPU that makes interrupted and uninterrupted weights bit-id
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import signal
 import sys
@@ -24,6 +23,7 @@ from . import device as devices
 from .errors import EmsrError
 from .io import LR_KEY, RAW_KEY, atomic_path, read_dataset
 from .methods import Method
+from .settings import merge_layers
 
 
 @dataclass
@@ -47,14 +47,7 @@ class TrainSettings:
 
     @classmethod
     def merged(cls, *layers: dict, source: str = "train") -> "TrainSettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        values: dict = {}
-        for layer in layers:
-            for key, val in (layer or {}).items():
-                if key not in names:
-                    raise EmsrError(f"{source}: unknown train setting '{key}' (known: {sorted(names)})")
-                values[key] = val
-        settings = cls(**values)
+        settings = merge_layers(cls, layers, source, "train")
         if settings.loss not in ("l1", "mse"):
             raise EmsrError(f"{source}: loss must be 'l1' or 'mse', got '{settings.loss}'")
         if settings.iterations < 1 or settings.batch_size < 1 or settings.patch_size < 2:
@@ -195,7 +188,7 @@ def fit(job: TrainJob, max_steps: int | None = None) -> Path | None:
         from tqdm import tqdm
 
         bar = tqdm(total=st.iterations, initial=step, desc=f"{method.name} x{job.scale}", file=sys.stderr,
-                   mininterval=5, disable=None)
+                   mininterval=10, disable=False)
         running = float("nan")
         while step < st.iterations:
             rng = np.random.default_rng(_step_seed(st.seed, step))
@@ -238,6 +231,8 @@ def fit(job: TrainJob, max_steps: int | None = None) -> Path | None:
         signal.signal(signal.SIGTERM, previous)
 
     train_seconds = elapsed + time.perf_counter() - t0
+    if val_sampler is not None and not val_curve:  # resumed from a checkpoint of the last step
+        val_curve.append((step, validation_psnr(model, val_sampler, st.patch_size, st.seed, dev)))
     save_model(job, model, train_seconds=train_seconds, final_loss=running, threads=threads, device=dev,
                val_psnr=val_curve[-1][1] if val_curve else float("nan"))
     return job.out_path

@@ -18,7 +18,7 @@ except EmsrError as err:
 validate(config, str(SCHEMA))  # fills in the schema's defaults
 METHODS_DIR = str(Path(workflow.basedir) / "methods")
 try:
-    PLAN = Plan(config, basedir=workflow.basedir, methods_dir=METHODS_DIR)
+    PLAN = Plan(config, methods_dir=METHODS_DIR)
 except EmsrError as err:
     raise WorkflowError(f"emsrbench: {err}") from None
 
