@@ -145,3 +145,12 @@ def test_lint_is_clean(tmp_path):
                          timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Congratulations, your workflow is in a good condition!" in run.stdout + run.stderr
+
+
+def test_paper_config_plans_the_cremi_study(tmp_path):
+    run = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=REPO / "config" / "paper.yaml")
+    assert run.returncode == 0, run.stderr
+    counts = {line.split()[0]: int(line.split()[1]) for line in (run.stdout + run.stderr).splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["download_cremi"] == 3  # samples A, B, C
+    assert counts["degrade"] == 2 * 5  # 3 train pieces + val + test, at 8x and 16x

@@ -19,7 +19,7 @@ rule phantom:
 
 rule download_cremi:
     output:
-        f"{config['data'].get('cremi', {}).get('dir', 'data/cremi')}/sample_{{sample}}.hdf",
+        str(Path(config["data"].get("cremi", {}).get("dir", "data/cremi")) / "sample_{sample}.hdf"),
     params:
         spec=lambda w: PLAN.samples()[w.sample],
         verify_tls=config["data"].get("cremi", {}).get("verify_tls", True),
