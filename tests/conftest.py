@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
+import re
+import threading
 from pathlib import Path
 
 import h5py
@@ -42,3 +45,82 @@ def smooth_volume():
 @pytest.fixture
 def degraded_x8(tmp_path, smooth_volume) -> Path:
     return write_degraded(tmp_path / "train-0.h5", smooth_volume, 8)
+
+
+class _State:
+    """What the handler serves and what it saw; reset before every test."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.log: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self.ignore_range = False
+        self.truncate_to: int | None = None  # send only this many body bytes, then close
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``state.files`` with ``Range: bytes=N-`` support (206 / 416), 404 otherwise."""
+
+    state: _State  # set on the subclass made by the fixture
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # keep pytest output clean
+        pass
+
+    def _send(self, code: int, body: bytes = b"", headers: dict | None = None, head_only: bool = False):
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if head_only:
+            return
+        if self.state.truncate_to is not None and code in (200, 206):
+            body = body[: self.state.truncate_to]
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def _serve(self, head_only: bool):
+        rng = self.headers.get("Range")
+        self.state.log.append((self.command, self.path, rng))
+        data = self.state.files.get(self.path)
+        if data is None:
+            return self._send(404, b"not found", head_only=head_only)
+        size = len(data)
+        if rng is None or self.state.ignore_range:
+            return self._send(200, data, {"Content-Type": "application/octet-stream"}, head_only)
+        m = re.fullmatch(r"bytes=(\d+)-", rng.strip())
+        if not m:
+            return self._send(400, b"unsupported range", head_only=head_only)
+        start = int(m.group(1))
+        if start >= size:
+            return self._send(416, b"", {"Content-Range": f"bytes */{size}"}, head_only)
+        return self._send(
+            206,
+            data[start:],
+            {"Content-Type": "application/octet-stream", "Content-Range": f"bytes {start}-{size - 1}/{size}"},
+            head_only,
+        )
+
+    def do_GET(self):
+        self._serve(head_only=False)
+
+    def do_HEAD(self):
+        self._serve(head_only=True)
+
+
+@pytest.fixture(scope="session")
+def http_server():
+    """A local HTTP server (127.0.0.1, ephemeral port) serving ``state.files`` with Range support."""
+    state = _State()
+    handler = type("Handler", (RangeHandler,), {"state": state})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd, state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

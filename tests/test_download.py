@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import re
 import socket
 import threading
 from pathlib import Path
@@ -19,88 +17,10 @@ PAYLOAD = bytes((i * 37 + i // 251) % 256 for i in range(300_000))  # 300 kB, no
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class _State:
-    """What the handler serves and what it saw; reset before every test."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.log: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
-        self.ignore_range = False
-        self.truncate_to: int | None = None  # send only this many body bytes, then close
-
-
-class RangeHandler(http.server.BaseHTTPRequestHandler):
-    """Serves ``state.files`` with ``Range: bytes=N-`` support (206 / 416), 404 otherwise."""
-
-    state: _State  # set on the subclass made by the fixture
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):  # keep pytest output clean
-        pass
-
-    def _send(self, code: int, body: bytes = b"", headers: dict | None = None, head_only: bool = False):
-        self.send_response(code)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if head_only:
-            return
-        if self.state.truncate_to is not None and code in (200, 206):
-            body = body[: self.state.truncate_to]
-        self.wfile.write(body)
-        self.close_connection = True
-
-    def _serve(self, head_only: bool):
-        rng = self.headers.get("Range")
-        self.state.log.append((self.command, self.path, rng))
-        data = self.state.files.get(self.path)
-        if data is None:
-            return self._send(404, b"not found", head_only=head_only)
-        size = len(data)
-        if rng is None or self.state.ignore_range:
-            return self._send(200, data, {"Content-Type": "application/octet-stream"}, head_only)
-        m = re.fullmatch(r"bytes=(\d+)-", rng.strip())
-        if not m:
-            return self._send(400, b"unsupported range", head_only=head_only)
-        start = int(m.group(1))
-        if start >= size:
-            return self._send(416, b"", {"Content-Range": f"bytes */{size}"}, head_only)
-        return self._send(
-            206,
-            data[start:],
-            {"Content-Type": "application/octet-stream", "Content-Range": f"bytes {start}-{size - 1}/{size}"},
-            head_only,
-        )
-
-    def do_GET(self):
-        self._serve(head_only=False)
-
-    def do_HEAD(self):
-        self._serve(head_only=True)
-
-
-@pytest.fixture(scope="module")
-def server():
-    state = _State()
-    handler = type("Handler", (RangeHandler,), {"state": state})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield httpd, state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-
-
 @pytest.fixture
-def srv(server):
+def srv(http_server):
     """(base_url, state) with a fresh state serving PAYLOAD at /data.bin."""
-    httpd, state = server
+    httpd, state = http_server
     state.__init__()
     state.files["/data.bin"] = PAYLOAD
     host, port = httpd.server_address[:2]

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 import yaml
 
 from emsrbench.errors import EmsrError
-from emsrbench.methods import METHODS_DIR, discover, load_method, select
+from emsrbench.methods import discover, load_method, select
 from emsrbench.scaffold import new_method
 
 ALL = discover()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -130,7 +128,6 @@ def test_patch_larger_than_volume(tmp_path, degraded_x8):
 
 
 def test_patch_sampler_stacks_neighbours_and_aligns_hr(degraded_x8):
-    import h5py
     import numpy as np
 
     from emsrbench.train import PatchSampler

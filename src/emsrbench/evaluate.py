@@ -17,6 +17,7 @@ from .errors import EmsrError
 from .io import RAW_KEY, atomic_path, read_dataset
 from .metrics import psnr_sections, psnr_volume, ssim_sections
 from .methods import Method
+from .pretrained import Pretrained
 
 COLUMNS = ["method", "display_name", "family", "preset", "scale", "metric", "value", "note"]
 
@@ -29,28 +30,34 @@ def read_stats(sr_path: str | Path) -> dict:
     return json.loads(raw)
 
 
-def lpips_rows(hr: np.ndarray, sr: np.ndarray, cfg: dict) -> tuple[float, str]:
-    if not cfg.get("enabled", True):
+def lpips_value(hr: np.ndarray, sr: np.ndarray, pretrained: Pretrained | None) -> tuple[float, str]:
+    """LPIPS with the registry's AlexNet, or NaN and the reason it is missing."""
+    if pretrained is None:
         return float("nan"), "disabled in config (metrics.lpips.enabled: false)"
     from .device import pick_device
     from .metrics.lpips_metric import LpipsUnavailable, load_lpips, lpips_sections
 
+    path, why = pretrained.status("alexnet")
+    if path is None:
+        return float("nan"), f"missing: {why}"
     dev = pick_device()
     try:
-        model = load_lpips(cfg.get("weights_dir"), cfg["sha256"], dev)
+        model = load_lpips(path, pretrained.entry("alexnet").sha256, dev)
     except LpipsUnavailable as err:
         return float("nan"), f"missing: {err}"
     return float(np.mean(lpips_sections(hr, sr, model, dev))), "AlexNet LPIPS v0.1, mean over sections"
 
 
-def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_path: str | Path, lpips_cfg: dict) -> pd.DataFrame:
+def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_path: str | Path,
+             pretrained: Pretrained | None) -> pd.DataFrame:
+    """``pretrained``: where LPIPS finds AlexNet; None when LPIPS is disabled."""
     hr, _ = read_dataset(hr_path, RAW_KEY, dtype=np.uint8, ndim=3)
     sr, _ = read_dataset(sr_path, RAW_KEY, dtype=np.uint8, ndim=3)
     if hr.shape != sr.shape:
         raise EmsrError(f"{sr_path}:{RAW_KEY}: SR shape {sr.shape} differs from HR {hr.shape} in {hr_path}")
     stats = read_stats(sr_path)
     flags = "; ".join(stats.get("flags", []))
-    lp, lp_note = lpips_rows(hr, sr, lpips_cfg)
+    lp, lp_note = lpips_value(hr, sr, pretrained)
     rows = [
         ("psnr", float(np.mean(psnr_sections(hr, sr))), "dB, data range 255, mean over sections"),
         ("psnr_volume", float(psnr_volume(hr, sr)), "dB, data range 255, whole volume"),

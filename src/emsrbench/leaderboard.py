@@ -82,11 +82,12 @@ def markdown(tidy: pd.DataFrame) -> str:
             lines.append(f"| {row['display_name']} | {row['preset']} | " + " | ".join(cells) + " |")
         lines.append("")
     notes = tidy[tidy["note"].fillna("").str.startswith("missing")][["metric", "note"]].drop_duplicates()
-    flags = tidy[tidy["note"].fillna("").str.contains("flag:")][["method", "note"]].drop_duplicates()
+    flags = (tidy.assign(flag=tidy["note"].fillna("").str.findall(r"flag: [^;]+")).explode("flag")
+             .dropna(subset=["flag"])[["method", "scale", "flag"]].drop_duplicates())
     if len(notes) or len(flags):
         lines += ["## Missing values and flags", ""]
         lines += [f"- {r.metric}: {r.note}" for r in notes.itertuples()]
-        lines += [f"- {r.method}: {r.note}" for r in flags.itertuples()]
+        lines += [f"- {r.method} x{r.scale}: {r.flag}" for r in flags.itertuples()]
         lines.append("")
     lines += ["PSNR/SSIM/LPIPS on uint8 sections (data range 255), means over test sections; best in bold. "
               "Params: learned parameters; Train s: training wall time; Infer s/MP: inference seconds per "

@@ -12,7 +12,6 @@ from pathlib import Path
 from .errors import EmsrError
 from .methods import METHODS_DIR, Method, select
 
-DEFAULT_LPIPS = {"enabled": True, "weights_dir": "weights/torch_hub", "sha256": "7be5be79"}
 
 
 @dataclass(frozen=True)
@@ -92,8 +91,12 @@ class Plan:
     def resources(self, name: str, stage: str) -> dict:
         return self.methods[name].stage_resources(stage)
 
-    def lpips(self) -> dict:
-        return {**DEFAULT_LPIPS, **self.config.get("metrics", {}).get("lpips", {})}
+    def lpips_enabled(self) -> bool:
+        return self.config.get("metrics", {}).get("lpips", {}).get("enabled", True)
+
+    @property
+    def pretrained_dir(self) -> str:
+        return self.config.get("pretrained_dir", "weights")
 
     # -- outputs ----------------------------------------------------------------------
     def model_file(self, method: str, scale) -> str:

@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 from .errors import EmsrError
+from .pretrained import Pretrained
 
 
 def _rebuild_plan(smk):
@@ -61,8 +62,15 @@ def train(smk) -> None:
         out_path=Path(smk.output[0]),
         ckpt_dir=Path(smk.params.ckpt_dir),
         threads=smk.threads,
+        pretrained=Pretrained(smk.params.pretrained_dir),
     )
     run_training(job)
+
+
+def fetch_weight(smk) -> None:
+    pretrained = Pretrained(smk.params.pretrained_dir)
+    name = next(n for n, w in pretrained.entries.items() if w.file == smk.wildcards.file)
+    pretrained.fetch(name)
 
 
 def infer(smk) -> None:
@@ -81,7 +89,8 @@ def evaluate(smk) -> None:
 
     plan = _rebuild_plan(smk)
     method = plan.method(smk.wildcards.method)
-    df = score(method, int(smk.wildcards.scale), smk.params.preset, smk.input.sr, smk.input.hr, dict(smk.params.lpips))
+    lpips = Pretrained(smk.params.pretrained_dir) if smk.params.lpips else None
+    df = score(method, int(smk.wildcards.scale), smk.params.preset, smk.input.sr, smk.input.hr, lpips)
     write_rows(df, smk.output[0])
 
 
@@ -92,7 +101,7 @@ def leaderboard(smk) -> None:
     print(f"leaderboard: {Path(smk.output.md).resolve()}", file=sys.stderr)
 
 
-STEPS = {f.__name__: f for f in (phantom, download_cremi, degrade, train, infer, evaluate, leaderboard)}
+STEPS = {f.__name__: f for f in (phantom, download_cremi, fetch_weight, degrade, train, infer, evaluate, leaderboard)}
 
 
 def run(smk, step: str) -> None:

@@ -23,6 +23,7 @@ from . import device as devices
 from .errors import EmsrError
 from .io import LR_KEY, RAW_KEY, atomic_path, read_dataset
 from .methods import Method
+from .pretrained import Pretrained
 from .settings import merge_layers
 
 
@@ -70,7 +71,8 @@ class TrainJob:
     ckpt_dir: Path
     threads: int | None = None
     val_files: list[str] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
+    pretrained: Pretrained | None = None  # where pretrained components are looked up
+    flags: list[str] = field(default_factory=list)  # what ran without its pretrained weights
 
 
 class PatchSampler:
@@ -152,7 +154,13 @@ def fit(job: TrainJob, max_steps: int | None = None) -> Path | None:
     threads = devices.set_threads(job.threads)
     dev = devices.pick_device(st.device)
     torch.manual_seed(st.seed)
-    model = method.module().build(job.scale, **job.model_params).to(dev)
+    model = method.module().build(job.scale, **job.model_params)
+    # A method with frozen/initialising pretrained parts loads them here; each part it had to
+    # train from scratch or disable is returned as a flag that follows the model everywhere.
+    init_pretrained = getattr(method.module(), "init_pretrained", None)
+    if callable(init_pretrained):
+        job.flags.extend(init_pretrained(model, job.pretrained or Pretrained()) or [])
+    model = model.to(dev)
     if count_parameters(model) == 0:
         raise EmsrError(f"{method.model_py}: build() returned a model with no parameters, but method.yaml says trains: true")
     opt = torch.optim.Adam(model.parameters(), lr=st.lr, betas=st.betas, weight_decay=st.weight_decay)
@@ -255,7 +263,7 @@ def save_model(job: TrainJob, model: nn.Module, train_seconds: float, final_loss
         "val_psnr": float(val_psnr),
         "device": devices.describe(device),
         "threads": threads,
-        "flags": list(job.extra.get("flags", [])),
+        "flags": list(job.flags),
     }
     with atomic_path(job.out_path) as tmp:
         torch.save(payload, tmp)

@@ -1,3 +1,4 @@
+import re
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from snakemake.utils import validate
 from emsrbench.config import check_config
 from emsrbench.errors import EmsrError
 from emsrbench.plan import Plan
+from emsrbench.pretrained import Pretrained
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"
 try:
@@ -22,6 +24,7 @@ try:
 except EmsrError as err:
     raise WorkflowError(f"emsrbench: {err}") from None
 
+PRETRAINED = Pretrained(PLAN.pretrained_dir)
 RESULTS = str(PLAN.results)
 METHODS = list(PLAN.methods)
 TRAINED = PLAN.trained() or ["__none__"]

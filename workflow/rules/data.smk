@@ -30,3 +30,26 @@ rule download_cremi:
         "../../envs/emsrbench.yaml"
     script:
         "../scripts/download_cremi.py"
+
+
+# Pretrained weights of config/pretrained.yaml: `snakemake fetch_weights` where the internet is
+# reachable. Never a dependency of other rules: a job without a weight runs flagged.
+rule fetch_weight:
+    output:
+        f"{PLAN.pretrained_dir}/{{file}}",
+    params:
+        pretrained_dir=PLAN.pretrained_dir,
+    wildcard_constraints:
+        file="|".join(re.escape(w.file) for w in PRETRAINED.entries.values()),
+    log:
+        f"{RESULTS}/logs/fetch_weight/{{file}}.log",
+    retries: 3
+    conda:
+        "../../envs/emsrbench.yaml"
+    script:
+        "../scripts/fetch_weight.py"
+
+
+rule fetch_weights:
+    input:
+        [f"{PLAN.pretrained_dir}/{w.file}" for w in PRETRAINED.entries.values()],

@@ -10,7 +10,8 @@ rule evaluate:
     params:
         preset=PLAN.preset,
         methods_dir=METHODS_DIR,
-        lpips=PLAN.lpips(),
+        lpips=PLAN.lpips_enabled(),
+        pretrained_dir=PLAN.pretrained_dir,
     threads: 1
     log:
         f"{RESULTS}/logs/evaluate/{{method}}-x{{scale}}.log",

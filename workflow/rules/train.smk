@@ -13,6 +13,7 @@ rule train:
         model=lambda w: PLAN.preset_of(w.method)["model"],
         settings=lambda w: PLAN.train_layers(w.method),
         ckpt_dir=lambda w: f"{RESULTS}/models/{w.method}/x{w.scale}/checkpoints",
+        pretrained_dir=PLAN.pretrained_dir,
     wildcard_constraints:
         method="|".join(TRAINED),
     threads: lambda w: PLAN.resources(w.method, "train")["cpus"]

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from ..download import expected_sha256, sha256_file
-from ..errors import EmsrError
 from .image import check_pair
 
 __all__ = ["ALEXNET_FILE", "LpipsUnavailable", "find_alexnet", "load_lpips", "lpips_sections"]

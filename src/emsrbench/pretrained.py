@@ -1,0 +1,81 @@
+"""The pretrained-weights registry (config/pretrained.yaml) bound to a weights directory.
+
+Nothing here downloads implicitly: ``fetch`` is called only by the ``fetch_weights`` rule.
+A consumer asks :meth:`Pretrained.status` and either gets a verified file or the reason it
+has none, which becomes a visible flag on every output that depends on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from .download import download, expected_sha256, sha256_file
+from .errors import EmsrError
+
+REGISTRY = Path(__file__).resolve().parents[2] / "config" / "pretrained.yaml"
+
+
+@dataclass(frozen=True)
+class Weight:
+    name: str
+    file: str
+    url: str
+    sha256: str
+    used_by: tuple[str, ...]
+    description: str
+
+
+@lru_cache(maxsize=None)
+def registry(path: str | Path = REGISTRY) -> dict[str, Weight]:
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    out = {}
+    for name, e in raw.items():
+        missing = {"file", "url", "sha256"} - set(e)
+        if missing:
+            raise EmsrError(f"{path}: {name}: missing {sorted(missing)}")
+        expected_sha256(e["sha256"], f"{path}: {name}.sha256")
+        out[name] = Weight(name, e["file"], e["url"], e["sha256"], tuple(e.get("used_by", [])), e.get("description", ""))
+    return out
+
+
+def missing_flag(name: str, consequence: str) -> str:
+    """The text every output of a job run without pretrained ``name`` carries."""
+    return f"flag: pretrained {name} missing, {consequence}"
+
+
+class Pretrained:
+    def __init__(self, weights_dir: str | Path = "weights", registry_path: str | Path = REGISTRY):
+        self.dir = Path(weights_dir)
+        self.entries = registry(str(registry_path))
+
+    def entry(self, name: str) -> Weight:
+        if name not in self.entries:
+            raise EmsrError(f"{REGISTRY}: no pretrained entry '{name}' (has {sorted(self.entries)})")
+        return self.entries[name]
+
+    def candidates(self, name: str) -> list[Path]:
+        f = self.entry(name).file
+        return [self.dir / f, self.dir / "checkpoints" / f, self.dir / "hub" / "checkpoints" / f]
+
+    def status(self, name: str) -> tuple[Path | None, str]:
+        """(verified path, "") or (None, why it is unavailable)."""
+        w = self.entry(name)
+        for p in self.candidates(name):
+            if p.is_file():
+                actual = sha256_file(p)
+                if not actual.startswith(expected_sha256(w.sha256, p)):
+                    return None, f"{p}: sha256 mismatch, expected {w.sha256}, got {actual}"
+                return p, ""
+        return None, f"{name} weights not found: looked for {self.candidates(name)[0]} (run `snakemake fetch_weights` or copy {w.file} there)"
+
+    def path(self, name: str) -> Path | None:
+        return self.status(name)[0]
+
+    def fetch(self, name: str) -> Path:
+        w = self.entry(name)
+        return download(w.url, self.dir / w.file, w.sha256)
