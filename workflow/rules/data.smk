@@ -38,7 +38,7 @@ rule fetch_weight:
     output:
         f"{PLAN.pretrained_dir}/{{file}}",
     params:
-        pretrained_dir=PLAN.pretrained_dir,
+        pretrained_dir=lambda w, output: str(Path(output[0]).parent),
     wildcard_constraints:
         file="|".join(re.escape(w.file) for w in PRETRAINED.entries.values()),
     log:
