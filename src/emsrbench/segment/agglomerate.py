@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import EmsrError
+from .scores import worker_threads
 
 __all__ = [
     "SCORING_FUNCTIONS",
@@ -59,16 +60,6 @@ def _check_affs(affs, where: str) -> np.ndarray:
     if not np.isfinite(affs.sum(dtype=np.float64)):
         raise EmsrError(f"{where}: affinities contain NaN or inf")
     return affs
-
-
-def _threads(threads: int | None) -> int:
-    if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            threads = os.cpu_count() or 1
-        threads = min(threads, 2)
-    return max(1, int(threads))
 
 
 def boundary_map(affs: np.ndarray) -> np.ndarray:
@@ -109,7 +100,7 @@ def fragments(
     def run(z: int) -> int:
         return _section_fragments(boundary[z], out[z], boundary_threshold)
 
-    workers = min(_threads(threads), depth)
+    workers = min(worker_threads(threads), depth)
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
             counts = list(pool.map(run, range(depth)))

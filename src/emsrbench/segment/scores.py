@@ -205,7 +205,7 @@ def _chunk_table(gt, seg, z0: int, z1: int, mask_args) -> tuple[np.ndarray, np.n
     return _aggregate(*_runs(g, s))
 
 
-def _threads(threads: int | None) -> int:
+def worker_threads(threads: int | None) -> int:
     if threads is None:
         try:
             threads = len(os.sched_getaffinity(0))
@@ -248,7 +248,7 @@ def contingency(
     depth, plane = gshape[0], int(np.prod(gshape[1:]))
     step = max(1, int(chunk_voxels) // max(plane, 1))
     bounds = [(z, min(z + step, depth)) for z in range(0, depth, step)]
-    workers = min(_threads(threads), len(bounds)) if bounds else 1
+    workers = min(worker_threads(threads), len(bounds)) if bounds else 1
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
             parts = list(pool.map(lambda b: _chunk_table(gt, seg, b[0], b[1], mask_args), bounds))
