@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from emsrbench.errors import EmsrError
-from emsrbench.methods import discover
+from emsrbench.methods import METHODS_DIR, load_method
 from emsrbench.train import TrainJob, TrainSettings, fit
 
-RCAN = discover()["rcan"]
+RCAN = load_method(METHODS_DIR / "rcan")  # one folder: other method folders may be mid-edit
 TINY = {"num_feat": 8, "num_group": 1, "num_block": 1, "squeeze_factor": 4}
 
 
@@ -140,3 +140,134 @@ def test_patch_sampler_stacks_neighbours_and_aligns_hr(degraded_x8):
     lr_b, hr_b = sampler.batch(np.random.default_rng(1), 8, 4, augment=False)
     pooled = hr_b[:, 0].reshape(8, 4, 8, 4, 8).mean(dim=(2, 4))
     assert torch.allclose(lr_b[:, 2], torch.round(pooled * 255) / 255, atol=1e-6)
+
+
+def test_checkpoints_load_with_weights_only(tmp_path, degraded_x8):
+    job = job_for(tmp_path, degraded_x8, "w", ema_decay=0.9, lr_schedule="constant")
+    assert fit(job, max_steps=3) is None
+    state = torch.load(job.ckpt_dir / "last.pt", weights_only=True)
+    assert {"step", "elapsed", "model", "objective", "ema"} <= set(state)
+    assert {"optimizer", "scheduler"} == set(state["objective"])
+
+
+def test_ema_is_saved_and_resumes_exactly(tmp_path, degraded_x8):
+    plain = job_for(tmp_path, degraded_x8, "plain")
+    fit(plain)
+    whole = job_for(tmp_path, degraded_x8, "whole", ema_decay=0.9)
+    fit(whole)
+    broken = job_for(tmp_path, degraded_x8, "broken", ema_decay=0.9)
+    fit(broken, max_steps=5)
+    fit(broken)
+    assert_identical(weights(whole.out_path), weights(broken.out_path))
+    # What is saved is the average, not the last iterate (which equals the plain run's).
+    assert any(not torch.equal(weights(plain.out_path)[k], weights(whole.out_path)[k]) for k in weights(plain.out_path))
+
+
+def test_legacy_checkpoint_resumes(tmp_path, degraded_x8):
+    """A checkpoint written before objectives existed (optimizer/scheduler at the top level)."""
+    whole = job_for(tmp_path, degraded_x8, "whole")
+    fit(whole)
+    broken = job_for(tmp_path, degraded_x8, "broken")
+    fit(broken, max_steps=5)
+    state = torch.load(broken.ckpt_dir / "last.pt")
+    state.update(state.pop("objective"))
+    torch.save(state, broken.ckpt_dir / "last.pt")
+    fit(broken)
+    assert_identical(weights(whole.out_path), weights(broken.out_path))
+
+
+def test_constant_schedule_keeps_the_learning_rate():
+    from emsrbench.train import make_scheduler
+
+    opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    sched = make_scheduler(opt, TrainSettings.merged({"iterations": 10, "lr_schedule": "constant"}))
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    assert sched.get_last_lr() == [1e-3]
+    with pytest.raises(EmsrError, match="lr_schedule"):
+        TrainSettings.merged({"lr_schedule": "step"})
+
+
+def test_stage_settings_split_the_iterations():
+    stages = {"one": {"iterations": 1000, "lr": 2e-4}, "two": {"iterations": 400, "lr": 1e-4, "lr_schedule": "constant"}}
+    st = TrainSettings.merged({"iterations": 1400, "batch_size": 12, "stages": stages})
+    one, two = st.stage("one"), st.stage("two")
+    assert (one.iterations, two.iterations) == (1000, 400)  # as given when they add up
+    assert one.lr == 2e-4 and two.lr == 1e-4 and two.lr_schedule == "constant" and one.lr_schedule == "cosine"
+    assert one.batch_size == two.batch_size == 12 and one.stages == {} == two.stages
+    # A smoke-test override of the total scales the stages in proportion, every stage at least 1.
+    small = TrainSettings.merged({"stages": stages}, {"iterations": 20})
+    assert small.stage_iterations() == {"one": 14, "two": 6}
+    assert TrainSettings.merged({"stages": stages}, {"iterations": 2}).stage_iterations() == {"one": 1, "two": 1}
+    for total in range(2, 60):
+        split = TrainSettings.merged({"stages": {"a": {"iterations": 7}, "b": {"iterations": 1}, "c": {"iterations": 3}}},
+                                     {"iterations": max(total, 3)}).stage_iterations()
+        assert sum(split.values()) == max(total, 3) and min(split.values()) >= 1
+    with pytest.raises(EmsrError, match="no stage 'three'"):
+        st.stage("three")
+    # A later layer (config.train_override) wins over the stages' own values; earlier layers do not.
+    over = TrainSettings.merged({"batch_size": 3, "lr": 5.0}, {"stages": stages}, {"lr": 1e-2, "iterations": 7})
+    assert over.stage("one").lr == over.stage("two").lr == 1e-2 and over.stage("two").lr_schedule == "constant"
+    assert sum(over.stage_iterations().values()) == 7 and over.stage("one").batch_size == 3
+    assert TrainSettings.merged({"lr": 5.0}, {"stages": stages}).stage("one").lr == 2e-4
+
+
+def test_stage_settings_errors():
+    with pytest.raises(EmsrError, match=r"stages.one: unknown train setting 'iters'"):
+        TrainSettings.merged({"stages": {"one": {"iterations": 3, "iters": 3}}})
+    with pytest.raises(EmsrError, match=r"stages.one: needs iterations"):
+        TrainSettings.merged({"stages": {"one": {"lr": 1e-3}}})
+    with pytest.raises(EmsrError, match="cannot be split"):
+        TrainSettings.merged({"iterations": 1, "stages": {"a": {"iterations": 1}, "b": {"iterations": 1}}})
+    with pytest.raises(EmsrError, match=r"stages.a.*loss"):
+        TrainSettings.merged({"stages": {"a": {"iterations": 1, "loss": "huber"}}}).stage("a")
+
+
+def test_harness_objective_takes_no_objective_settings(tmp_path, degraded_x8):
+    with pytest.raises(EmsrError, match="objective"):
+        fit(job_for(tmp_path, degraded_x8, "obj", objective={"gan_weight": 0.1}))
+
+
+def test_custom_objective_stage_runs_in_the_harness_loop(tmp_path, degraded_x8):
+    """A method's own objective (here: MSE with SGD, owning an extra tensor) gets the same
+    seeding, checkpoints and resume, and can start from a given model."""
+    from emsrbench.train import Objective
+
+    class SGDObjective(Objective):
+        def setup(self, job, model, settings, device):
+            super().setup(job, model, settings, device)
+            self.opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
+            self.seen = torch.zeros(())
+
+        def step(self, lr_b, hr_b, step):
+            loss = torch.mean((self.forward(lr_b, hr_b) - hr_b) ** 2)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            self.seen += 1
+            return {"loss": loss.item(), "seen": float(self.seen)}
+
+        def state_dict(self):
+            return {"opt": self.opt.state_dict(), "seen": self.seen}
+
+        def load_state_dict(self, state):
+            self.opt.load_state_dict(state["opt"])
+            self.seen = state["seen"].clone()
+
+    def start():
+        torch.manual_seed(5)
+        return RCAN.module().build(8, **TINY)
+
+    outs = []
+    for name, stops in (("whole", [None]), ("broken", [7, None])):
+        job = job_for(tmp_path, degraded_x8, name)
+        for stop in stops:
+            obj = SGDObjective()
+            fit(job, stop, objective=obj, model=start(), ckpt_dir=tmp_path / name / "stage2", out_path=tmp_path / name / "s2.pt",
+                stage="two", meta={"stage": "two"}, prior_seconds=100.0)
+        assert float(obj.seen) == 12
+        meta = torch.load(tmp_path / name / "s2.pt", weights_only=True)
+        assert meta["stage"] == "two" and meta["train_seconds"] > 100
+        outs.append(meta["state_dict"])
+    assert_identical(*outs)

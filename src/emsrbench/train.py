@@ -1,18 +1,26 @@
-"""The harness trainer: random LR/HR patch pairs, L1 + Adam + cosine, resumable checkpoints.
+"""The harness trainer: random LR/HR patch pairs, an objective (L1 + Adam + cosine by default),
+resumable checkpoints.
 
 Resumability is built on stateless randomness: the batch of step ``t`` is drawn from a
 generator seeded with ``(seed, t)`` and torch's RNG is reseeded the same way, so a run that
 restarts from the checkpoint of step ``k`` replays exactly the batches an uninterrupted run
 would have seen.  On CPU that makes interrupted and uninterrupted weights bit-identical.
+
+The loop (:func:`fit`) is written once.  What it optimises is an :class:`Objective`: the
+default :class:`L1Objective` (pixel loss, Adam, cosine decay) or a method's own, e.g. a GAN
+objective that owns a discriminator and two optimizers.  A method with several training
+stages calls :func:`fit` once per stage from its ``train(job)``, each stage with its own
+settings (:meth:`TrainSettings.stage`), checkpoint directory and output file.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -31,29 +39,94 @@ from .settings import merge_layers
 class TrainSettings:
     """Harness defaults (``config.train``), overridden by the method preset's ``train``."""
 
-    iterations: int = 1000
+    iterations: int = 1000  # for a multi-stage method: all stages together (see ``stages``)
     batch_size: int = 8
     patch_size: int = 16  # LR pixels; the HR patch is patch_size * scale
     lr: float = 2e-4
     lr_min: float = 1e-6
+    lr_schedule: str = "cosine"  # "cosine" (to lr_min over the iterations) | "constant"
     betas: tuple = (0.9, 0.99)
     weight_decay: float = 0.0
     loss: str = "l1"  # "l1" | "mse"
     grad_clip: float = 0.0  # 0 disables
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights; it is validated and saved
     augment: bool = True  # flips + rot90, the dihedral group the SR literature uses
     checkpoint_every: int = 100
     log_every: int = 25
     seed: int = 0
     device: str = "auto"
+    # Keyword arguments of a method's own training objective (e.g. loss weights, discriminator
+    # width); the method checks them. The harness L1 objective takes none.
+    objective: dict = field(default_factory=dict)
+    # Multi-stage methods (a custom ``train(job)``): {stage: {setting: value}}, each stage's
+    # overrides of the settings above. Every stage names its ``iterations``; they are the split
+    # of ``iterations`` between the stages (used as they are when they add up to it, scaled in
+    # proportion otherwise, e.g. by a smoke-test override of ``iterations``). A setting given
+    # in a later layer than ``stages`` (``config.train_override``) wins over the stages' values.
+    stages: dict = field(default_factory=dict)
 
     @classmethod
     def merged(cls, *layers: dict, source: str = "train") -> "TrainSettings":
         settings = merge_layers(cls, layers, source, "train")
-        if settings.loss not in ("l1", "mse"):
-            raise EmsrError(f"{source}: loss must be 'l1' or 'mse', got '{settings.loss}'")
-        if settings.iterations < 1 or settings.batch_size < 1 or settings.patch_size < 2:
+        settings._check(source)
+        last = {key: i for i, layer in enumerate(layers) for key in (layer or {})}
+        settings._after_stages = tuple(k for k, i in last.items()
+                                       if "stages" in last and i > last["stages"] and k not in ("stages", "iterations"))
+        stage_keys = {f.name for f in fields(cls)} - {"stages"}
+        if not isinstance(settings.stages, dict):
+            raise EmsrError(f"{source}: stages must be a mapping {{stage: {{setting: value}}}}")
+        for name, over in settings.stages.items():
+            if not isinstance(over, dict):
+                raise EmsrError(f"{source}: stages.{name} must be a mapping of train settings")
+            for key in over:
+                if key not in stage_keys:
+                    raise EmsrError(f"{source}: stages.{name}: unknown train setting '{key}' (known: {sorted(stage_keys)})")
+            if not isinstance(over.get("iterations"), int) or over["iterations"] < 1:
+                raise EmsrError(f"{source}: stages.{name}: needs iterations >= 1 (its share of the total)")
+        if settings.stages and settings.iterations < len(settings.stages):
+            raise EmsrError(f"{source}: iterations {settings.iterations} cannot be split between {len(settings.stages)} stages")
+        return settings
+
+    def _check(self, source: str) -> None:
+        if self.loss not in ("l1", "mse"):
+            raise EmsrError(f"{source}: loss must be 'l1' or 'mse', got '{self.loss}'")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise EmsrError(f"{source}: lr_schedule must be 'cosine' or 'constant', got '{self.lr_schedule}'")
+        if self.iterations < 1 or self.batch_size < 1 or self.patch_size < 2:
             raise EmsrError(f"{source}: iterations, batch_size must be >= 1 and patch_size >= 2")
-        settings.betas = tuple(settings.betas)
+        if not 0 <= self.ema_decay < 1:
+            raise EmsrError(f"{source}: ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not isinstance(self.objective, dict):
+            raise EmsrError(f"{source}: objective must be a mapping of keyword arguments")
+        self.betas = tuple(self.betas)
+
+    def stage_iterations(self) -> dict[str, int]:
+        """``iterations`` split between the stages in proportion to their own ``iterations``
+        (largest remainder, every stage at least 1; exact when they already add up)."""
+        weights = {name: over["iterations"] for name, over in self.stages.items()}
+        total = sum(weights.values())
+        exact = {n: self.iterations * w / total for n, w in weights.items()}
+        split = {n: max(1, math.floor(v)) for n, v in exact.items()}
+        for n in sorted(exact, key=lambda n: exact[n] - math.floor(exact[n]), reverse=True):
+            if sum(split.values()) >= self.iterations:
+                break
+            split[n] += 1
+        while sum(split.values()) > self.iterations:  # only when the max(1, .) floors overshoot
+            n = max(split, key=split.get)
+            split[n] -= 1
+        return split
+
+    def stage(self, name: str, source: str = "train") -> "TrainSettings":
+        """The settings of stage ``name``: these, overridden by ``stages[name]``, with the
+        stage's share of ``iterations``."""
+        if name not in self.stages:
+            raise EmsrError(f"{source}: stages: no stage '{name}' (has {sorted(self.stages)}); this method trains in stages and needs each in its preset")
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stages"}
+        later = getattr(self, "_after_stages", ())
+        values.update({k: copy.deepcopy(v) for k, v in self.stages[name].items() if k not in later})
+        values["iterations"] = self.stage_iterations()[name]
+        settings = TrainSettings(**values)
+        settings._check(f"{source}: stages.{name}")
         return settings
 
 
@@ -147,46 +220,181 @@ class _Preempted(Exception):
     pass
 
 
-def fit(job: TrainJob, max_steps: int | None = None) -> Path | None:
+def make_scheduler(opt: torch.optim.Optimizer, st: TrainSettings):
+    """The learning-rate schedule of ``st.lr_schedule`` over ``st.iterations`` steps."""
+    if st.lr_schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=st.iterations, eta_min=st.lr_min)
+
+
+class Objective:
+    """What :func:`fit` optimises, and everything it owns besides the model's weights.
+
+    :func:`fit` calls, in this order:
+
+    - ``setup(job, model, settings, device)`` once: build optimizers and schedulers (and any
+      auxiliary network: a discriminator, a frozen loss network) for ``model``; may append
+      flags to ``job.flags`` (e.g. a pretrained loss network that is missing);
+    - ``load_state_dict(state)`` when resuming from a checkpoint;
+    - ``step(lr_batch, hr_batch, step) -> {name: float}`` once per iteration, with torch's
+      RNG already seeded for that step: forward, losses, backward, optimizer and scheduler
+      steps. The first entry, ``"loss"``, is the headline value (progress bar, ``final_loss``);
+    - ``lr()`` for the progress bar;
+    - ``state_dict()`` at every checkpoint: plain tensors and primitives only, so the
+      checkpoint loads with ``torch.load(weights_only=True)``.
+
+    Subclasses get :meth:`forward` (the model under autocast, with the output-shape check)
+    and :meth:`check_finite`.
+    """
+
+    def setup(self, job: "TrainJob", model: nn.Module, settings: TrainSettings, device: torch.device) -> None:
+        self.job, self.model, self.settings, self.device = job, model, settings, device
+
+    def step(self, lr_b: torch.Tensor, hr_b: torch.Tensor, step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def lr(self) -> float:
+        return float("nan")
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def forward(self, lr_b: torch.Tensor, hr_b: torch.Tensor) -> torch.Tensor:
+        with devices.autocast(self.device):
+            sr = self.model(lr_b)
+        if sr.shape != hr_b.shape:
+            job = self.job
+            raise EmsrError(f"{job.method.model_py}: build({job.scale}) maps LR {tuple(lr_b.shape)} to {tuple(sr.shape)}, expected {tuple(hr_b.shape)}")
+        return sr
+
+    def check_finite(self, loss: torch.Tensor, step: int) -> None:
+        if not torch.isfinite(loss):
+            raise EmsrError(f"{self.job.method.model_py}: training loss became {loss.item()} at step {step} (x{self.job.scale})")
+
+
+class L1Objective(Objective):
+    """The harness objective: L1 (or MSE, ``loss: mse``) to the HR patch, Adam, the
+    ``lr_schedule`` (cosine by default), optional gradient clipping."""
+
+    def setup(self, job, model, settings, device):
+        super().setup(job, model, settings, device)
+        st = settings
+        if st.objective:
+            raise EmsrError(f"{job.method.model_py}: train setting 'objective' {st.objective} is for a method's own objective; the harness L1 objective takes none")
+        self.opt = torch.optim.Adam(model.parameters(), lr=st.lr, betas=st.betas, weight_decay=st.weight_decay)
+        self.sched = make_scheduler(self.opt, st)
+        self.loss_fn = nn.L1Loss() if st.loss == "l1" else nn.MSELoss()
+
+    def step(self, lr_b, hr_b, step):
+        sr = self.forward(lr_b, hr_b)
+        loss = self.loss_fn(sr.float(), hr_b)
+        self.check_finite(loss, step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.settings.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        return {"loss": loss.item()}
+
+    def lr(self):
+        return self.sched.get_last_lr()[0]
+
+    def state_dict(self):
+        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
+
+    def load_state_dict(self, state):
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+
+
+class EMA:
+    """Exponential moving average of a model's weights (``ema_decay``), as basicsr keeps
+    ``net_g_ema``: parameters are averaged, buffers copied."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for ema_p, p in zip(self.module.parameters(), model.parameters()):
+            ema_p.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+        for ema_b, b in zip(self.module.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+
+def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | None = None,
+        settings: TrainSettings | None = None, ckpt_dir: Path | None = None, out_path: Path | None = None,
+        model: nn.Module | None = None, stage: str = "", meta: dict | None = None,
+        prior_seconds: float = 0.0) -> Path | None:
     """Train with the harness loop; returns the model path, or None if stopped at ``max_steps``
-    (used by tests to simulate a kill after a checkpoint)."""
-    st, method = job.settings, job.method
+    (used by tests to simulate a kill after a checkpoint).
+
+    Everything after ``max_steps`` is for methods that train in stages from their own
+    ``train(job)``; the defaults give the harness training of ``job``:
+
+    - ``objective``: what is optimised (default :class:`L1Objective`);
+    - ``settings``: this run's settings (default ``job.settings``; a stage: ``job.settings.stage(name)``);
+    - ``ckpt_dir`` / ``out_path``: where this run checkpoints and writes its model file
+      (default ``job.ckpt_dir`` / ``job.out_path``);
+    - ``model``: the network to start from (e.g. the previous stage's result; default: built
+      from the preset, then the method's ``init_pretrained``);
+    - ``stage``: a label for logs and the progress bar; ``meta``: extra plain-typed entries
+      of the model file; ``prior_seconds``: training time of earlier stages, added to this
+      run's ``train_seconds``.
+    """
+    st, method = settings or job.settings, job.method
+    ckpt_dir = Path(ckpt_dir or job.ckpt_dir)
+    out_path = Path(out_path or job.out_path)
+    label = f"{method.name} x{job.scale}" + (f" {stage}" if stage else "")
     threads = devices.set_threads(job.threads)
     dev = devices.pick_device(st.device)
     torch.manual_seed(st.seed)
-    model = method.module().build(job.scale, **job.model_params)
-    # A method with frozen/initialising pretrained parts loads them here; each part it had to
-    # train from scratch or disable is returned as a flag that follows the model everywhere.
-    init_pretrained = getattr(method.module(), "init_pretrained", None)
-    if callable(init_pretrained):
-        job.flags.extend(init_pretrained(model, job.pretrained or Pretrained()) or [])
+    if model is None:
+        model = method.module().build(job.scale, **job.model_params)
+        # A method with frozen/initialising pretrained parts loads them here; each part it had to
+        # train from scratch or disable is returned as a flag that follows the model everywhere.
+        init_pretrained = getattr(method.module(), "init_pretrained", None)
+        if callable(init_pretrained):
+            job.flags.extend(init_pretrained(model, job.pretrained or Pretrained()) or [])
     model = model.to(dev)
     if count_parameters(model) == 0:
         raise EmsrError(f"{method.model_py}: build() returned a model with no parameters, but method.yaml says trains: true")
-    opt = torch.optim.Adam(model.parameters(), lr=st.lr, betas=st.betas, weight_decay=st.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=st.iterations, eta_min=st.lr_min)
-    loss_fn = nn.L1Loss() if st.loss == "l1" else nn.MSELoss()
+    objective = objective or L1Objective()
+    objective.setup(job, model, st, dev)
+    ema = EMA(model, st.ema_decay) if st.ema_decay > 0 else None
     sampler = PatchSampler(job.train_files, job.scale, method.slices)
     val_sampler = PatchSampler(job.val_files, job.scale, method.slices) if job.val_files else None
     val_curve: list[tuple[int, float]] = []
 
-    ckpt = job.ckpt_dir / "last.pt"
+    ckpt = ckpt_dir / "last.pt"
     step, elapsed = 0, 0.0
     if ckpt.exists():
-        state = torch.load(ckpt, map_location=dev)
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        # Checkpoints written before objectives existed hold the L1 objective's entries at the top level.
+        objective.load_state_dict(state.get("objective", state))
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
-        print(f"resuming {method.name} x{job.scale} from step {step} ({ckpt})", file=sys.stderr)
+        print(f"resuming {label} from step {step} ({ckpt})", file=sys.stderr)
 
     def save_checkpoint():
-        job.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
         state = {"step": step, "elapsed": elapsed + time.perf_counter() - t0, "model": model.state_dict(),
-                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+                 "objective": objective.state_dict()}
+        if ema is not None:
+            state["ema"] = ema.module.state_dict()
         with atomic_path(ckpt) as tmp:
             torch.save(state, tmp)
 
+    final = ema.module if ema is not None else model  # what is validated and saved
     # SLURM preemption sends SIGTERM: finish the step, checkpoint, exit non-zero to be requeued.
     stop = {"flag": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
@@ -195,34 +403,24 @@ def fit(job: TrainJob, max_steps: int | None = None) -> Path | None:
     try:
         from tqdm import tqdm
 
-        bar = tqdm(total=st.iterations, initial=step, desc=f"{method.name} x{job.scale}", file=sys.stderr,
-                   mininterval=10, disable=False)
-        running = float("nan")
+        bar = tqdm(total=st.iterations, initial=step, desc=label, file=sys.stderr, mininterval=10, disable=False)
+        running: dict[str, float] = {}
         while step < st.iterations:
             rng = np.random.default_rng(_step_seed(st.seed, step))
             torch.manual_seed(_step_seed(st.seed + 1, step))
             lr_b, hr_b = sampler.batch(rng, st.batch_size, st.patch_size, st.augment)
             lr_b, hr_b = lr_b.to(dev), hr_b.to(dev)
-            with devices.autocast(dev):
-                sr = model(lr_b)
-            if sr.shape != hr_b.shape:
-                raise EmsrError(f"{method.model_py}: build({job.scale}) maps LR {tuple(lr_b.shape)} to {tuple(sr.shape)}, expected {tuple(hr_b.shape)}")
-            loss = loss_fn(sr.float(), hr_b)
-            if not torch.isfinite(loss):
-                raise EmsrError(f"{method.model_py}: training loss became {loss.item()} at step {step} (x{job.scale})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if st.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), st.grad_clip)
-            opt.step()
-            sched.step()
+            losses = objective.step(lr_b, hr_b, step)
+            if ema is not None:
+                ema.update(model)
             step += 1
-            running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
+            for k, v in losses.items():
+                running[k] = v if k not in running or math.isnan(running[k]) else 0.9 * running[k] + 0.1 * v
             bar.update(1)
             if step % st.log_every == 0:
-                bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+                bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()} | {"lr": f"{objective.lr():.2e}"})
             if val_sampler is not None and (step % st.checkpoint_every == 0 or step == st.iterations):
-                val_curve.append((step, validation_psnr(model, val_sampler, st.patch_size, st.seed, dev)))
+                val_curve.append((step, validation_psnr(final, val_sampler, st.patch_size, st.seed, dev)))
                 print(f"step {step}: validation PSNR {val_curve[-1][1]:.3f} dB", file=sys.stderr)
             if step % st.checkpoint_every == 0 or stop["flag"]:
                 save_checkpoint()
@@ -233,23 +431,26 @@ def fit(job: TrainJob, max_steps: int | None = None) -> Path | None:
                 return None
         bar.close()
     except _Preempted:
-        print(f"SIGTERM: checkpointed {method.name} x{job.scale} at step {step}; rerun to resume", file=sys.stderr)
+        print(f"SIGTERM: checkpointed {label} at step {step}; rerun to resume", file=sys.stderr)
         sys.exit(143)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-    train_seconds = elapsed + time.perf_counter() - t0
+    train_seconds = prior_seconds + elapsed + time.perf_counter() - t0
     if val_sampler is not None and not val_curve:  # resumed from a checkpoint of the last step
-        val_curve.append((step, validation_psnr(model, val_sampler, st.patch_size, st.seed, dev)))
-    save_model(job, model, train_seconds=train_seconds, final_loss=running, threads=threads, device=dev,
-               val_psnr=val_curve[-1][1] if val_curve else float("nan"))
-    return job.out_path
+        val_curve.append((step, validation_psnr(final, val_sampler, st.patch_size, st.seed, dev)))
+    save_model(job, final, train_seconds=train_seconds, final_loss=running.get("loss", float("nan")),
+               threads=threads, device=dev, val_psnr=val_curve[-1][1] if val_curve else float("nan"),
+               out_path=out_path, meta=meta)
+    return out_path
 
 
 def save_model(job: TrainJob, model: nn.Module, train_seconds: float, final_loss: float, threads: int,
-               device: torch.device, val_psnr: float = float("nan")) -> None:
+               device: torch.device, val_psnr: float = float("nan"), *, out_path: Path | None = None,
+               meta: dict | None = None) -> None:
     """The model file inference reads: weights plus how they were made (plain types only,
-    as torch.load defaults to weights_only=True)."""
+    as torch.load defaults to weights_only=True). ``out_path`` defaults to ``job.out_path``;
+    ``meta`` adds entries (plain types)."""
     payload = {
         "method": job.method.name,
         "scale": job.scale,
@@ -264,8 +465,9 @@ def save_model(job: TrainJob, model: nn.Module, train_seconds: float, final_loss
         "device": devices.describe(device),
         "threads": threads,
         "flags": list(job.flags),
+        **(meta or {}),
     }
-    with atomic_path(job.out_path) as tmp:
+    with atomic_path(Path(out_path or job.out_path)) as tmp:
         torch.save(payload, tmp)
 
 

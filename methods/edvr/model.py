@@ -1,0 +1,150 @@
+"""EDVR (Wang et al., CVPRW 2019) through basicsr's architecture, adapted to EM sections.
+
+The 2N+1 adjacent sections are EDVR's frames (one grey channel each), the centre section is
+the reference frame.  basicsr's EDVR is fixed at 4x (two hard-coded upconv + pixel-shuffle
+stages, then conv_hr, conv_last, plus a bilinearly upsampled centre frame); here the
+upsampler has log2(scale) such stages, built the way basicsr builds its two: every stage
+but the last keeps num_feat channels, the last one maps to 64 (``hr_feat``) channels, then
+conv_hr and conv_last.  At 4x with hr_feat=64 the parameter names and shapes are basicsr's.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from emsrbench.compat import basicsr_arch
+
+
+def _pad_to_multiple(x: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int]:
+    """Pad the last two dims of (B, C, h, w) at the bottom/right to multiples of k
+    (reflection where the tile is large enough, replication otherwise)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % k, (-w) % k
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, h, w
+
+
+def kaiming_init(model: nn.Module) -> None:
+    """The ``init: kaiming`` option (quick preset): basicsr's ``default_init_weights``
+    (Kaiming-normal, fan-in, zero bias) for every plain and deformable conv outside the
+    residual blocks (which keep basicsr's 0.1-scaled Kaiming init) and the offset/mask convs
+    (which keep their zero init), and a zero-initialised ``conv_last``, so that the network
+    starts as exactly its bilinear base.
+
+    Why: with PyTorch's default init (what basicsr's EDVR keeps) the signal shrinks at every
+    layer (at initialisation the quick network's output depends on its input to ~1e-5 of its
+    magnitude) and the residual over the bilinear base stays at zero for the first several
+    hundred iterations, far beyond a CPU budget of a few hundred (measured on the phantom)."""
+    ResidualBlockNoBN = basicsr_arch("arch_util", "ResidualBlockNoBN")
+    default_init_weights = basicsr_arch("arch_util", "default_init_weights")
+    in_blocks = {id(m) for blk in model.modules() if isinstance(blk, ResidualBlockNoBN) for m in blk.modules()}
+    for name, mod in model.named_modules():
+        if id(mod) in in_blocks or name.rsplit(".", 1)[-1] == "conv_offset" or name.startswith("spynet"):
+            continue
+        if isinstance(mod, nn.Conv2d):
+            default_init_weights(mod, 1)
+        elif type(mod).__name__ == "DCNv2Pack":
+            nn.init.kaiming_normal_(mod.weight)
+            nn.init.zeros_(mod.bias)
+    nn.init.zeros_(model.conv_last.weight)
+    nn.init.zeros_(model.conv_last.bias)
+
+
+@lru_cache(maxsize=None)
+def _edvr_class():
+    EDVR = basicsr_arch("edvr_arch", "EDVR")
+    PredeblurModule = basicsr_arch("edvr_arch", "PredeblurModule")
+
+    class EMEDVR(EDVR):
+        """basicsr's EDVR with one channel per frame, a log2(scale)-stage upsampler and an
+        optional grey mean subtracted from the sections the network sees."""
+
+        def __init__(self, scale: int, num_feat=64, num_frame=5, deformable_groups=8, num_extract_block=5,
+                     num_reconstruct_block=10, with_tsa=True, with_predeblur=False, hr_feat=64, grey_mean=0.0):
+            if scale < 2 or scale & (scale - 1):
+                raise ValueError(f"EDVR: scale must be a power of two >= 2, got {scale}")
+            super().__init__(num_in_ch=1, num_out_ch=1, num_feat=num_feat, num_frame=num_frame,
+                             deformable_groups=deformable_groups, num_extract_block=num_extract_block,
+                             num_reconstruct_block=num_reconstruct_block, hr_in=False,
+                             with_predeblur=with_predeblur, with_tsa=with_tsa)
+            self.scale = scale
+            self.grey_mean = float(grey_mean)
+            if with_predeblur:  # basicsr builds the pre-deblur module for 3 input channels
+                self.predeblur = PredeblurModule(num_in_ch=1, num_feat=num_feat, hr_in=False)
+            # The upsampler: basicsr's upconv1 (num_feat -> 4 num_feat) repeated, the last stage
+            # mapping to 4 hr_feat (basicsr: 64 * 4), then conv_hr and conv_last.
+            del self.upconv1, self.upconv2
+            self.num_up = int(math.log2(scale))
+            for i in range(1, self.num_up + 1):
+                out = hr_feat if i == self.num_up else num_feat
+                setattr(self, f"upconv{i}", nn.Conv2d(num_feat, out * 4, 3, 1, 1))
+            self.conv_hr = nn.Conv2d(hr_feat, hr_feat, 3, 1, 1)
+            self.conv_last = nn.Conv2d(hr_feat, 1, 3, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            """(B, T, h, w) sections in [0, 1] -> (B, 1, s h, s w), the centre section."""
+            b, t = x.shape[:2]
+            # EDVR's bilinear base: the centre section, upsampled (before any padding)
+            base = F.interpolate(x[:, self.center_frame_idx : self.center_frame_idx + 1], scale_factor=self.scale,
+                                 mode="bilinear", align_corners=False)
+            # The three-level pyramid (strides 2, 2) and TSA's pooling need multiples of 4.
+            x, h0, w0 = _pad_to_multiple(x, 4)
+            h, w = x.shape[-2:]
+            x = x.unsqueeze(2) - self.grey_mean  # (B, T, 1, h, w): each section a one-channel frame
+            c = 1
+
+            # Feature extraction, as basicsr's EDVR.forward.
+            if self.with_predeblur:
+                feat_l1 = self.conv_1x1(self.predeblur(x.view(-1, c, h, w)))
+            else:
+                feat_l1 = self.lrelu(self.conv_first(x.view(-1, c, h, w)))
+            feat_l1 = self.feature_extraction(feat_l1)
+            feat_l2 = self.lrelu(self.conv_l2_2(self.lrelu(self.conv_l2_1(feat_l1))))
+            feat_l3 = self.lrelu(self.conv_l3_2(self.lrelu(self.conv_l3_1(feat_l2))))
+            feat_l1 = feat_l1.view(b, t, -1, h, w)
+            feat_l2 = feat_l2.view(b, t, -1, h // 2, w // 2)
+            feat_l3 = feat_l3.view(b, t, -1, h // 4, w // 4)
+
+            # PCD alignment of every section to the centre one.  basicsr loops over the frames;
+            # PCD treats each (neighbour, reference) pair independently, so all T pairs go
+            # through in one batch of B*T (same result, far fewer deformable-conv calls on CPU).
+            i0 = self.center_frame_idx
+            nbr_feat_l = [f.reshape(b * t, *f.shape[2:]) for f in (feat_l1, feat_l2, feat_l3)]
+            ref_feat_l = [f[:, i0 : i0 + 1].expand(-1, t, -1, -1, -1).reshape(b * t, *f.shape[2:])
+                          for f in (feat_l1, feat_l2, feat_l3)]
+            aligned = self.pcd_align(nbr_feat_l, ref_feat_l).view(b, t, -1, h, w)  # (B, T, C, h, w)
+            if not self.with_tsa:
+                aligned = aligned.view(b, -1, h, w)
+            feat = self.fusion(aligned)
+
+            # Reconstruction and the log2(scale)-stage pixel-shuffle upsampler.
+            out = self.reconstruction(feat)
+            for i in range(1, self.num_up + 1):
+                out = self.lrelu(self.pixel_shuffle(getattr(self, f"upconv{i}")(out)))
+            out = self.lrelu(self.conv_hr(out))
+            out = self.conv_last(out)
+            return out[:, :, : h0 * self.scale, : w0 * self.scale] + base
+
+    return EMEDVR
+
+
+def build(scale: int, num_feat=64, num_frame=5, deformable_groups=8, num_extract_block=5, num_reconstruct_block=10,
+          with_tsa=True, with_predeblur=False, hr_feat=64, grey_mean=0.0, init="basicsr") -> nn.Module:
+    """EDVR for ``scale``.  ``grey_mean`` is subtracted from the sections the network sees
+    (not from the bilinear base); 0 is the published network.  ``init``: "basicsr" (the
+    published code's init) or "kaiming" (see :func:`kaiming_init`)."""
+    if init not in ("basicsr", "kaiming"):
+        raise ValueError(f"EDVR: init must be 'basicsr' or 'kaiming', got {init!r}")
+    model = _edvr_class()(scale, num_feat=num_feat, num_frame=num_frame, deformable_groups=deformable_groups,
+                          num_extract_block=num_extract_block, num_reconstruct_block=num_reconstruct_block,
+                          with_tsa=with_tsa, with_predeblur=with_predeblur, hr_feat=hr_feat, grey_mean=grey_mean)
+    if init == "kaiming":
+        kaiming_init(model)
+    return model
