@@ -32,6 +32,18 @@ def write_degraded(path: Path, hr: np.ndarray, scale: int, labels=None) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """For networks of many small ops (flow, deformable alignment): on a loaded 2-core machine
+    two OpenMP threads stall on each other, so such tests run single-threaded."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def smooth_volume():
     """A smooth random uint8 volume (learnable, unlike white noise)."""
     from scipy.ndimage import gaussian_filter

@@ -1,19 +1,16 @@
-"""BasicVSR (basicsr's architecture on 5 adjacent EM sections): shapes, the paper's parameter
-count, equality with basicsr's forward and SpyNet, neighbour use, the pretrained SPyNet
-(present and absent), a harness training step and tiled inference of a degraded file."""
+"""BasicVSR (basicsr's architecture on 5 adjacent EM sections): small-tile SPyNet, the paper's
+parameter count, equality with basicsr's forward and SpyNet, neighbour use, the pretrained
+SPyNet (present and absent). Shapes, training and tiled inference: test_method_contract.py."""
 
 from __future__ import annotations
 
 import hashlib
 
-import h5py
-import numpy as np
 import pytest
 import torch
 import yaml
 
 from emsrbench.compat import basicsr_arch
-from emsrbench.infer import InferSettings, infer_file
 from emsrbench.methods import discover
 from emsrbench.pretrained import Pretrained, missing_flag
 from emsrbench.train import TrainJob, TrainSettings, count_parameters, fit
@@ -25,15 +22,7 @@ TINY = {"num_feat": 8, "num_block": 1, "hr_feat": 8}
 BASICVSR_PARAMS = 6.3e6  # published (Chan et al., CVPR 2021: 6.3 M), SPyNet included
 SPYNET_PARAMS = 1_440_300  # basicsr's SpyNet: 6 basic modules
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are many small ops: on a loaded 2-core machine two OpenMP threads stall
-    on each other (see the method README), so the tests run single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(scale, **params):
@@ -44,16 +33,6 @@ def build(scale, **params):
 def test_method_metadata():
     assert BASICVSR.family == "multi-slice" and BASICVSR.slices == 5 and BASICVSR.trains
     assert {8, 16} <= set(BASICVSR.scales)
-
-
-@pytest.mark.parametrize("scale", [8, 16])
-@pytest.mark.parametrize("hw", [(8, 8), (16, 16), (7, 5), (4, 4)])
-def test_quick_forward_shape_on_cpu(scale, hw):
-    model = build(scale, **QUICK).eval()
-    with torch.no_grad():
-        sr = model(torch.rand(2, 5, *hw))
-    assert sr.shape == (2, 1, hw[0] * scale, hw[1] * scale)
-    assert torch.isfinite(sr).all()
 
 
 @pytest.mark.parametrize("hw", [(16, 16), (7, 5)])
@@ -168,25 +147,6 @@ def test_pretrained_spynet_absent_is_flagged_and_trained(tmp_path):
     flags = BASICVSR.module().init_pretrained(model, Pretrained(tmp_path / "empty"))
     assert flags == [missing_flag("spynet", "SPyNet flow trained from scratch")]
     assert all(p.requires_grad for p in model.spynet.parameters())
-
-
-def test_harness_training_step_flags_and_tiled_inference(tmp_path, degraded_x8):
-    job = TrainJob(method=BASICVSR, scale=8, preset="quick", model_params=QUICK,
-                   settings=TrainSettings.merged({**BASICVSR.preset("quick")["train"], "iterations": 2, "batch_size": 2}),
-                   train_files=[str(degraded_x8)], out_path=tmp_path / "m" / "model.pt", ckpt_dir=tmp_path / "m" / "ck",
-                   threads=1, pretrained=Pretrained(tmp_path / "no-weights"))
-    fit(job)
-    meta = torch.load(job.out_path)
-    assert meta["method"] == "basicvsr" and meta["parameters"] == count_parameters(build(8, **QUICK))
-    assert meta["flags"] == [missing_flag("spynet", "SPyNet flow trained from scratch")]
-    stats = infer_file(BASICVSR, 8, QUICK, InferSettings.merged({}), degraded_x8, tmp_path / "sr.h5",
-                       model_file=job.out_path, threads=1)
-    with h5py.File(degraded_x8) as f:
-        shape = f["volumes/raw"].shape
-    with h5py.File(tmp_path / "sr.h5") as f:
-        sr = f["volumes/raw"][:]
-    assert sr.shape == shape and sr.dtype == np.uint8
-    assert stats["flags"] == meta["flags"]
 
 
 def test_training_with_the_pretrained_spynet_keeps_it_fixed(tmp_path, degraded_x8):

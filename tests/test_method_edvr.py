@@ -1,18 +1,15 @@
-"""EDVR (basicsr's architecture on 5 adjacent EM sections): shapes, the paper's parameter
-count, equality with basicsr's own forward at 4x, neighbour use, a harness training step and
-tiled inference of a degraded file."""
+"""EDVR (basicsr's architecture on 5 adjacent EM sections): upsampler stages, the paper's
+parameter count, equality with basicsr's own forward at 4x, neighbour use. Shapes, training
+and tiled inference: test_method_contract.py."""
 
 from __future__ import annotations
 
-import h5py
-import numpy as np
 import pytest
 import torch
 
 from emsrbench.compat import basicsr_arch
-from emsrbench.infer import InferSettings, infer_file
 from emsrbench.methods import discover
-from emsrbench.train import TrainJob, TrainSettings, count_parameters, fit
+from emsrbench.train import count_parameters
 
 EDVR = discover()["edvr"]
 QUICK = EDVR.preset("quick")["model"]
@@ -20,15 +17,7 @@ PAPER = EDVR.preset("paper")["model"]
 TINY = {"num_feat": 8, "num_extract_block": 1, "num_reconstruct_block": 1, "deformable_groups": 2, "hr_feat": 8}
 EDVR_M_PARAMS = 3.3e6  # EDVR-M as published (3.3 M; also the figure in the BasicVSR paper's comparison table)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are many small ops: on a loaded 2-core machine two OpenMP threads stall
-    on each other (see the method README), so the tests run single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(scale, **params):
@@ -39,17 +28,6 @@ def build(scale, **params):
 def test_method_metadata():
     assert EDVR.family == "multi-slice" and EDVR.slices == 5 and EDVR.trains
     assert {8, 16} <= set(EDVR.scales)
-
-
-@pytest.mark.parametrize("scale", [8, 16])
-@pytest.mark.parametrize("hw", [(8, 8), (7, 5), (4, 4)])
-def test_quick_forward_shape_on_cpu(scale, hw):
-    """Sizes that are not multiples of 4 are padded inside forward and the output cropped."""
-    model = build(scale, **QUICK).eval()
-    with torch.no_grad():
-        sr = model(torch.rand(2, 5, *hw))
-    assert sr.shape == (2, 1, hw[0] * scale, hw[1] * scale)
-    assert torch.isfinite(sr).all()
 
 
 def test_upsampler_has_log2_scale_pixel_shuffle_stages():
@@ -109,19 +87,3 @@ def test_output_uses_the_neighbour_sections():
             assert (model(y) - a).abs().max() > 1e-4, z
 
 
-def test_harness_training_step_and_tiled_inference(tmp_path, degraded_x8):
-    job = TrainJob(method=EDVR, scale=8, preset="quick", model_params=QUICK,
-                   settings=TrainSettings.merged({**EDVR.preset("quick")["train"], "iterations": 2, "batch_size": 2,
-                                                  "patch_size": 8}),
-                   train_files=[str(degraded_x8)], out_path=tmp_path / "m" / "model.pt", ckpt_dir=tmp_path / "m" / "ck",
-                   threads=1)
-    fit(job)
-    meta = torch.load(job.out_path)
-    assert meta["method"] == "edvr" and meta["parameters"] == count_parameters(build(8, **QUICK))
-    stats = infer_file(EDVR, 8, QUICK, InferSettings.merged({}), degraded_x8,
-                       tmp_path / "sr.h5", model_file=job.out_path, threads=1)
-    with h5py.File(degraded_x8) as f:
-        shape = f["volumes/raw"].shape
-    with h5py.File(tmp_path / "sr.h5") as f:
-        sr = f["volumes/raw"][:]
-    assert sr.shape == shape and sr.dtype == np.uint8 and stats["method"] == "edvr"

@@ -15,7 +15,7 @@ import yaml
 from emsrbench.compat import basicsr_arch
 from emsrbench.methods import METHODS_DIR, load_method
 from emsrbench.pretrained import Pretrained, missing_flag
-from emsrbench.train import TrainJob, TrainSettings, count_parameters, fit
+from emsrbench.train import TrainJob, TrainSettings, count_parameters
 
 METHOD = load_method(METHODS_DIR / "realesrgan")
 MOD = METHOD.module()
@@ -70,13 +70,6 @@ def tiny_job(tmp_path: Path, train_file: Path, name: str, pretrained=None, **set
                     settings=TrainSettings.merged({**base, **settings}), train_files=[str(train_file)],
                     out_path=tmp_path / name / "model.pt", ckpt_dir=tmp_path / name / "ckpt", threads=1,
                     pretrained=pretrained or Pretrained(tmp_path / "no-weights"))
-
-
-def test_one_harness_training_step(tmp_path, degraded_x8):
-    job = tiny_job(tmp_path, degraded_x8, "harness", iterations=1, stages={})
-    fit(job)
-    meta = torch.load(job.out_path)
-    assert meta["method"] == "realesrgan" and meta["parameters"] == count_parameters(MOD.build(8, **TINY))
 
 
 def test_two_stages_write_the_generator_only_and_flag_missing_vgg(tmp_path, degraded_x8):

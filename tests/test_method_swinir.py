@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from emsrbench.methods import METHODS_DIR, load_method
-from emsrbench.train import TrainJob, TrainSettings, count_parameters, fit
+from emsrbench.train import count_parameters
 
 SWINIR = load_method(METHODS_DIR / "swinir")
 QUICK = SWINIR.preset("quick")["model"]
@@ -17,17 +17,6 @@ PUBLISHED_X4 = 11.9e6  # classical SR SwinIR, x4 (the paper; 11.8 M at x2)
 
 def build(scale, **params):
     return SWINIR.module().build(scale, **params)
-
-
-@pytest.mark.parametrize("scale", [8, 16])
-@pytest.mark.parametrize("size", [(7, 5), (4, 4), (12, 12), (9, 17)])
-def test_quick_maps_any_lr_size_to_sr(scale, size):
-    torch.manual_seed(0)
-    model = build(scale, **QUICK).eval()
-    with torch.no_grad():
-        sr = model(torch.rand(2, 1, *size))
-    assert sr.shape == (2, 1, size[0] * scale, size[1] * scale)
-    assert torch.isfinite(sr).all()
 
 
 @pytest.mark.parametrize("scale, stages", [(8, 3), (16, 4)])
@@ -72,15 +61,3 @@ def test_paper_parameter_count_matches_published():
     assert rgb == 11_900_199 and grey == 11_895_805
 
 
-def test_one_harness_training_step(tmp_path, degraded_x8):
-    job = TrainJob(method=SWINIR, scale=8, preset="quick", model_params=QUICK,
-                   settings=TrainSettings.merged({"iterations": 2, "batch_size": 2, "patch_size": 4, "lr": 1e-3,
-                                                  "checkpoint_every": 100}),
-                   train_files=[str(degraded_x8)], out_path=tmp_path / "model.pt", ckpt_dir=tmp_path / "ckpt",
-                   threads=1)
-    assert fit(job) == job.out_path
-    meta = torch.load(job.out_path)
-    assert meta["method"] == "swinir" and meta["iterations"] == 2
-    assert meta["parameters"] == count_parameters(build(8, **QUICK))
-    reloaded = build(8, **QUICK)
-    reloaded.load_state_dict(meta["state_dict"])

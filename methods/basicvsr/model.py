@@ -21,28 +21,7 @@ from torch.nn import functional as F
 from emsrbench.compat import basicsr_arch
 from emsrbench.errors import EmsrError
 from emsrbench.pretrained import missing_flag
-
-
-def kaiming_init(model: nn.Module) -> None:
-    """The ``init: kaiming`` option (quick preset): basicsr's ``default_init_weights``
-    (Kaiming-normal, fan-in, zero bias) for every conv of the propagation and reconstruction
-    parts outside the residual blocks (which keep basicsr's 0.1-scaled Kaiming init), and a
-    zero-initialised ``conv_last``, so that the network starts as exactly its bilinear base;
-    SPyNet is left alone.
-
-    Why: with PyTorch's default init (what basicsr's BasicVSR keeps) the signal shrinks at
-    every layer and the residual over the bilinear base stays at zero for the first several
-    hundred iterations, beyond a CPU budget of a few hundred (measured on the phantom)."""
-    ResidualBlockNoBN = basicsr_arch("arch_util", "ResidualBlockNoBN")
-    default_init_weights = basicsr_arch("arch_util", "default_init_weights")
-    in_blocks = {id(m) for blk in model.modules() if isinstance(blk, ResidualBlockNoBN) for m in blk.modules()}
-    for name, mod in model.named_modules():
-        if id(mod) in in_blocks or name.startswith("spynet"):
-            continue
-        if isinstance(mod, nn.Conv2d):
-            default_init_weights(mod, 1)
-    nn.init.zeros_(model.conv_last.weight)
-    nn.init.zeros_(model.conv_last.bias)
+from emsrbench.weight_init import start_at_base
 
 
 @lru_cache(maxsize=None)
@@ -178,14 +157,14 @@ def build(scale: int, num_feat=64, num_block=30, num_frame=5, hr_feat=64, spynet
     ``fix_flow``: keep a loaded pretrained SPyNet frozen (see README; without the pretrained
     file SPyNet is trained); ``grey_mean`` is subtracted from the sections the propagation
     trunks see (not from SPyNet's input or the bilinear base), 0 is the published network;
-    ``init``: "basicsr" (the published code's init) or "kaiming" (see :func:`kaiming_init`)."""
+    ``init``: "basicsr" (the published code's init) or "kaiming" (see :func:`emsrbench.weight_init.start_at_base`)."""
     if init not in ("basicsr", "kaiming"):
         raise ValueError(f"BasicVSR: init must be 'basicsr' or 'kaiming', got {init!r}")
     model = _basicvsr_class()(scale, num_feat=num_feat, num_block=num_block, num_frame=num_frame, hr_feat=hr_feat,
                               spynet_levels=spynet_levels, grey_mean=grey_mean)
     model.fix_flow = bool(fix_flow)
     if init == "kaiming":
-        kaiming_init(model)
+        start_at_base(model, skip_prefixes=("spynet",))
     return model
 
 

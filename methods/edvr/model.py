@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from emsrbench.compat import basicsr_arch
+from emsrbench.weight_init import start_at_base
 
 
 def _pad_to_multiple(x: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int]:
@@ -29,32 +30,6 @@ def _pad_to_multiple(x: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int]:
         mode = "reflect" if ph < h and pw < w else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     return x, h, w
-
-
-def kaiming_init(model: nn.Module) -> None:
-    """The ``init: kaiming`` option (quick preset): basicsr's ``default_init_weights``
-    (Kaiming-normal, fan-in, zero bias) for every plain and deformable conv outside the
-    residual blocks (which keep basicsr's 0.1-scaled Kaiming init) and the offset/mask convs
-    (which keep their zero init), and a zero-initialised ``conv_last``, so that the network
-    starts as exactly its bilinear base.
-
-    Why: with PyTorch's default init (what basicsr's EDVR keeps) the signal shrinks at every
-    layer (at initialisation the quick network's output depends on its input to ~1e-5 of its
-    magnitude) and the residual over the bilinear base stays at zero for the first several
-    hundred iterations, far beyond a CPU budget of a few hundred (measured on the phantom)."""
-    ResidualBlockNoBN = basicsr_arch("arch_util", "ResidualBlockNoBN")
-    default_init_weights = basicsr_arch("arch_util", "default_init_weights")
-    in_blocks = {id(m) for blk in model.modules() if isinstance(blk, ResidualBlockNoBN) for m in blk.modules()}
-    for name, mod in model.named_modules():
-        if id(mod) in in_blocks or name.rsplit(".", 1)[-1] == "conv_offset" or name.startswith("spynet"):
-            continue
-        if isinstance(mod, nn.Conv2d):
-            default_init_weights(mod, 1)
-        elif type(mod).__name__ == "DCNv2Pack":
-            nn.init.kaiming_normal_(mod.weight)
-            nn.init.zeros_(mod.bias)
-    nn.init.zeros_(model.conv_last.weight)
-    nn.init.zeros_(model.conv_last.bias)
 
 
 @lru_cache(maxsize=None)
@@ -139,12 +114,12 @@ def build(scale: int, num_feat=64, num_frame=5, deformable_groups=8, num_extract
           with_tsa=True, with_predeblur=False, hr_feat=64, grey_mean=0.0, init="basicsr") -> nn.Module:
     """EDVR for ``scale``.  ``grey_mean`` is subtracted from the sections the network sees
     (not from the bilinear base); 0 is the published network.  ``init``: "basicsr" (the
-    published code's init) or "kaiming" (see :func:`kaiming_init`)."""
+    published code's init) or "kaiming" (see :func:`emsrbench.weight_init.start_at_base`)."""
     if init not in ("basicsr", "kaiming"):
         raise ValueError(f"EDVR: init must be 'basicsr' or 'kaiming', got {init!r}")
     model = _edvr_class()(scale, num_feat=num_feat, num_frame=num_frame, deformable_groups=deformable_groups,
                           num_extract_block=num_extract_block, num_reconstruct_block=num_reconstruct_block,
                           with_tsa=with_tsa, with_predeblur=with_predeblur, hr_feat=hr_feat, grey_mean=grey_mean)
     if init == "kaiming":
-        kaiming_init(model)
+        start_at_base(model)
     return model
