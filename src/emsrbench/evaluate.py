@@ -30,6 +30,19 @@ def read_stats(sr_path: str | Path) -> dict:
     return json.loads(raw)
 
 
+def cost_rows(stats: dict) -> list[tuple[str, float, str]]:
+    """``macs_per_mp`` and ``peak_mem_mib`` rows from inference stats (see emsrbench.cost);
+    missing (NaN, with the reason) when the SR file predates them or the counter failed."""
+    old = "missing: not recorded by this SR file's inference (rerun infer)"
+    macs = stats.get("macs_per_mp")
+    peak = stats.get("peak_mem_mib")
+    return [
+        ("macs_per_mp", float("nan") if macs is None else float(macs), stats.get("macs_note", old)),
+        ("peak_mem_mib", float("nan") if peak is None else float(peak),
+         f"{stats['device']}; {stats['peak_mem_note']}" if peak is not None else old),
+    ]
+
+
 def lpips_value(hr: np.ndarray, sr: np.ndarray, pretrained: Pretrained | None) -> tuple[float, str]:
     """LPIPS with the registry's AlexNet, or NaN and the reason it is missing."""
     if pretrained is None:
@@ -66,6 +79,7 @@ def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_pa
         ("parameters", float(stats["parameters"]), ""),
         ("train_seconds", float(stats["train_seconds"]), ""),
         ("infer_s_per_mp", float(stats["infer_seconds_per_mp"]), stats["device"]),
+        *cost_rows(stats),
     ]
     base = {"method": method.name, "display_name": method.display_name, "family": method.family,
             "preset": preset, "scale": scale}

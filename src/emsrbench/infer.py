@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import device as devices
+from .cost import PeakMemory, macs_per_megapixel, model_bytes
 from .errors import EmsrError
 from .io import LR_KEY, RAW_KEY, atomic_path, read_dataset
 from .methods import Method
@@ -112,6 +113,28 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def measure_macs(model: nn.Module, stack: np.ndarray, scale: int, settings: InferSettings,
+                 device: torch.device) -> dict:
+    """MACs per output megapixel of one LR tile of the size inference uses (the first tile of
+    ``stack``, batch 1, same device and autocast), and of the whole tiled run (overlaps
+    recomputed).  A model the counter cannot run is recorded as not counted, with the reason:
+    the cost column is then missing, inference itself is unaffected."""
+    c, h, w = stack.shape
+    th, tw = min(h, settings.tile), min(w, settings.tile)
+    tiles = len(tile_starts(h, settings.tile, settings.overlap)) * len(tile_starts(w, settings.tile, settings.overlap))
+    tile = torch.from_numpy(np.ascontiguousarray(stack[:, :th, :tw])).float().div_(255.0)[None].to(device)
+    try:
+        with devices.autocast(device):
+            per_mp, count = macs_per_megapixel(model, tile, scale)
+    except Exception as err:  # noqa: BLE001 - any failure of the counter only loses this column
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        return {"macs_per_mp": None, "macs_per_mp_tiled": None, "macs_complete": False,
+                "macs_note": f"missing: MAC counter failed: {type(err).__name__}: {reason}"}
+    tiled = per_mp * tiles * th * tw / (h * w)  # the tiles' output pixels over the section's
+    return {"macs_per_mp": per_mp, "macs_per_mp_tiled": tiled, "macs_complete": count.complete,
+            "macs_tile": [c, th, tw], "macs_note": f"tile {th}x{tw} LR" + (f"; {count.note}" if count.note else "")}
+
+
 def load_model(method: Method, scale: int, model_params: dict, model_file: str | Path | None,
                device: torch.device) -> tuple[nn.Module, dict]:
     """Build the method's network and load trained weights (when the method trains)."""
@@ -143,16 +166,19 @@ def infer_file(method: Method, scale: int, model_params: dict, settings: InferSe
     model, meta = load_model(method, scale, model_params, model_file, dev)
     upscale = TiledUpscaler(model, scale, settings, dev)
     depth, h, w = lr.shape
+    cost = measure_macs(model, lr[neighbour_indices(0, depth, method.slices)], scale, settings, dev)
+    peak = PeakMemory(dev, resident_bytes=model_bytes(model))
     t0 = time.perf_counter()
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
         ds = f.create_dataset(RAW_KEY, shape=(depth, h * scale, w * scale), dtype=np.uint8,
                               chunks=(1, min(h * scale, 256), min(w * scale, 256)), compression="gzip", compression_opts=1)
         ds.attrs["resolution"] = np.asarray(hr_res, dtype=float)
-        for z in range(depth):
-            try:
-                ds[z] = to_uint8(upscale(lr[neighbour_indices(z, depth, method.slices)]))
-            except EmsrError as err:
-                raise EmsrError(f"{out_path}: {method.name} x{scale} section {z}: {err}") from None
+        with peak:
+            for z in range(depth):
+                try:
+                    ds[z] = to_uint8(upscale(lr[neighbour_indices(z, depth, method.slices)]))
+                except EmsrError as err:
+                    raise EmsrError(f"{out_path}: {method.name} x{scale} section {z}: {err}") from None
         seconds = time.perf_counter() - t0
         stats = {
             "method": method.name,
@@ -164,6 +190,9 @@ def infer_file(method: Method, scale: int, model_params: dict, settings: InferSe
             "train_seconds": float(meta.get("train_seconds", 0.0)),
             "device": devices.describe(dev),
             "flags": list(meta.get("flags", [])),
+            **cost,
+            "peak_mem_mib": peak.mib,
+            "peak_mem_note": peak.note,
         }
         f.attrs["stats"] = json.dumps(stats)
     return stats

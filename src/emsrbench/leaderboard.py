@@ -13,9 +13,11 @@ from .io import atomic_path
 
 # Quality metrics and their direction; the others (cost) are shown but never bolded.
 HIGHER_IS_BETTER = {"psnr": True, "psnr_volume": True, "ssim": True, "lpips": False}
-METRIC_ORDER = ["psnr", "psnr_volume", "ssim", "lpips", "parameters", "train_seconds", "infer_s_per_mp"]
+METRIC_ORDER = ["psnr", "psnr_volume", "ssim", "lpips", "parameters", "train_seconds", "infer_s_per_mp", "macs_per_mp",
+                "peak_mem_mib"]
 LABELS = {"psnr": "PSNR", "psnr_volume": "PSNR (vol)", "ssim": "SSIM", "lpips": "LPIPS",
-          "parameters": "Params", "train_seconds": "Train s", "infer_s_per_mp": "Infer s/MP"}
+          "parameters": "Params", "train_seconds": "Train s", "infer_s_per_mp": "Infer s/MP",
+          "macs_per_mp": "GMAC/MP", "peak_mem_mib": "Peak MiB"}
 
 
 def load_tidy(paths: list[str | Path]) -> pd.DataFrame:
@@ -52,6 +54,10 @@ def wide(tidy: pd.DataFrame) -> pd.DataFrame:
 def _fmt(metric: str, v: float) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
+    if metric == "macs_per_mp":
+        return f"{v / 1e9:.3g}"
+    if metric == "peak_mem_mib":
+        return f"{v:.0f}"
     if metric == "parameters":
         return f"{v / 1e6:.3f} M" if v >= 1e4 else f"{int(v)}"
     if metric in ("psnr", "psnr_volume"):
