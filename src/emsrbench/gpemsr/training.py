@@ -1,0 +1,112 @@
+"""The three GPEMSR training stages as functions of a harness :class:`~emsrbench.train.TrainJob`,
+each reading the previous stages' model files and writing its own (one Snakemake rule each),
+plus :func:`train`, all three in a row (the method contract's ``train(job)``).
+
+``job.model_params`` are :func:`~.config.make_config`'s arguments (``preset``, ``variant``,
+setting overrides).  ``job.settings.stages`` holds the per-stage train settings under the
+names of :data:`STAGES`; each stage's ``objective`` mapping is its objective's keyword
+arguments.  Stage I trains on HR patches only (the HR side of the job's patch pairs, size
+``patch_size * scale``), stage II on the pairs (the centre LR section), stage III on the
+2N+1-section pairs.  Only stage III is validated (the harness validation is an SR PSNR).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..errors import EmsrError
+from ..pretrained import Pretrained
+from ..train import TrainJob, fit
+from .config import GPEMSRConfig, make_config
+from .indexer import Indexer
+from .model import GPEMSR, attach_pretrained
+from .objectives import FusionObjective, IndexerObjective, VQGANObjective
+from .stages import load_prior, load_vqgan, read_state
+from .vqgan import VQGAN
+
+STAGES = ("vqgan", "indexer", "fusion")  # names in train.stages
+
+
+def config_of(job: TrainJob) -> GPEMSRConfig:
+    params = dict(job.model_params)
+    return make_config(params.pop("preset", "paper"), params.pop("variant", "full"), job.scale, **params)
+
+
+def _settings(job: TrainJob, stage: str):
+    return job.settings.stage(stage, source=f"{job.method.name} train")
+
+
+def _objective(cls, job: TrainJob, stage: str, kwargs: dict, *args):
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as err:  # an unknown loss weight name in the preset
+        raise EmsrError(f"{job.method.name} train: stages.{stage}.objective: {err}") from None
+
+
+def _meta(cfg: GPEMSRConfig, stage: str) -> dict:
+    return {"gpemsr_stage": stage, "gpemsr_config": cfg.as_dict()}
+
+
+def train_vqgan(job: TrainJob, out_path: Path, ckpt_dir: Path) -> Path:
+    """Stage I: the VQGAN on HR patches."""
+    cfg = config_of(job)
+    st = _settings(job, "vqgan")
+    hr_only = dataclasses.replace(job, val_files=[])
+    fit(hr_only, objective=_objective(VQGANObjective, job, "vqgan", st.objective), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
+        model=VQGAN(cfg), stage="I vqgan", meta=_meta(cfg, "vqgan"))
+    return Path(out_path)
+
+
+def train_indexer(job: TrainJob, vqgan_path: Path, out_path: Path, ckpt_dir: Path) -> Path:
+    """Stage II: the x``job.scale`` indexer against the frozen stage I encoder + codebook."""
+    cfg = config_of(job)
+    st = _settings(job, "indexer")
+    vq = load_vqgan(cfg, read_state(vqgan_path), str(vqgan_path))
+    no_val = dataclasses.replace(job, val_files=[])
+    fit(no_val, objective=_objective(IndexerObjective, job, "indexer", st.objective, vq), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
+        model=Indexer(cfg, job.scale), stage="II indexer", meta=_meta(cfg, "indexer"))
+    return Path(out_path)
+
+
+def build_fusion(job: TrainJob, vqgan_path: Path | None, indexer_path: Path | None) -> GPEMSR:
+    """The stage III network with its frozen prior loaded and the pretrained parts attached
+    (flags for missing ones go to ``job.flags``)."""
+    cfg = config_of(job)
+    model = GPEMSR(cfg, job.scale)
+    if cfg.mpf:
+        load_prior(model, read_state(vqgan_path), read_state(indexer_path), str(vqgan_path), str(indexer_path))
+    job.flags.extend(attach_pretrained(model, job.pretrained or Pretrained()))
+    return model
+
+
+def train_fusion(job: TrainJob, vqgan_path: Path | None, indexer_path: Path | None, out_path: Path | None = None,
+                 ckpt_dir: Path | None = None, prior_seconds: float = 0.0) -> Path:
+    """Stage III: the multi-image fusion network (writes the model inference reads)."""
+    cfg = config_of(job)
+    st = _settings(job, "fusion")
+    model = build_fusion(job, vqgan_path, indexer_path)
+    fit(job, objective=_objective(FusionObjective, job, "fusion", st.objective), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
+        model=model, stage="III fusion", meta=_meta(cfg, "fusion"), prior_seconds=prior_seconds)
+    return Path(out_path or job.out_path)
+
+
+def train(job: TrainJob) -> None:
+    """All stages in one job; intermediate model files and checkpoints beside ``job.out_path``
+    / in ``job.ckpt_dir``, so a rerun resumes in whichever stage it stopped."""
+    import torch
+
+    cfg = config_of(job)
+    base = Path(job.out_path)
+    ckpt = Path(job.ckpt_dir)
+    vq_path = indexer_path = None
+    seconds = 0.0
+    if cfg.mpf:  # the "without MPF" ablation has no prior and skips stages I and II
+        vq_path = base.with_name(base.stem + ".stage1" + base.suffix)
+        indexer_path = base.with_name(base.stem + ".stage2" + base.suffix)
+        if not vq_path.exists():
+            train_vqgan(job, vq_path, ckpt / "stage1")
+        if not indexer_path.exists():
+            train_indexer(job, vq_path, indexer_path, ckpt / "stage2")
+        seconds = sum(float(torch.load(p, weights_only=True)["train_seconds"]) for p in (vq_path, indexer_path))
+    train_fusion(job, vq_path, indexer_path, job.out_path, ckpt / "stage3", prior_seconds=seconds)
