@@ -17,9 +17,14 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# --keep-going: a failing method must not stop the others; if any job fails, the report is
+# still built from the rows that exist (`snakemake report`), with the failed rows marked.
 bench: $(STAMP)
-	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(VENV)/bin/snakemake --cores $(CORES) --keep-going $(SNAKEMAKE_ARGS) || { \
+	  $(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS) report; \
+	  echo "some jobs failed (records in results/failed/); report: $$(pwd)/results/report/index.html"; exit 1; }
 	@echo "leaderboard: $$(pwd)/results/leaderboard.md (and leaderboard.csv)"
+	@echo "report: $$(pwd)/results/report/index.html"
 
 test: $(STAMP)
 	$(PY) -m pytest -ra $(PYTEST_ARGS)

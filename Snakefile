@@ -17,10 +17,12 @@ include: "workflow/rules/degrade.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/segment.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         PLAN.leaderboard(),
+        PLAN.report_page(),
     default_target: True

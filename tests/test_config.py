@@ -64,3 +64,35 @@ def test_plan_errors():
     assert "unknown sample 'nope'" in errors_for(lambda c: c["data"]["splits"]["train"].append({"sample": "nope"}))
     assert "no data.cremi section" in errors_for(lambda c: c["data"].update(source="cremi"))
     assert "unknown method" in errors_for(lambda c: c.update(methods=["rcan", "srgan"]))
+
+
+def test_segmentation_section(tmp_path):
+    msg = errors_for(lambda c: c["segmentation"].update(treshold=[0.5]))
+    assert "segmentation.'treshold'" in msg and "did you mean 'thresholds'" in msg
+    assert "segmentation.networks" in errors_for(lambda c: c["segmentation"].update(networks=["unet"]))
+    assert "segmentation.scoring" in errors_for(lambda c: c["segmentation"].update(scoring="max"))
+    msg = errors_for(lambda c: c["segmentation"].update(weights={"mala": str(tmp_path / "absent.pt")}))
+    assert "segmentation.weights.mala: file not found" in msg
+    plan = Plan(load("config.yaml"), methods_dir=REPO / "methods")
+    assert plan.segment_networks() == ["superhuman", "mala"] and plan.segmentation()["thresholds"] == [0.5]
+    assert plan.segmentation()["preset"] == "quick" and plan.segment_methods()[0] == "hr"
+    assert plan.segment_raw("hr", 8) == plan.test_file(8) and plan.segment_raw("bicubic", 8) == plan.sr_file("bicubic", 8)
+    assert plan.segmenter_file("mala") == "results/segmenters/mala/model.pt"
+    assert plan.segment_file("mala", "hr", 16) == "results/segment/mala/hr/x16.h5"
+    assert len(plan.all_segment_scores()) == 2 * (1 + len(plan.methods)) * 2
+    weights = tmp_path / "mine.pt"
+    weights.write_bytes(b"")
+    cfg = load("config.yaml")
+    cfg["segmentation"]["weights"] = {"mala": str(weights)}
+    check_config(cfg, SCHEMA)
+    plan = Plan(cfg, methods_dir=REPO / "methods")
+    assert plan.segmenter_file("mala") == str(weights) and not plan.segmenter_trained("mala")
+    cfg["segmentation"]["enabled"] = False
+    assert Plan(cfg, methods_dir=REPO / "methods").all_segment_scores() == []
+
+
+def test_report_settings_are_checked():
+    msg = errors_for(lambda c: c["report"]["panels"].update(crpo=64))
+    assert "report.panels.'crpo'" in msg and "did you mean 'crop'" in msg
+    assert "report.panels.crop" in errors_for(lambda c: c["report"]["panels"].update(crop=100))
+    assert "report.panels.regions.0" in errors_for(lambda c: c["report"]["panels"].update(regions=[{"z": 0, "y": 5}]))

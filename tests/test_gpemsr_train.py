@@ -166,7 +166,8 @@ def test_three_stage_train_writes_every_stage_and_flags(tmp_path, degraded_x8, o
     from emsrbench.pretrained import Pretrained
 
     method = SimpleNamespace(name="gpemsr", model_py=Path("gpemsr/model.py"), slices=5)
-    stages = {"vqgan": {"iterations": 2, "objective": {"gan_start": 1, "r1_every": 1}},
+    # stage I patches count HR pixels (scale-independent), the others LR pixels
+    stages = {"vqgan": {"iterations": 2, "patch_size": 64, "objective": {"gan_start": 1, "r1_every": 1}},
               "indexer": {"iterations": 2, "objective": {"latent_weight": 0.1}},
               "fusion": {"iterations": 2}}
     settings = TrainSettings(iterations=6, batch_size=2, patch_size=8, lr=1e-3, checkpoint_every=1, stages=stages)
@@ -184,3 +185,68 @@ def test_three_stage_train_writes_every_stage_and_flags(tmp_path, degraded_x8, o
     job.settings = TrainSettings(iterations=6, batch_size=2, patch_size=8, stages=bad)
     with pytest.raises(EmsrError, match="stages.vqgan.objective: .*gan_strat"):
         training.train_vqgan(job, tmp_path / "x.pt", tmp_path / "ckpt_x")
+
+
+def test_ema_codebook_starts_from_latents_after_the_autoencoder_warmup(one_thread):
+    """Quick preset: the stage I objective trains a plain auto-encoder for quantize_start
+    steps, then the EMA codebook starts at that step's latents and follows them (no gradient)."""
+    torch.manual_seed(0)
+    cfg = make_config("quick")
+    assert cfg.codebook_ema > 0 and make_config("paper").codebook_ema == 0
+    vq = VQGAN(cfg)
+    q = vq.quantizer
+    assert not q.codebook.weight.requires_grad and {"cluster_size", "embed_sum", "initialised"} <= set(dict(q.named_buffers()))
+    hr = smooth(4, 64)
+    losses = run(VQGANObjective(gan_start=100, quantize_start=3), vq, None, hr, 6)
+    assert [d["codebook"] for d in losses[:3]] == [0.0, 0.0, 0.0] and losses[3]["codebook"] > 0
+    assert bool(q.initialised)
+    with torch.no_grad():
+        z = vq.encoder(hr)
+    # every code is some latent's running mean: the codebook lives where the latents are
+    assert q.codebook.weight.abs().mean() > 10 * (1.0 / cfg.codebook_size)
+    assert q.nearest(z).unique().numel() > 1
+    # eval-mode forwards (stages II and III) never move the codebook
+    before = q.codebook.weight.clone()
+    vq.eval()
+    vq(hr)
+    torch.testing.assert_close(q.codebook.weight, before)
+
+
+def test_quick_stage3_starts_at_the_bilinear_base_through_the_lr_path():
+    """init "kaiming": zero last conv (the output is the bilinear base) and F^Out = the LR
+    features, so the network starts as its "without MPF" ablation whatever the prior says."""
+    torch.manual_seed(0)
+    model = build(8, "quick").eval()
+    lr = torch.rand(1, 5, 8, 8)
+    base = F.interpolate(lr[:, 2:3], scale_factor=8, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(lr), base)
+        flat = lr.reshape(5, 1, 8, 8)
+        feat = model.front(model.act(model.conv_first(flat - model.cfg.grey_mean)))
+        prior_feats, prior_img = model.prior(flat)
+        torch.testing.assert_close(model.mpf(feat, flat, prior_feats, prior_img), feat)
+    paper = make_config("paper")
+    assert (paper.init, paper.grey_mean) == ("study", 0.0)
+
+
+def test_stage1_samples_hr_patches_in_hr_pixels(degraded_x8):
+    import numpy as np
+
+    from emsrbench.gpemsr.training import HRSampler
+
+    sampler = HRSampler([str(degraded_x8)])
+    a, b = sampler.batch(np.random.default_rng(0), 3, 32, True)
+    assert a.shape == (3, 1, 32, 32) and a is b and 0 <= a.min() and a.max() <= 1
+    with pytest.raises(EmsrError, match="smaller than the stage I patch_size 128"):
+        sampler.batch(np.random.default_rng(0), 1, 128, False)
+
+
+def test_reference_loss_is_dropped_for_variants_without_the_prior(tmp_path, degraded_x8, one_thread, capsys):
+    from emsrbench.gpemsr import training
+
+    method = SimpleNamespace(name="gpemsr", model_py=Path("gpemsr/model.py"), slices=5)
+    settings = TrainSettings(iterations=1, batch_size=1, patch_size=8, stages={"fusion": {"iterations": 1, "objective": {"ref_weight": 0.01}}})
+    job = TrainJob(method=method, scale=8, preset="quick", model_params={"preset": "quick", "variant": "no_mpf"},
+                   settings=settings, train_files=[str(degraded_x8)], out_path=tmp_path / "m.pt", ckpt_dir=tmp_path / "c", threads=1)
+    training.train_fusion(job, None, None, tmp_path / "m.pt", tmp_path / "c")
+    assert "no reference loss" in capsys.readouterr().err and (tmp_path / "m.pt").exists()

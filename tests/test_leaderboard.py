@@ -44,6 +44,16 @@ def test_markdown_bolds_the_best_per_scale_and_lists_missing(tidy):
     assert "missing: no AlexNet weights" in md
 
 
+def test_a_missing_reason_is_listed_once_and_flags_per_method():
+    """Evaluate appends a row's flags to every note; the reason of a missing value must still
+    be one line, and each flag one line per method and scale."""
+    flagged = "missing: no AlexNet weights; flag: pretrained spynet missing"
+    data = rows("bicubic", 8, 20.0) + rows("basicvsr", 8, 21.0, note=flagged) + rows("rcan", 8, 20.5)
+    md = markdown(pd.DataFrame(data, columns=COLUMNS))
+    assert md.count("missing: no AlexNet weights") == 1
+    assert md.count("flag: pretrained spynet missing") == 1 and "- basicvsr x8: flag: pretrained spynet missing" in md
+
+
 def test_write_and_bad_input(tmp_path, tidy):
     parts = []
     for (m, s), df in tidy.groupby(["method", "scale"]):
@@ -56,3 +66,58 @@ def test_write_and_bad_input(tmp_path, tidy):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(EmsrError, match="bad.csv: not a metrics table"):
         write([tmp_path / "bad.csv"], tmp_path / "x.csv", tmp_path / "x.md", tmp_path / "t.csv")
+
+
+def seg_rows(method, scale, segmenter, split, merge=0.5):
+    base = {"method": method, "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
+            "family": "reference" if method == "hr" else "single-image", "preset": "quick", "scale": scale,
+            "segmenter": segmenter, "note": "bits; waterz mean threshold 0.5"}
+    arand = split / 10
+    values = {"voi_split": split, "voi_merge": merge, "arand": arand, "cremi_score": ((split + merge) * arand) ** 0.5}
+    return [{**base, "metric": m, "value": v} for m, v in values.items()]
+
+
+@pytest.fixture
+def with_segmentation(tidy):
+    seg = []
+    for s in (8, 16):
+        for g in ("superhuman", "mala"):
+            seg += seg_rows("hr", s, g, 0.1) + seg_rows("bicubic", s, g, 1.5 + s / 100) + seg_rows("rcan", s, g, 0.9)
+    return pd.concat([tidy.assign(segmenter=""), pd.DataFrame(seg, columns=COLUMNS)], ignore_index=True)
+
+
+def test_segmentation_columns_and_table1_layout(with_segmentation):
+    table = wide(with_segmentation).set_index("method")
+    assert table.loc["rcan", "voi_split@x8/superhuman"] == 0.9
+    assert table.loc["hr", "voi_split@x16/mala"] == 0.1 and pd.isna(table.loc["hr", "psnr@x8"])
+    cols = [c for c in table.columns if "/" in c]
+    assert cols[:4] == ["voi_split@x8/superhuman", "voi_merge@x8/superhuman", "arand@x8/superhuman",
+                        "cremi_score@x8/superhuman"] and len(cols) == 16
+    md = markdown(with_segmentation)
+    image, seg = md.split("## Segmentation: VOI split (Table 1 layout)")
+    assert "HR (upper bound)" not in image  # no image metrics for the reference
+    assert "**22.50**" in image  # image tables unchanged
+    lines = seg.strip().splitlines()
+    assert lines[0] == "| Method | 8x Superhuman | 8x MALA | 16x Superhuman | 16x MALA |"
+    assert lines[2].startswith("| HR (upper bound) | 0.100 |") and lines[3].startswith("| BICUBIC | 1.580 |")
+    assert lines[4] == "| RCAN | 0.900 | 0.900 | 0.900 | 0.900 |"  # VOI split alone is never bolded
+    assert "### 16x, MALA" in seg and "| VOI split | VOI merge | ARAND | CREMI score |" in seg
+    x16_mala = seg.split("### 16x, MALA")[1]
+    assert "| RCAN | 0.900 | 0.500 | 0.0900 | **0.3550** |" in x16_mala  # best SR CREMI score
+    assert "| HR (upper bound) | 0.100 | 0.500 | 0.0100 | 0.0775 |" in x16_mala  # the bound is never bold
+
+
+def test_duplicate_segmentation_rows_name_the_segmenter(with_segmentation):
+    dup = pd.concat([with_segmentation, pd.DataFrame(seg_rows("rcan", 8, "mala", 0.3), columns=COLUMNS)])
+    with pytest.raises(EmsrError, match=r"rcan x8 has 'voi_split' \(mala\) more than once"):
+        wide(dup)
+
+
+def test_old_rows_without_segmenter_still_load(tmp_path, tidy):
+    old = tmp_path / "old.csv"
+    tidy.drop(columns="segmenter").to_csv(old, index=False)
+    new = tmp_path / "seg.csv"
+    pd.DataFrame(seg_rows("hr", 8, "mala", 0.2), columns=COLUMNS).to_csv(new, index=False)
+    out = write([old, new], tmp_path / "lb.csv", tmp_path / "lb.md", tmp_path / "tidy.csv")
+    assert set(out["segmenter"]) == {"", "mala"}
+    assert "voi_split@x8/mala" in pd.read_csv(tmp_path / "lb.csv").columns

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
 pytestmark = pytest.mark.slow
 
 
@@ -33,7 +34,8 @@ def tiny_run(tmp_path_factory):
 def test_tiny_run_produces_the_leaderboard(tiny_run):
     res = tiny_run / "results"
     board = pd.read_csv(res / "leaderboard.csv")
-    assert sorted(board["method"]) == ["bicubic", "rcan"]
+    assert sorted(board["method"]) == ["bicubic", "hr", "rcan"]  # hr: segmentation rows only
+    board = board[board["method"] != "hr"]
     for s in (8, 16):
         for m in ("psnr", "ssim", "parameters", "infer_s_per_mp"):
             assert board[f"{m}@x{s}"].notna().all(), (m, s)
@@ -47,6 +49,44 @@ def test_tiny_run_produces_the_leaderboard(tiny_run):
             assert (res / "benchmarks" / stage / f"{n}.tsv").exists()
             assert (res / "logs" / stage / f"{n}.log").exists()
     assert not (res / "models" / "bicubic").exists()  # bicubic does not train
+
+
+def test_tiny_run_builds_the_report(tiny_run):
+    res = tiny_run / "results"
+    page = (res / "report" / "index.html").read_text()
+    for s in (8, 16):
+        assert f'id="leaderboard-x{s}"' in page
+        for name in ("Bicubic", "RCAN"):
+            assert page.count(f'<tr data-status="ok"><td data-v="{name}">') == 2
+    assert "failed" not in {p.name for p in res.iterdir()}  # no job failed, so no records
+    figures = {p.name for p in (res / "report" / "figures").iterdir()}
+    assert {"cost_vs_quality.png", "metrics.png", "panel_x16_1.png", "panel_x8_1.png"} <= figures
+    run = snakemake(tiny_run, "--report", str(tiny_run / "snakemake-report.html"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tiny_run / "snakemake-report.html").stat().st_size > 100_000
+
+
+def test_tiny_run_scores_segmentation(tiny_run):
+    import h5py
+
+    res = tiny_run / "results"
+    board = pd.read_csv(res / "leaderboard.csv").set_index("method")
+    for net in ("superhuman", "mala"):
+        assert (res / "segmenters" / net / "model.pt").exists()
+        assert (res / "benchmarks" / "train_segmenter" / f"{net}.tsv").exists()
+        for s in (8, 16):
+            for m in ("voi_split", "voi_merge", "arand", "cremi_score"):
+                assert board[f"{m}@x{s}/{net}"].notna().all(), (net, s, m)
+            with h5py.File(res / "segment" / net / "rcan" / f"x{s}.h5", "r") as f:
+                assert f["volumes/segmentation"].dtype == "uint64" and f["volumes/segmentation"].shape == (4, 128, 128)
+                assert f["volumes/affinities"].dtype == "float32" and f["volumes/affinities"].shape == (3, 4, 128, 128)
+            sweep = pd.read_csv(res / "segment" / net / "hr" / f"x{s}-thresholds.csv")
+            assert sweep["threshold"].tolist() == [0.5, 0.7]  # config/test.yaml
+    tidy = pd.read_csv(res / "metrics.csv", keep_default_na=False)
+    assert set(tidy.loc[tidy["metric"] == "psnr", "segmenter"]) == {""}
+    assert set(tidy.loc[tidy["metric"] == "voi_split", "segmenter"]) == {"superhuman", "mala"}
+    md = (res / "leaderboard.md").read_text()
+    assert "| Method | 8x Superhuman | 8x MALA | 16x Superhuman | 16x MALA |" in md and "| HR (upper bound) |" in md
 
 
 def test_rerun_has_nothing_to_do(tiny_run):
@@ -102,6 +142,7 @@ def test_a_failing_method_leaves_the_others_intact(tmp_path):
         "def build(scale):\n    return NaNs(scale)\n")
     cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     cfg["methods"] = ["bicubic", "broken"]
+    cfg["segmentation"]["enabled"] = False  # covered by the tiny run; keeps this one short
     (tree / "config" / "broken.yaml").write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"
     run = snakemake(work, "--keep-going", snakefile=tree / "Snakefile", configfile=tree / "config" / "broken.yaml")
@@ -113,6 +154,20 @@ def test_a_failing_method_leaves_the_others_intact(tmp_path):
     errors = [line for line in log.splitlines() if line.startswith("emsrbench error")]
     assert errors  # one line per attempt (the rule retries once)
     assert "broken x8 section 0" in errors[0] and "NaN" in errors[0]
+    # The failure is on record, and `snakemake report` builds the page from the rows that exist.
+    records = sorted(p.name for p in (res / "failed").glob("*.json"))
+    assert records == ["infer-method=broken,scale=16.json", "infer-method=broken,scale=8.json"]
+    assert not (res / "report" / "index.html").exists()  # rule all's report waits for every row
+    # (--cores first: --configfile, last in the command, would take "report" as a second file)
+    run = snakemake(work, "--cores", "2", "report", snakefile=tree / "Snakefile", configfile=tree / "config" / "broken.yaml")
+    assert run.returncode == 0, run.stderr[-3000:]
+    page = (res / "report" / "index.html").read_text()
+    assert page.count('<tr class="failed" data-status="failed"><td data-v="Broken">') == 2
+    assert "failed: infer (method=broken, scale=8): results/sr/broken/x8.h5: broken x8 section 0" in page
+    assert page.count('<tr data-status="ok"><td data-v="Bicubic">') == 2
+    from test_report_browser import check_rendered
+
+    check_rendered(res / "report" / "index.html", tmp_path / "browser")
 
 
 def test_real_em_isbi2012(tmp_path):
@@ -124,6 +179,7 @@ def test_real_em_isbi2012(tmp_path):
         "path": {"samples": {"isbi": str(REPO / "tests" / "data" / "isbi2012_train.h5")}},
         "splits": {"train": [{"sample": "isbi", "z": [0, 24]}], "test": [{"sample": "isbi", "z": [24, None]}]},
     }
+    cfg["segmentation"]["enabled"] = False  # covered by the tiny run; keeps this one short
     cfg_path = tmp_path / "isbi.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     run = snakemake(tmp_path, configfile=cfg_path)

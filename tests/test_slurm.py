@@ -94,7 +94,8 @@ def test_pipeline_on_slurm_with_gpu_requests(slurm_cluster, tmp_path):
     # Replace the test overlay's set-resources (which zeroes GPUs) with memory caps only,
     # so the GPU requests come from method.yaml as on a real cluster.
     res = run_snakemake_on_slurm(tmp_path, ["--configfile", str(REPO_ROOT / "config" / "test.yaml"),
-                                            "--set-resources", "train:mem_mb=1000", "infer:mem_mb=1000"], timeout=900)
+                                            "--set-resources", "train:mem_mb=1000", "infer:mem_mb=1000",
+                                            "train_segmenter:mem_mb=1000", "segment:mem_mb=1000"], timeout=900)
     assert res.returncode == 0, res.tail()
     results = tmp_path / "results"
     assert (results / "leaderboard.md").exists()
@@ -114,3 +115,5 @@ def test_pipeline_on_slurm_with_gpu_requests(slurm_cluster, tmp_path):
 
     assert gres(job_of["train/rcan-x8"]) and gres(job_of["infer/rcan-x16"])  # rcan: gpus 1 in method.yaml
     assert not gres(job_of["infer/bicubic-x8"])  # bicubic: gpus 0
+    # The affinity networks train and predict on a GPU (segmentation.resources defaults).
+    assert gres(job_of["train_segmenter/mala"]) and gres(job_of["segment/superhuman-hr-x8"])

@@ -21,6 +21,7 @@ def check_config(config: dict, schema_path: str | Path) -> None:
     validator = jsonschema.validators.validator_for(schema)(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is None:
+        _check_segmentation(config)
         return
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
@@ -33,3 +34,14 @@ def check_config(config: dict, schema_path: str | Path) -> None:
         prefix = "" if where == "(top level)" else f"{where}."
         raise EmsrError(f"config: unknown key {', '.join(prefix + h for h in hints)}; allowed here: {allowed}")
     raise EmsrError(f"config: {where}: {error.message}")
+
+
+def _check_segmentation(config: dict) -> None:
+    """What the schema cannot see: the user's segmentation weights must exist (else Snakemake
+    would report a missing input of every segment job)."""
+    seg = config.get("segmentation") or {}
+    if not seg.get("enabled", True):
+        return
+    for net, path in (seg.get("weights") or {}).items():
+        if net in seg.get("networks", [net]) and not Path(path).is_file():
+            raise EmsrError(f"config: segmentation.weights.{net}: file not found: {path}")

@@ -19,7 +19,9 @@ from .metrics import psnr_sections, psnr_volume, ssim_sections
 from .methods import Method
 from .pretrained import Pretrained
 
-COLUMNS = ["method", "display_name", "family", "preset", "scale", "metric", "value", "note"]
+# ``segmenter``: the affinity network of a segmentation row (issue #5), "" for image metrics.
+# ``variant``: the ablation variant of a row (GPEMSR's, issue #4), "" for a method's own row.
+COLUMNS = ["method", "display_name", "family", "preset", "scale", "metric", "value", "note", "segmenter", "variant"]
 
 
 def read_stats(sr_path: str | Path) -> dict:
@@ -62,8 +64,9 @@ def lpips_value(hr: np.ndarray, sr: np.ndarray, pretrained: Pretrained | None) -
 
 
 def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_path: str | Path,
-             pretrained: Pretrained | None) -> pd.DataFrame:
-    """``pretrained``: where LPIPS finds AlexNet; None when LPIPS is disabled."""
+             pretrained: Pretrained | None, variant: str = "") -> pd.DataFrame:
+    """``pretrained``: where LPIPS finds AlexNet; None when LPIPS is disabled; ``variant``:
+    the ablation variant the SR volume comes from ("" for the method itself)."""
     hr, _ = read_dataset(hr_path, RAW_KEY, dtype=np.uint8, ndim=3)
     sr, _ = read_dataset(sr_path, RAW_KEY, dtype=np.uint8, ndim=3)
     if hr.shape != sr.shape:
@@ -83,7 +86,9 @@ def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_pa
     ]
     base = {"method": method.name, "display_name": method.display_name, "family": method.family,
             "preset": preset, "scale": scale}
-    df = pd.DataFrame([{**base, "metric": m, "value": v, "note": n} for m, v, n in rows], columns=COLUMNS)
+    df = pd.DataFrame([{**base, "metric": m, "value": v, "note": n, "segmenter": "", "variant": variant}
+                       for m, v, n in rows],
+                      columns=COLUMNS)
     if flags:
         df["note"] = [f"{n}; {flags}" if n else flags for n in df["note"]]
     return df

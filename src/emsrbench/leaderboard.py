@@ -1,4 +1,10 @@
-"""Aggregate tidy metric rows into the leaderboard: methods as rows, scale x metric columns."""
+"""Aggregate tidy metric rows into the leaderboard: methods as rows, scale x metric columns.
+
+Segmentation rows (issue #5: a non-empty ``segmenter``) become columns
+``<metric>@x<scale>/<segmenter>``; the HR reference (method ``hr``) has only those. The
+Markdown has one image-metric table per scale and, after them, the segmentation tables laid
+out like the study's Table 1 (rows = methods, columns = scale x segmenter VOI split).
+"""
 
 from __future__ import annotations
 
@@ -18,12 +24,32 @@ METRIC_ORDER = ["psnr", "psnr_volume", "ssim", "lpips", "parameters", "train_sec
 LABELS = {"psnr": "PSNR", "psnr_volume": "PSNR (vol)", "ssim": "SSIM", "lpips": "LPIPS",
           "parameters": "Params", "train_seconds": "Train s", "infer_s_per_mp": "Infer s/MP",
           "macs_per_mp": "GMAC/MP", "peak_mem_mib": "Peak MiB"}
+# Segmentation scores: lower is better for all of them.
+SEG_METRICS = ["voi_split", "voi_merge", "arand", "cremi_score"]
+SEG_LABELS = {"voi_split": "VOI split", "voi_merge": "VOI merge", "arand": "ARAND", "cremi_score": "CREMI score"}
+SEGMENTER_LABELS = {"superhuman": "Superhuman", "mala": "MALA"}
+HR = "hr"  # the HR test volume, segmented as the upper bound
+
+
+def _column(metric: str, scale, segmenter: str) -> str:
+    return f"{metric}@x{scale}" + (f"/{segmenter}" if segmenter else "")
+
+
+def _split(column: str) -> tuple[str, int, str]:
+    metric, rest = column.split("@x", 1)
+    scale, _, segmenter = rest.partition("/")
+    return metric, int(scale), segmenter
 
 
 def load_tidy(paths: list[str | Path]) -> pd.DataFrame:
     frames = []
     for p in paths:
         df = pd.read_csv(p, keep_default_na=True)
+        if "segmenter" not in df.columns:  # image rows written before segmentation existed
+            df["segmenter"] = ""
+        df["segmenter"] = df["segmenter"].astype(object).fillna("").astype(str)
+        # rows written before ablation variants existed are a method's own rows
+        df["variant"] = df["variant"].astype(object).fillna("").astype(str) if "variant" in df.columns else ""
         missing = set(COLUMNS) - set(df.columns)
         if missing:
             raise EmsrError(f"{p}: not a metrics table (missing columns {sorted(missing)})")
@@ -33,22 +59,40 @@ def load_tidy(paths: list[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _with_segmenter(tidy: pd.DataFrame) -> pd.DataFrame:
+    seg = tidy["segmenter"].astype(object).fillna("").astype(str) if "segmenter" in tidy.columns else ""
+    return tidy.assign(segmenter=seg)
+
+
 def wide(tidy: pd.DataFrame) -> pd.DataFrame:
     """One row per method; columns '<metric>@x<scale>' ordered by scale then metric."""
-    t = tidy.assign(column=lambda d: d["metric"] + "@x" + d["scale"].astype(str))
+    tidy = _with_segmenter(tidy)
+    if "variant" in tidy.columns:  # an ablation variant is a row of its own: "GPEMSR [no_pod]"
+        v = tidy["variant"].astype(object).fillna("").astype(str)
+        tidy = tidy.assign(display_name=[f"{d} [{x}]" if x else d for d, x in zip(tidy["display_name"], v)])
+    t = tidy.assign(column=[_column(m, s, g) for m, s, g in zip(tidy["metric"], tidy["scale"], tidy["segmenter"])])
     keys = ["method", "display_name", "preset", "column"]
     dup = t[t.duplicated(keys)]
     if len(dup):
         r = dup.iloc[0]
-        raise EmsrError(f"leaderboard: {r['method']} x{r['scale']} has '{r['metric']}' more than once")
+        by = f" ({r['segmenter']})" if r["segmenter"] else ""
+        raise EmsrError(f"leaderboard: {r['method']} x{r['scale']} has '{r['metric']}'{by} more than once")
     # unstack, unlike pivot_table, keeps metrics whose value is missing (NaN) as columns.
     table = t.set_index(keys)["value"].unstack("column")
-    order = [f"{m}@x{s}" for s in sorted(tidy["scale"].unique()) for m in METRIC_ORDER]
+    scales = sorted(tidy["scale"].unique())
+    order = [f"{m}@x{s}" for s in scales for m in METRIC_ORDER]
+    order += [_column(m, s, g) for s in scales for g in _segmenters(tidy) for m in SEG_METRICS]
     table = table.reindex(columns=[c for c in order if c in table.columns])
     first_psnr = next((c for c in table.columns if c.startswith("psnr@")), None)
     if first_psnr:
         table = table.sort_values(first_psnr, ascending=False)
     return table.reset_index()
+
+
+def _segmenters(tidy: pd.DataFrame) -> list[str]:
+    names = [g for g in _with_segmenter(tidy)["segmenter"].unique() if g]
+    known = [g for g in SEGMENTER_LABELS if g in names]
+    return known + sorted(set(names) - set(known))
 
 
 def _fmt(metric: str, v: float) -> str:
@@ -62,17 +106,79 @@ def _fmt(metric: str, v: float) -> str:
         return f"{v / 1e6:.3f} M" if v >= 1e4 else f"{int(v)}"
     if metric in ("psnr", "psnr_volume"):
         return f"{v:.2f}"
-    if metric in ("ssim", "lpips"):
+    if metric in ("voi_split", "voi_merge"):
+        return f"{v:.3f}"
+    if metric in ("ssim", "lpips", "arand", "cremi_score"):
         return f"{v:.4f}"
     return f"{v:.3g}"
 
 
-def markdown(tidy: pd.DataFrame) -> str:
-    table = wide(tidy)
+def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]:
+    """Table 1 of the study (VOI split per scale x segmenter), then every score per scale."""
     scales = sorted(tidy["scale"].unique())
+    segmenters = _segmenters(tidy)
+    seg_cols = [c for c in table.columns if "/" in c]
+    if not seg_cols:
+        return []
+    rows = table[table[seg_cols].notna().any(axis=1)]
+    rank = {HR: 0, "bicubic": 1}  # then the image-table order (PSNR)
+    rows = rows.assign(_r=[rank.get(m, 2) for m in rows["method"]]).sort_values("_r", kind="stable").drop(columns="_r")
+    others = rows["method"] != HR
+
+    def cells(row, cols):
+        out = []
+        for c in cols:
+            text = _fmt(_split(c)[0], row[c])
+            if _split(c)[0] != "cremi_score":  # a split or merge alone rewards merging or splitting everything
+                out.append(text)
+                continue
+            vals = rows.loc[others, c]
+            best = vals.min() if vals.notna().any() else None
+            out.append(f"**{text}**" if row["method"] != HR and best is not None and row[c] == best else text)
+        return out
+
+    def name(row):
+        return "HR (upper bound)" if row["method"] == HR else row["display_name"]
+
+    t1 = [(s, g) for s in scales for g in segmenters if _column("voi_split", s, g) in rows]
+    lines = ["## Segmentation: VOI split (Table 1 layout)", "",
+             "| Method | " + " | ".join(f"{s}x {SEGMENTER_LABELS.get(g, g)}" for s, g in t1) + " |",
+             "|---|" + "---:|" * len(t1)]
+    lines += [f"| {name(r)} | " + " | ".join(cells(r, [_column("voi_split", s, g) for s, g in t1])) + " |"
+              for _, r in rows.iterrows()]
+    lines.append("")
+    for s in scales:
+        for g in segmenters:
+            cols = [_column(m, s, g) for m in SEG_METRICS if _column(m, s, g) in rows]
+            if not cols:
+                continue
+            lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", "",
+                      "| Method | " + " | ".join(SEG_LABELS[_split(c)[0]] for c in cols) + " |",
+                      "|---|" + "---:|" * len(cols)]
+            lines += [f"| {name(r)} | " + " | ".join(cells(r, cols)) + " |" for _, r in rows.iterrows()]
+            lines.append("")
+    lines += ["Segmentation: affinities of each network (trained once on HR training data) on the HR, bicubic "
+              "and every method's SR test volume; 2D fragments + waterz agglomeration (scoring function and "
+              "threshold in the metrics.csv notes). VOI in bits (ground-truth 0 ignored); ARAND: adapted Rand "
+              "error; CREMI score: sqrt(VOI sum x ARAND). Lower is better; a low VOI split alone can mean "
+              "that everything was merged (high VOI merge), so only the best SR CREMI score is in bold; HR "
+              "is the upper bound.", ""]
+    return lines
+
+
+def markdown(tidy: pd.DataFrame) -> str:
+    tidy = _with_segmenter(tidy)
+    full = wide(tidy)
+    scales = sorted(tidy["scale"].unique())
+    image_cols = [c for c in full.columns if "@x" in c and "/" not in c]
+    # The image tables hold the image metrics of the methods that have them (not the HR row).
+    table = full[[c for c in full.columns if "/" not in c]]
+    table = table[table[image_cols].notna().any(axis=1)] if image_cols else table.iloc[:0]
     lines = ["# emsrbench leaderboard", ""]
     for s in scales:
         cols = [c for c in table.columns if c.endswith(f"@x{s}")]
+        if not cols:
+            continue
         lines += [f"## {s}x", "", "| Method | Preset | " + " | ".join(LABELS[c.split("@")[0]] for c in cols) + " |",
                   "|---|---|" + "---:|" * len(cols)]
         best = {}
@@ -87,7 +193,11 @@ def markdown(tidy: pd.DataFrame) -> str:
                 cells.append(f"**{text}**" if c in best and row[c] == best[c] else text)
             lines.append(f"| {row['display_name']} | {row['preset']} | " + " | ".join(cells) + " |")
         lines.append("")
-    notes = tidy[tidy["note"].fillna("").str.startswith("missing")][["metric", "note"]].drop_duplicates()
+    lines += _segmentation_markdown(tidy, full)
+    # A missing value's reason once per metric; the row's flags are listed per method below.
+    missing = tidy[tidy["note"].fillna("").str.startswith("missing")]
+    notes = missing.assign(note=missing["note"].str.replace(r"; flag: [^;]+", "", regex=True))[["metric", "note"]]
+    notes = notes.drop_duplicates()
     flags = (tidy.assign(flag=tidy["note"].fillna("").str.findall(r"flag: [^;]+")).explode("flag")
              .dropna(subset=["flag"])[["method", "scale", "flag"]].drop_duplicates())
     if len(notes) or len(flags):

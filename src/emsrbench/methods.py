@@ -47,17 +47,29 @@ class Method:
     requirements: tuple[str, ...] = ()
     env: str = "envs/emsrbench.yaml"
     notes: str = ""
+    stage_rules: str = ""  # trained by workflow/rules/<stage_rules>.smk, not the generic train rule
+    variants: tuple[str, ...] = ()  # ablations: build(variant=...); the first is the method's own row
+    scale_overrides: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def model_py(self) -> Path:
         return self.folder / "model.py"
 
-    def preset(self, name: str) -> dict:
-        """{'model': build kwargs, 'train': trainer overrides, 'infer': inference overrides}."""
+    def preset(self, name: str, scale: int | None = None) -> dict:
+        """{'model': build kwargs, 'train': trainer overrides, 'infer': inference overrides};
+        with ``scale``, ``scale_overrides.<name>.<scale>`` merged over it key by key."""
         if name not in self.presets:
             raise EmsrError(f"{self.folder / 'method.yaml'}: presets: no preset '{name}' (has {sorted(self.presets)})")
         p = copy.deepcopy(self.presets[name])
+        if scale is not None:
+            over = (self.scale_overrides.get(name) or {})
+            p = deep_merge(p, copy.deepcopy(over.get(int(scale), over.get(str(scale), {}))))
         return {"model": p.get("model", {}), "train": p.get("train", {}), "infer": p.get("infer", {})}
+
+    def check_variant(self, variant: str) -> None:
+        if variant not in self.variants:
+            raise EmsrError(f"{self.folder / 'method.yaml'}: variants: method '{self.name}' has no variant "
+                            f"'{variant}' (has {list(self.variants) or 'none'})")
 
     def stage_resources(self, stage: str) -> dict:
         return {"gpus": 0, "mem_mb": 4000, "runtime": 60, "cpus": 2, **self.resources.get(stage, {})}
@@ -68,6 +80,14 @@ class Method:
 
     def module(self) -> ModuleType:
         return _load_module(str(self.model_py), self.name)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` merged into ``base`` (nested mappings merged, everything else replaced)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 @lru_cache(maxsize=None)
@@ -120,6 +140,14 @@ def load_method(folder: str | Path) -> Method:
         raise EmsrError(f"{yml}: slices: a single-image method takes 1 section, got {slices}")
     if family == "multi-slice" and (slices < 3 or slices % 2 == 0):
         raise EmsrError(f"{yml}: slices: a multi-slice method takes an odd number >= 3 (2N+1) of sections, got {slices}")
+    if meta.get("stage_rules") and not (REPO_ROOT / "workflow" / "rules" / f"{meta['stage_rules']}.smk").is_file():
+        raise EmsrError(f"{yml}: stage_rules: workflow/rules/{meta['stage_rules']}.smk does not exist")
+    for preset, per_scale in (meta.get("scale_overrides") or {}).items():
+        if preset not in meta["presets"]:
+            raise EmsrError(f"{yml}: scale_overrides.{preset}: no such preset (has {sorted(meta['presets'])})")
+        for sc in per_scale:
+            if int(sc) not in meta["scales"]:
+                raise EmsrError(f"{yml}: scale_overrides.{preset}.{sc}: not one of the method's scales {meta['scales']}")
     env = meta.get("env", "envs/emsrbench.yaml")
     if not (REPO_ROOT / env).is_file():
         raise EmsrError(f"{yml}: env: conda spec '{env}' does not exist")
@@ -137,6 +165,9 @@ def load_method(folder: str | Path) -> Method:
         requirements=tuple(meta.get("requirements", [])),
         env=env,
         notes=meta.get("notes", ""),
+        stage_rules=meta.get("stage_rules", ""),
+        variants=tuple(meta.get("variants", [])),
+        scale_overrides=meta.get("scale_overrides", {}),
     )
 
 

@@ -75,15 +75,56 @@ class Plan:
     def method(self, name: str) -> Method:
         return self.methods[name]
 
-    def preset_of(self, name: str) -> dict:
-        return self.methods[name].preset(self.preset)
+    def preset_of(self, name: str, scale=None, variant: str = "") -> dict:
+        """The method's preset; with ``scale``, its per-scale overrides applied; a method with
+        variants gets ``variant`` (default: its first, the model itself) in ``model``."""
+        m = self.methods[name]
+        preset = m.preset(self.preset, scale)
+        if m.variants:
+            if variant:
+                m.check_variant(variant)
+            preset["model"]["variant"] = variant or m.variants[0]
+        elif variant:
+            m.check_variant(variant)
+        return preset
 
     def trained(self) -> list[str]:
         return [m for m, meth in self.methods.items() if meth.trains]
 
-    def train_layers(self, name: str) -> list[dict]:
-        """Trainer settings from least to most specific."""
-        return [self.config.get("train", {}), self.preset_of(name)["train"], self.config.get("train_override", {})]
+    def harness_trained(self) -> list[str]:
+        """Methods the generic ``train`` rule trains (not those with their own stage rules)."""
+        return [m for m in self.trained() if not self.methods[m].stage_rules]
+
+    def staged(self, rules: str) -> list[str]:
+        """Methods trained by ``workflow/rules/<rules>.smk``."""
+        return [m for m in self.trained() if self.methods[m].stage_rules == rules]
+
+    # -- ablation variants: every variant but a method's first (its own row) -------------
+    # Rows of method m, variant v live under <kind>/<m>/<v>/x<scale>; the tidy metrics carry
+    # ``variant`` = v (empty for the method's own row).
+    def variants(self) -> list[tuple[str, str]]:
+        return [(m, v) for m, meth in self.methods.items() for v in meth.variants[1:]]
+
+    def variant_model_file(self, method: str, variant: str, scale) -> str:
+        return str(self.results / "models" / method / variant / f"x{scale}" / "model.pt")
+
+    def variant_sr_file(self, method: str, variant: str, scale) -> str:
+        return str(self.results / "sr" / method / variant / f"x{scale}.h5")
+
+    def variant_metrics_file(self, method: str, variant: str, scale) -> str:
+        return str(self.results / "metrics" / method / variant / f"x{scale}.csv")
+
+    def ablation_metrics(self) -> list[str]:
+        """Metric tables of every method with variants (its own row) and of every variant."""
+        own = [self.metrics_file(m, s) for m, meth in self.methods.items() if meth.variants for s in self.scales]
+        return own + [self.variant_metrics_file(m, v, s) for m, v in self.variants() for s in self.scales]
+
+    def ablation_leaderboard(self) -> list[str]:
+        return [str(self.results / "ablations" / n) for n in ("leaderboard.csv", "leaderboard.md", "metrics.csv")]
+
+    def train_layers(self, name: str, scale=None) -> list[dict]:
+        """Trainer settings from least to most specific (``scale``: with per-scale overrides)."""
+        return [self.config.get("train", {}), self.preset_of(name, scale)["train"], self.config.get("train_override", {})]
 
     def infer_layers(self, name: str) -> list[dict]:
         return [self.config.get("inference", {}), self.preset_of(name)["infer"]]
@@ -111,5 +152,74 @@ class Plan:
     def all_metrics(self) -> list[str]:
         return [self.metrics_file(m, s) for m in self.methods for s in self.scales]
 
+    def metric_tables(self) -> list[tuple[str, int, str]]:
+        """(method, scale, tidy table) of every planned row: what the report reads (image
+        metrics, then segmentation scores, of the HR reference ``hr`` too)."""
+        tables = [(m, s, self.metrics_file(m, s)) for m in self.methods for s in self.scales]
+        return tables + [(m, s, self.segment_scores_file(n, m, s)) for n in self.segment_networks()
+                         for m in self.segment_methods() for s in self.scales]
+
+    def report_page(self) -> str:
+        return str(self.results / "report" / "index.html")
+
+    def report_figures(self) -> str:
+        return str(self.results / "report" / "figures")
+
     def leaderboard(self) -> list[str]:
         return [str(self.results / n) for n in ("leaderboard.csv", "leaderboard.md", "metrics.csv")]
+
+    # -- segmentation (issue #5) --------------------------------------------------------
+    # The HR test volume is segmented as method "hr" (the upper bound); SR volumes as their method.
+    HR = "hr"
+
+    def segmentation(self) -> dict:
+        """``config.segmentation`` with its defaults (the schema's, also without validation)."""
+        seg = {"enabled": True, "networks": ["superhuman", "mala"], "preset": None, "weights": {},
+               "thresholds": [0.5], "scoring": "mean", "border_nm": None, "train": {}, "inference": {},
+               "resources": {}, **(self.config.get("segmentation") or {})}
+        seg["preset"] = seg["preset"] or self.preset
+        if seg["enabled"] and self.HR in self.methods:
+            raise EmsrError("config: methods: a method may not be called 'hr' (the name of the HR reference in the segmentation rows)")
+        return seg
+
+    def segment_networks(self) -> list[str]:
+        seg = self.segmentation()
+        return list(seg["networks"]) if seg["enabled"] else []
+
+    def segment_methods(self) -> list[str]:
+        return [self.HR] + list(self.methods)
+
+    def segmenter_file(self, net: str) -> str:
+        """The user's weights (``segmentation.weights.<net>``) or the workflow-trained model."""
+        user = self.segmentation()["weights"].get(net)
+        return str(user) if user else str(self.results / "segmenters" / net / "model.pt")
+
+    def segmenter_trained(self, net: str) -> bool:
+        return not self.segmentation()["weights"].get(net)
+
+    def segment_train_files(self) -> list[str]:
+        """HR training volumes with labels: the degraded train pieces of the smallest scale
+        (the least cropped; their HR raw is the same at every scale)."""
+        return self.degraded("train", min(self.scales))
+
+    def segment_raw(self, method: str, scale) -> str:
+        return self.test_file(scale) if method == self.HR else self.sr_file(method, scale)
+
+    def segment_file(self, net: str, method: str, scale) -> str:
+        return str(self.results / "segment" / net / method / f"x{scale}.h5")
+
+    def segment_scores_file(self, net: str, method: str, scale) -> str:
+        return str(self.results / "segment" / net / method / f"x{scale}.csv")
+
+    def segment_sweep_file(self, net: str, method: str, scale) -> str:
+        return str(self.results / "segment" / net / method / f"x{scale}-thresholds.csv")
+
+    def all_segment_scores(self) -> list[str]:
+        return [self.segment_scores_file(n, m, s) for n in self.segment_networks()
+                for m in self.segment_methods() for s in self.scales]
+
+    def segment_resources(self, stage: str) -> dict:
+        """SLURM/threads resources of ``train_segmenter`` (stage "train") and ``segment`` ("infer")."""
+        defaults = {"train": {"gpus": 1, "mem_mb": 16000, "runtime": 1440, "cpus": 4},
+                    "infer": {"gpus": 1, "mem_mb": 16000, "runtime": 120, "cpus": 4}}[stage]
+        return {**defaults, **(self.segmentation()["resources"].get(stage) or {})}

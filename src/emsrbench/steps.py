@@ -1,7 +1,9 @@
 """The bodies of the workflow's scripts: each takes Snakemake's ``snakemake`` object.
 
 ``workflow/scripts/<step>.py`` is one line calling :func:`run`, which sends stderr to the
-rule's log and turns an :class:`EmsrError` into a one-line message and exit status 1.
+rule's log and turns an :class:`EmsrError` into a one-line message and exit status 1. A failed
+job leaves a record under ``<results>/failed/`` (:mod:`emsrbench.failures`) that the report
+shows; the job's next success removes it.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ def evaluate(smk) -> None:
     plan = _rebuild_plan(smk)
     method = plan.method(smk.wildcards.method)
     lpips = Pretrained(smk.params.pretrained_dir) if smk.params.lpips else None
-    df = score(method, int(smk.wildcards.scale), smk.params.preset, smk.input.sr, smk.input.hr, lpips)
+    # an ablation variant's rows (workflow/rules/gpemsr.smk) carry its name
+    variant = getattr(smk.wildcards, "variant", "")
+    df = score(method, int(smk.wildcards.scale), smk.params.preset, smk.input.sr, smk.input.hr, lpips, variant=variant)
     write_rows(df, smk.output[0])
 
 
@@ -101,7 +105,90 @@ def leaderboard(smk) -> None:
     print(f"leaderboard: {Path(smk.output.md).resolve()}", file=sys.stderr)
 
 
-STEPS = {f.__name__: f for f in (phantom, download_cremi, fetch_weight, degrade, train, infer, evaluate, leaderboard)}
+def report(smk) -> None:
+    from .report import build
+
+    plan = _rebuild_plan(smk)
+    path = build(plan, list(smk.input.metrics), smk.output.html, smk.output.figures, repo=smk.params.repo,
+                 workdir=Path.cwd())
+    print(f"report: {Path(path).resolve()}", file=sys.stderr)
+
+
+def train_segmenter(smk) -> None:
+    from .segment.training import train_segmenter as train_network
+
+    train_network(smk.wildcards.net, smk.params.preset, list(smk.input.train), smk.output[0], smk.params.ckpt_dir,
+                  override=dict(smk.params.override), threads=smk.threads)
+
+
+def segment(smk) -> None:
+    from .segment.stage import segment_volume
+
+    segment_volume(smk.wildcards.net, smk.params.preset, smk.input.model, smk.input.raw, smk.output[0],
+                   thresholds=list(smk.params.thresholds), scoring=smk.params.scoring,
+                   inference=dict(smk.params.inference), threads=smk.threads)
+
+
+def score_segmentation(smk) -> None:
+    from .evaluate import write_rows
+    from .segment.stage import HR_DISPLAY, score_volume
+
+    method = smk.wildcards.method
+    if method == smk.params.hr:
+        display, family = HR_DISPLAY, "reference"
+    else:
+        m = _rebuild_plan(smk).method(method)
+        display, family = m.display_name, m.family
+    rows, sweep = score_volume(smk.input.seg, smk.input.gt, net=smk.wildcards.net, method=method,
+                               display_name=display, family=family, preset=smk.params.preset,
+                               scale=int(smk.wildcards.scale), border_nm=smk.params.border_nm, threads=smk.threads)
+    write_rows(rows, smk.output.rows)
+    write_rows(sweep, smk.output.sweep)
+
+
+STEPS = {f.__name__: f for f in (phantom, download_cremi, fetch_weight, degrade, train, infer, evaluate, leaderboard,
+                                 report)}
+STEPS.update({f.__name__: f for f in (train_segmenter, segment, score_segmentation)})
+
+
+def gpemsr_stage(smk) -> None:
+    from .gpemsr.workflow import run_stage
+
+    run_stage(smk)
+
+
+STEPS["gpemsr_stage"] = gpemsr_stage
+
+
+def _job_record(smk, step: str):
+    """(results dir, rule, wildcards) naming this job's failure record; None outside a workflow."""
+    rule = getattr(smk, "rule", None) or step
+    config = getattr(smk, "config", None) or {}
+    try:
+        wildcards = {k: str(v) for k, v in smk.wildcards.items()}
+    except AttributeError:
+        wildcards = {}
+    return config.get("results", "results"), rule, wildcards
+
+
+def _record_failure(smk, step: str, reason: str) -> None:
+    from . import failures
+
+    results, rule, wildcards = _job_record(smk, step)
+    try:
+        failures.write(results, rule, wildcards, reason, log=str(smk.log[0]) if smk.log else "")
+    except OSError as err:  # the job's own error matters more than its record
+        print(f"emsrbench: could not write the failure record: {err}", file=sys.stderr)
+
+
+def _clear_failure(smk, step: str) -> None:
+    from . import failures
+
+    results, rule, wildcards = _job_record(smk, step)
+    try:
+        failures.clear(results, rule, wildcards)
+    except OSError as err:
+        print(f"emsrbench: could not remove the old failure record: {err}", file=sys.stderr)
 
 
 def run(smk, step: str) -> None:
@@ -117,12 +204,16 @@ def run(smk, step: str) -> None:
         print(message, file=sys.stderr)
         if log:
             print(message, file=sys.__stderr__)
+        _record_failure(smk, step, str(err))
         sys.exit(1)
-    except Exception:
+    except Exception as err:
         traceback.print_exc()
         if log:
             traceback.print_exc(file=sys.__stderr__)
+        _record_failure(smk, step, f"{type(err).__name__}: {err}")
         raise SystemExit(1)
+    else:
+        _clear_failure(smk, step)
     finally:
         if log:
             sys.stderr.flush()

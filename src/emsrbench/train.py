@@ -332,7 +332,7 @@ class EMA:
 def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | None = None,
         settings: TrainSettings | None = None, ckpt_dir: Path | None = None, out_path: Path | None = None,
         model: nn.Module | None = None, stage: str = "", meta: dict | None = None,
-        prior_seconds: float = 0.0) -> Path | None:
+        prior_seconds: float = 0.0, sampler=None) -> Path | None:
     """Train with the harness loop; returns the model path, or None if stopped at ``max_steps``
     (used by tests to simulate a kill after a checkpoint).
 
@@ -347,7 +347,12 @@ def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | N
       from the preset, then the method's ``init_pretrained``);
     - ``stage``: a label for logs and the progress bar; ``meta``: extra plain-typed entries
       of the model file; ``prior_seconds``: training time of earlier stages, added to this
-      run's ``train_seconds``.
+      run's ``train_seconds``;
+    - ``sampler``: where batches come from (default: LR/HR patches of ``job.train_files``):
+      anything with ``batch(rng, batch_size, patch_size, augment) -> (input, target)`` drawing
+      only from ``rng``, so that resume still replays the same batches. The affinity networks
+      of :mod:`emsrbench.segment` train this way, with ``job.method`` a
+      :class:`~emsrbench.segment.networks.Segmenter` (only ``name`` and ``model_py`` are read).
     """
     st, method = settings or job.settings, job.method
     ckpt_dir = Path(ckpt_dir or job.ckpt_dir)
@@ -369,7 +374,7 @@ def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | N
     objective = objective or L1Objective()
     objective.setup(job, model, st, dev)
     ema = EMA(model, st.ema_decay) if st.ema_decay > 0 else None
-    sampler = PatchSampler(job.train_files, job.scale, method.slices)
+    sampler = sampler or PatchSampler(job.train_files, job.scale, method.slices)
     val_sampler = PatchSampler(job.val_files, job.scale, method.slices) if job.val_files else None
     val_curve: list[tuple[int, float]] = []
 

@@ -33,7 +33,8 @@ except EmsrError as err:
 PRETRAINED = Pretrained(PLAN.pretrained_dir)
 RESULTS = str(PLAN.results)
 METHODS = list(PLAN.methods)
-TRAINED = PLAN.trained() or ["__none__"]
+# methods of the generic train rule; those with `stage_rules` train in their own rules
+TRAINED = PLAN.harness_trained() or ["__none__"]
 SCALES = [str(s) for s in PLAN.scales]
 
 
@@ -50,3 +51,24 @@ def method_resource(stage, key):
 
 def method_env(wildcards):
     return str(Path(workflow.basedir) / PLAN.method(wildcards.method).env)
+
+
+# Inputs of the report rule. As part of `snakemake` (rule all) the report waits for every row.
+# Asked for by name (`snakemake report`) it is built from the rows that exist, so after a
+# --keep-going run the page still builds; a failed job's row shows its reason from
+# results/failed/*.json (written by emsrbench.steps.run).
+def report_only_existing():
+    targets = getattr(getattr(workflow, "dag_settings", None), "targets", None) or ()
+    return any(t == "report" or str(t).endswith(PLAN.report_page()) for t in targets)
+
+
+def report_inputs(wildcards):
+    tables = PLAN.metric_tables()
+    wanted = {
+        "metrics": [p for _, _, p in tables],
+        "sr": [PLAN.sr_file(m, s) for m in PLAN.methods for s in PLAN.scales],
+        "test": [PLAN.test_file(s) for s in PLAN.scales],
+    }
+    if report_only_existing():
+        wanted = {k: [p for p in v if Path(p).exists()] for k, v in wanted.items()}
+    return wanted

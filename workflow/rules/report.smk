@@ -1,9 +1,10 @@
-# The leaderboard: tidy metrics of every method x scale, pivoted to CSV and Markdown.
+# The leaderboard: tidy metrics of every method x scale (and segmentation scores per segmenter),
+# pivoted to CSV and Markdown.
 
 
 rule leaderboard:
     input:
-        PLAN.all_metrics(),
+        PLAN.all_metrics() + PLAN.all_segment_scores(),
     output:
         csv=report(f"{RESULTS}/leaderboard.csv", category="Leaderboard"),
         md=report(f"{RESULTS}/leaderboard.md", category="Leaderboard"),
@@ -14,3 +15,23 @@ rule leaderboard:
         "../../envs/emsrbench.yaml"
     script:
         "../scripts/leaderboard.py"
+
+
+# The HTML report (results/report/index.html, self-contained) and its figures as PNG files;
+# inputs from report_inputs (common.smk): every row under `snakemake`, the rows that exist
+# under `snakemake report`.
+rule report:
+    input:
+        unpack(report_inputs),
+    output:
+        html=report(PLAN.report_page(), category="Report"),
+        figures=report(directory(PLAN.report_figures()), patterns=["{name}.png"], category="Figures"),
+    params:
+        methods_dir=METHODS_DIR,
+        repo=workflow.basedir,
+    log:
+        f"{RESULTS}/logs/report.log",
+    conda:
+        "../../envs/emsrbench.yaml"
+    script:
+        "../scripts/report.py"

@@ -25,6 +25,11 @@ class GPEMSRConfig:
     latent_dim: int = 512
     codebook_size: int = 1024
     beta: float = 1.0  # commitment weight of the quantizer loss
+    # A codebook-collapse remedy, off in the study's preset: > 0: the codebook follows an exponential moving average of the latents assigned to each
+    # code (k-means style, VQ-VAE-2), initialised from the first batch's latents, with codes
+    # unused for long restarted at random latents; the codebook loss term is then dropped and
+    # only the commitment term trains the encoder. 0: the study's codebook loss.
+    codebook_ema: float = 0.0
     enc_blocks: int = 1  # residual blocks per scale
     enc_out_blocks: int = 3  # residual blocks after the last downsampling
     dec_blocks: int = 1
@@ -46,6 +51,13 @@ class GPEMSRConfig:
     back_blocks: int = 10
     fusion_blocks: int = 1  # residual blocks after each MPF fusion conv (ref_fusion_feat_RBs)
     hr_feat: int = 64  # channels of the pixel-shuffle stages and the HR conv
+    # Quick-preset deviations that let a few hundred CPU iterations leave the bilinear base (as
+    # the EDVR quick preset does, see emsrbench.weight_init): a grey level subtracted from the
+    # sections the stage III feature extractor sees (not from the prior's or the flow's input,
+    # not from the base), and "kaiming" init: Kaiming-normal convs outside the residual blocks
+    # and frozen parts, zero last conv. "study": PyTorch's default init, grey_mean 0.
+    grey_mean: float = 0.0
+    init: str = "study"
     mpf: bool = True  # ablation: without MPF (no prior at all)
     mpf_mask: bool = True  # ablation: MPF without the learned mask (supp. Table 5)
     pod: bool = True  # ablation: without POD (features stacked unaligned)
@@ -66,6 +78,8 @@ class GPEMSRConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise EmsrError(f"{source}: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.codebook_ema < 1:
+            raise EmsrError(f"{source}: codebook_ema must be in [0, 1) (0: the study's codebook loss), got {self.codebook_ema}")
         for name in ("enc_out_blocks", "dec_in_blocks", "idx_out_blocks", "front_blocks", "back_blocks",
                      "fusion_blocks", "disc_layers"):
             if int(getattr(self, name)) < 0:
@@ -76,6 +90,8 @@ class GPEMSRConfig:
             raise EmsrError(f"{source}: nf {self.nf} is not divisible by deform_groups {self.deform_groups}")
         if not 1 <= self.spynet_levels <= 6:
             raise EmsrError(f"{source}: spynet_levels must be in 1..6 (SPyNet has 6), got {self.spynet_levels}")
+        if self.init not in ("study", "kaiming"):
+            raise EmsrError(f"{source}: init must be 'study' or 'kaiming', got {self.init!r}")
         if self.flows not in ("study", "bidirectional"):
             raise EmsrError(f"{source}: flows must be 'study' or 'bidirectional', got {self.flows!r}")
         if self.flow_upsample & (self.flow_upsample - 1):
@@ -120,6 +136,11 @@ PRESETS: dict[str, dict] = {
         "idx_blocks": 1, "idx_out_blocks": 1,
         "nf": 16, "deform_groups": 4, "front_blocks": 1, "back_blocks": 2, "fusion_blocks": 1, "hr_feat": 16,
         "vgg_full": False, "spynet_levels": 3, "flow_upsample": 1,
+        # Deviations measured necessary on the CPU budget (README): an EMA codebook (with the
+        # stage I objective's auto-encoder warm-up, quantize_start) instead of the codebook
+        # loss, which collapses to a near-constant prior; stage III started at its bilinear base
+        # (Kaiming init, zero last conv) on sections shifted by a grey mean of 0.5.
+        "codebook_ema": 0.9, "init": "kaiming", "grey_mean": 0.5,
     },
 }
 
@@ -155,7 +176,7 @@ def make_config(preset: str = "paper", variant: str = "full", scale: int | None 
 # that agree on them can share that stage's model file (e.g. every stage III ablation reuses
 # the full model's stages I and II; the attention ablations need their own).
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "vqgan": ("channels", "latent_dim", "codebook_size", "beta", "enc_blocks", "enc_out_blocks", "dec_blocks",
+    "vqgan": ("channels", "latent_dim", "codebook_size", "beta", "codebook_ema", "enc_blocks", "enc_out_blocks", "dec_blocks",
               "dec_in_blocks", "encoder_attention", "decoder_attention", "norm_groups", "disc_filters", "disc_layers"),
 }
 STAGE_FIELDS["indexer"] = STAGE_FIELDS["vqgan"] + ("idx_blocks", "idx_out_blocks", "indexer_attention")

@@ -69,7 +69,7 @@ class PriorNet(nn.Module):
     def __init__(self, cfg: GPEMSRConfig, scale: int):
         super().__init__()
         self.indexer = Indexer(cfg, scale)
-        self.quantizer = Quantizer(cfg.codebook_size, cfg.latent_dim, cfg.beta)
+        self.quantizer = Quantizer(cfg.codebook_size, cfg.latent_dim, cfg.beta, cfg.codebook_ema)
         self.decoder = Decoder(cfg)
         self.requires_grad_(False)
 

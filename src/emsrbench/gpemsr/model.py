@@ -29,12 +29,12 @@ from torch import nn
 
 from ..errors import EmsrError
 from ..pretrained import missing_flag
-from .blocks import lrelu, res_blocks
+from .blocks import ResBlockNoBN, lrelu, res_blocks
 from .config import GPEMSRConfig, make_config
 from .indexer import PriorNet
 from .mpf import MPF
 from .pod import LEVELS as POD_LEVELS
-from .pod import POD
+from .pod import POD, ModulatedDeformConv
 from .tda import ConcatFusion, ThreeDA
 
 
@@ -63,6 +63,39 @@ class GPEMSR(nn.Module):
         self.hr_conv = nn.Conv2d(cfg.hr_feat, cfg.hr_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(cfg.hr_feat, 1, 3, 1, 1)
         self.act = lrelu()
+        if cfg.init == "kaiming":
+            self._kaiming_init()
+
+    def _kaiming_init(self) -> None:
+        """Kaiming-normal (fan-in, zero bias) for the trainable convs outside the residual
+        blocks (0.1-scaled already), the frozen prior, VGG and SPyNet; deformable offset convs
+        stay zero (a plain conv at the start); ``conv_last`` zero, so training starts exactly
+        at the bilinear base and only adds to it."""
+        skip = set()
+        for name, mod in self.named_modules():
+            if isinstance(mod, ResBlockNoBN) or name.split(".")[0] == "prior" or name.endswith(("vgg", "spynet")):
+                skip.update(id(m) for m in mod.modules())
+        for name, mod in self.named_modules():
+            if id(mod) in skip or name.endswith("offset_conv"):
+                continue
+            if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(mod.weight, a=0, mode="fan_in")
+                if mod.bias is not None:
+                    nn.init.zeros_(mod.bias)
+            elif isinstance(mod, ModulatedDeformConv):
+                nn.init.kaiming_normal_(mod.weight, a=0, mode="fan_in")
+                nn.init.zeros_(mod.bias)
+        nn.init.zeros_(self.conv_last.weight)
+        nn.init.zeros_(self.conv_last.bias)
+        if self.cfg.mpf:
+            # F^Out starts as the LR features alone (identity on them, zero on the fused prior
+            # levels): the network starts as its "without MPF" ablation and takes in the prior
+            # only as far as it helps, so a weak prior cannot pull it below that (README).
+            reduce, nf = self.mpf.reduce, self.cfg.nf
+            with torch.no_grad():
+                reduce.weight.zero_()
+                reduce.weight[:, -nf:, 0, 0].copy_(torch.eye(nf))
+                reduce.bias.zero_()
 
     @property
     def multiple(self) -> int:
@@ -95,7 +128,7 @@ class GPEMSR(nn.Module):
         b, t, h, w = x.shape
         c, nf = self.centre, self.cfg.nf
         flat = x.reshape(b * t, 1, h, w)
-        feat = self.front(self.act(self.conv_first(flat)))
+        feat = self.front(self.act(self.conv_first(flat - self.cfg.grey_mean if self.cfg.grey_mean else flat)))
 
         prior_img = None
         if self.cfg.mpf:

@@ -84,9 +84,16 @@ def patch_similarity(a: torch.Tensor, b: torch.Tensor, patch: int) -> torch.Tens
     if ph or pw:  # "same" padding, split as evenly as possible (reflection, as the study pads)
         pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
         a, b = F.pad(a, pad, mode="reflect"), F.pad(b, pad, mode="reflect")
-    ua = F.normalize(F.unfold(a, patch, stride=patch), dim=1)
-    ub = F.normalize(F.unfold(b, patch, stride=patch), dim=1)
-    return (ua * ub).sum(1, keepdim=True).view(a.shape[0], 1, gh, gw)
+    # <a_p, b_p> / (|a_p| |b_p|) per patch p from patch sums of channel-summed products: the
+    # same value as normalising the unfolded (C * patch^2)-vectors (F.normalize's eps too),
+    # without materialising them (the unfold and its backward were most of a quick stage III step).
+    def patch_sum(x):
+        return F.avg_pool2d(x.sum(1, keepdim=True), patch, stride=patch) * (patch * patch)
+    eps = 1e-12
+    dot = patch_sum(a * b)
+    na = patch_sum(a * a).sqrt().clamp_min(eps)
+    nb = patch_sum(b * b).sqrt().clamp_min(eps)
+    return (dot / (na * nb)).view(a.shape[0], 1, gh, gw)
 
 
 class MPF(nn.Module):

@@ -1,7 +1,7 @@
 """The three GPEMSR training objectives, for :func:`emsrbench.train.fit` (one call per stage).
 
 Stage I, :class:`VQGANObjective` (the study's train_stage1): L1 reconstruction (factor 1) +
-quantizer loss (factor 10) on HR patches; from ``gan_start`` on, a PatchGAN adversarial term
+quantizer loss (factor 10) on HR patches (after ``quantize_start`` auto-encoder steps, 0 in the study); from ``gan_start`` on, a PatchGAN adversarial term
 (factor 0.05, generator loss -D(x^)) and discriminator steps on 0.5 (-D(x) + D(x^)), with an R1
 penalty (weight 1e-4, every 16 discriminator steps, scaled by 16 as the study does).  The
 discriminator is owned here and checkpointed with the optimizers; the model file holds the
@@ -14,7 +14,7 @@ cross-entropy over the codes (the study's only loss) plus, with ``latent_weight`
 between its pre-classifier latent and the quantised HR latent (CodeFormer's feature loss; the
 issue asks for "latent losses", the study's code has none, so the paper preset leaves it 0).
 
-Stage III, :class:`FusionObjective` (train_stage3): L1 to the HR centre section (factor 1) +
+Stage III, :class:`FusionObjective` (train_stage3): L1 (MSE with ``loss: mse``) to the HR centre section (factor 1) +
 the reference loss (factor 0.001 at 8x, 0.01 at 16x in the study): a contextual loss between
 VGG19 relu3_4 features of the output and of each section's prior HR image
 (:func:`contextual_loss`).  Only the non-frozen parameters are optimised.
@@ -76,9 +76,14 @@ class _Optimised(Objective):
 
 class VQGANObjective(_Optimised):
     def __init__(self, rec_weight: float = 1.0, codebook_weight: float = 10.0, gan_weight: float = 0.05,
-                 gan_start: int = 40000, r1_weight: float = 1e-4, r1_every: int = 16):
+                 gan_start: int = 40000, r1_weight: float = 1e-4, r1_every: int = 16, quantize_start: int = 0):
         self.rec_weight, self.codebook_weight, self.gan_weight = rec_weight, codebook_weight, gan_weight
         self.gan_start, self.r1_weight, self.r1_every = int(gan_start), r1_weight, max(1, int(r1_every))
+        # Steps of plain auto-encoder training (the decoder reads the unquantised latent) before
+        # the codebook comes in (0: the study). An EMA codebook (``codebook_ema``) is then
+        # initialised from latents that already carry the image; quantised from step 0 the quick
+        # preset's codebook collapses (README).
+        self.quantize_start = int(quantize_start)
 
     def setup(self, job, model, settings, device):
         if not isinstance(model, VQGAN):
@@ -94,13 +99,16 @@ class VQGANObjective(_Optimised):
         f = self.model.cfg.latent_factor
         if hr_b.shape[-1] % f or hr_b.shape[-2] % f:
             raise EmsrError(f"gpemsr stage I: HR patches of {tuple(hr_b.shape[-2:])} px are not multiples of "
-                            f"the latent cell ({f} px); choose patch_size * scale divisible by {f}")
+                            f"the latent cell ({f} px); choose a stage I patch_size (HR pixels) divisible by {f}")
         if hr_b.shape[-1] < self.disc.min_size() and self.gan_weight > 0:
             raise EmsrError(f"gpemsr stage I: HR patches of {hr_b.shape[-1]} px are smaller than the "
                             f"discriminator's {self.disc.min_size()} px receptive field")
         gan = self.gan_weight > 0 and step >= self.gan_start
         with devices.autocast(self.device):
-            rec, _, q_loss = self.model(hr_b)
+            if step < self.quantize_start:
+                rec, q_loss = self.model.decoder(self.model.encoder(hr_b)), torch.zeros((), device=hr_b.device)
+            else:
+                rec, _, q_loss = self.model(hr_b)
         rec = rec.float()
         rec_loss = F.l1_loss(rec, hr_b)
         loss = self.rec_weight * rec_loss + self.codebook_weight * q_loss.float()
@@ -216,7 +224,8 @@ class FusionObjective(_Optimised):
             sr, prior = self.model.forward_with_prior(lr_b)
         if sr.shape != hr_b.shape:
             raise EmsrError(f"gpemsr stage III: output {tuple(sr.shape)} for LR {tuple(lr_b.shape)}, expected {tuple(hr_b.shape)}")
-        rec = F.l1_loss(sr.float(), hr_b)
+        # the study's L1, or MSE where the stage's harness setting ``loss`` says so (quick preset)
+        rec = (F.mse_loss if self.settings.loss == "mse" else F.l1_loss)(sr.float(), hr_b)
         loss = self.rec_weight * rec
         out = {"rec": rec.item()}
         if self.ref_weight > 0:

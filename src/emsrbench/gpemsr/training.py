@@ -5,15 +5,18 @@ plus :func:`train`, all three in a row (the method contract's ``train(job)``).
 ``job.model_params`` are :func:`~.config.make_config`'s arguments (``preset``, ``variant``,
 setting overrides).  ``job.settings.stages`` holds the per-stage train settings under the
 names of :data:`STAGES`; each stage's ``objective`` mapping is its objective's keyword
-arguments.  Stage I trains on HR patches only (the HR side of the job's patch pairs, size
-``patch_size * scale``), stage II on the pairs (the centre LR section), stage III on the
+arguments.  Stage I trains on HR patches only (:class:`HRSampler`; its ``patch_size`` counts
+HR pixels, so the model does not depend on the scale), stage II on the pairs (the centre LR section), stage III on the
 2N+1-section pairs.  Only stage III is validated (the harness validation is an SR PSNR).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import EmsrError
 from ..pretrained import Pretrained
@@ -48,13 +51,50 @@ def _meta(cfg: GPEMSRConfig, stage: str) -> dict:
     return {"gpemsr_stage": stage, "gpemsr_config": cfg.as_dict()}
 
 
+class HRSampler:
+    """Stage I's batches: random HR patches of ``patch`` HR pixels (flips and rotations), the
+    same for every scale (one stage I model serves all), as ``(hr, hr)`` pairs for ``fit``."""
+
+    def __init__(self, files: list[str]):
+        from ..io import RAW_KEY, read_dataset
+
+        if not files:
+            raise EmsrError("gpemsr stage I: no training volumes given")
+        self.volumes = [read_dataset(f, RAW_KEY, dtype=np.uint8, ndim=3)[0] for f in files]
+        self.files = list(files)
+        sizes = np.array([v.size for v in self.volumes], dtype=float)
+        self.weights = sizes / sizes.sum()
+
+    def batch(self, rng, batch: int, patch: int, augment: bool):
+        import torch
+
+        out = []
+        for _ in range(batch):
+            i = rng.choice(len(self.volumes), p=self.weights)
+            vol = self.volumes[i]
+            z, h, w = vol.shape
+            if h < patch or w < patch:
+                raise EmsrError(f"{self.files[i]}: HR sections {h}x{w} are smaller than the stage I patch_size {patch} "
+                                "(stage I patch_size is in HR pixels)")
+            k, y, x = rng.integers(z), rng.integers(h - patch + 1), rng.integers(w - patch + 1)
+            p = vol[k, y : y + patch, x : x + patch]
+            if augment:
+                p = np.rot90(p, rng.integers(4))
+                if rng.integers(2):
+                    p = p[:, ::-1]
+            out.append(np.ascontiguousarray(p)[None])
+        hr = torch.from_numpy(np.stack(out)).float().div_(255.0)
+        return hr, hr
+
+
 def train_vqgan(job: TrainJob, out_path: Path, ckpt_dir: Path) -> Path:
-    """Stage I: the VQGAN on HR patches."""
+    """Stage I: the VQGAN on HR patches of ``stages.vqgan.patch_size`` HR pixels (independent
+    of ``job.scale``: the study trains one stage I model, on 512 px patches, for both scales)."""
     cfg = config_of(job)
     st = _settings(job, "vqgan")
     hr_only = dataclasses.replace(job, val_files=[])
     fit(hr_only, objective=_objective(VQGANObjective, job, "vqgan", st.objective), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
-        model=VQGAN(cfg), stage="I vqgan", meta=_meta(cfg, "vqgan"))
+        model=VQGAN(cfg), stage="I vqgan", meta=_meta(cfg, "vqgan"), sampler=HRSampler(job.train_files))
     return Path(out_path)
 
 
@@ -85,6 +125,12 @@ def train_fusion(job: TrainJob, vqgan_path: Path | None, indexer_path: Path | No
     """Stage III: the multi-image fusion network (writes the model inference reads)."""
     cfg = config_of(job)
     st = _settings(job, "fusion")
+    if st.objective.get("ref_weight") and not (cfg.mpf and cfg.mpf_mask):
+        # the reference loss compares the output with the prior image through the mask's VGG:
+        # the ablations without MPF or without the mask have neither, so train without it
+        print(f"gpemsr stage III: variant without {'MPF' if not cfg.mpf else 'the MPF mask'}: no reference loss "
+              f"(ref_weight {st.objective['ref_weight']} ignored)", file=sys.stderr)
+        st.objective = {k: v for k, v in st.objective.items() if k != "ref_weight"}
     model = build_fusion(job, vqgan_path, indexer_path)
     fit(job, objective=_objective(FusionObjective, job, "fusion", st.objective), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
         model=model, stage="III fusion", meta=_meta(cfg, "fusion"), prior_seconds=prior_seconds)

@@ -108,13 +108,52 @@ class Decoder(nn.Module):
 
 
 class Quantizer(nn.Module):
-    """The codebook (an ``nn.Embedding`` of ``codebook_size`` x ``latent_dim``)."""
+    """The codebook (an ``nn.Embedding`` of ``codebook_size`` x ``latent_dim``).
 
-    def __init__(self, codebook_size: int, latent_dim: int, beta: float = 1.0):
+    ``ema`` > 0 (a quick-preset deviation, see ``GPEMSRConfig.codebook_ema``): the codebook is
+    the EMA k-means estimate of the latents assigned to each code, not a trained parameter."""
+
+    def __init__(self, codebook_size: int, latent_dim: int, beta: float = 1.0, ema: float = 0.0):
         super().__init__()
         self.beta = float(beta)
+        self.ema = float(ema)
         self.codebook = nn.Embedding(codebook_size, latent_dim)
         nn.init.uniform_(self.codebook.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        if self.ema:
+            # k-means statistics; buffers, so they are checkpointed and handed to later stages
+            self.codebook.weight.requires_grad_(False)
+            self.register_buffer("cluster_size", torch.zeros(codebook_size))
+            self.register_buffer("embed_sum", torch.zeros(codebook_size, latent_dim))
+            self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    # a code whose EMA assignment count falls below this is dead and restarted
+    DEAD = 0.03
+
+    @torch.no_grad()
+    def _ema_update(self, z: torch.Tensor, indices: torch.Tensor | None) -> None:
+        flat = z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        k, d = self.size, self.ema
+        w = self.codebook.weight
+        if not bool(self.initialised):
+            # codes start at latents of the first batch (torch's RNG: fit seeds it per step)
+            pick = torch.randint(0, flat.shape[0], (k,), device=flat.device)
+            w.copy_(flat[pick])
+            self.embed_sum.copy_(flat[pick])
+            self.cluster_size.fill_(1.0)
+            self.initialised.fill_(True)
+            return
+        onehot = F.one_hot(indices.reshape(-1), k).to(flat.dtype)
+        self.cluster_size.mul_(d).add_(onehot.sum(0), alpha=1 - d)
+        self.embed_sum.mul_(d).add_(onehot.t() @ flat, alpha=1 - d)
+        n = self.cluster_size.sum()
+        smoothed = (self.cluster_size + 1e-5) / (n + k * 1e-5) * n  # Laplace smoothing
+        w.copy_(self.embed_sum / smoothed.unsqueeze(1))
+        dead = self.cluster_size < self.DEAD
+        if dead.any():
+            pick = torch.randint(0, flat.shape[0], (int(dead.sum()),), device=flat.device)
+            w[dead] = flat[pick]
+            self.embed_sum[dead] = flat[pick]
+            self.cluster_size[dead] = 1.0
 
     @property
     def size(self) -> int:
@@ -136,9 +175,16 @@ class Quantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(z_q with the straight-through gradient, indices, codebook + commitment loss)."""
         z = z.float()
+        if self.ema and self.training and not bool(self.initialised):
+            self._ema_update(z.detach(), None)
         indices = self.nearest(z.detach())
         zq = self.lookup(indices)
-        loss = F.mse_loss(z, zq.detach()) + self.beta * F.mse_loss(zq, z.detach())
+        if self.ema:  # the codebook moves by its EMA; only the commitment term is a loss
+            loss = F.mse_loss(z, zq.detach())
+            if self.training:
+                self._ema_update(z.detach(), indices)
+        else:
+            loss = F.mse_loss(z, zq.detach()) + self.beta * F.mse_loss(zq, z.detach())
         return z + (zq - z).detach(), indices, loss
 
 
@@ -149,7 +195,7 @@ class VQGAN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        self.quantizer = Quantizer(cfg.codebook_size, cfg.latent_dim, cfg.beta)
+        self.quantizer = Quantizer(cfg.codebook_size, cfg.latent_dim, cfg.beta, cfg.codebook_ema)
         self.decoder = Decoder(cfg)
 
     def forward(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -2,6 +2,11 @@
 
 ``scores`` needs numpy/scipy/fastremap only; ``agglomerate`` imports mahotas and waterz when
 fragments or segmentations are computed, so importing this package stays cheap.
+
+The networks and the workflow stage import torch and are imported by name: ``superhuman`` and
+``mala`` (the architectures and their presets), ``networks`` (one interface, model files),
+``training`` (affinity sampler and weighted-MSE objective for :func:`emsrbench.train.fit`),
+``blockwise`` (Gaussian-blended blockwise inference) and ``stage`` (segment a volume, score it).
 """
 
 from .affinities import affinities_from_labels, class_balance_weights, widen_borders

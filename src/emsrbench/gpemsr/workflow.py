@@ -1,0 +1,136 @@
+"""GPEMSR's three stages as workflow jobs (``workflow/rules/gpemsr.smk``).
+
+Stage I is trained once per stage I setting (not per scale: it sees HR patches only), stage II
+once per scale and indexer setting, stage III once per scale and variant.  Stage files are
+named by :func:`~.config.stage_key` of the settings they depend on, so the ablation variants
+that leave stages I and II alone (MPF without mask, without POD, without 3DA) reuse the full
+model's, while the attention ablations get their own; "without MPF" needs neither.
+
+Paths (``<results>/models/<method>/``): ``stage1-<key>.pt``, ``x<scale>/stage2-<key>.pt``,
+then the model inference reads, ``x<scale>/model.pt`` (the method's own row) or
+``<variant>/x<scale>/model.pt`` (an ablation row).  Each stage checkpoints under a
+``checkpoints/`` folder beside its file and resumes from it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from ..errors import EmsrError
+from .config import GPEMSRConfig, make_config, stage_key
+
+
+def config(model_params: dict, scale: int | None = None) -> GPEMSRConfig:
+    params = dict(model_params)
+    return make_config(params.pop("preset", "paper"), params.pop("variant", "full"), scale, **params)
+
+
+class StagePlan:
+    """Which stage files every (method, scale, variant) of a :class:`~emsrbench.plan.Plan`
+    needs, for the methods trained by ``gpemsr.smk``."""
+
+    RULES = "gpemsr"
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.methods = plan.staged(self.RULES)
+        self.stage1: dict[tuple[str, str], str] = {}  # (method, key) -> a variant that has it
+        self.stage2: dict[tuple[str, str, int], str] = {}
+        for m in self.methods:
+            for v in plan.method(m).variants or ("full",):
+                for s in plan.scales:
+                    cfg = self.config(m, s, v)
+                    if cfg.mpf:
+                        self.stage1.setdefault((m, stage_key(cfg, "vqgan")), v)
+                        self.stage2.setdefault((m, stage_key(cfg, "indexer"), int(s)), v)
+
+    def config(self, method: str, scale, variant: str) -> GPEMSRConfig:
+        return config(self.plan.preset_of(method, int(scale), variant)["model"], int(scale))
+
+    def own_variant(self, method: str) -> str:
+        return (self.plan.method(method).variants or ("full",))[0]
+
+    # -- files ------------------------------------------------------------------------
+    def stage1_file(self, method: str, key: str) -> str:
+        return str(self.plan.results / "models" / method / f"stage1-{key}.pt")
+
+    def stage2_file(self, method: str, scale, key: str) -> str:
+        return str(self.plan.results / "models" / method / f"x{scale}" / f"stage2-{key}.pt")
+
+    def model_file(self, method: str, scale, variant: str) -> str:
+        if variant == self.own_variant(method):
+            return self.plan.model_file(method, scale)
+        return self.plan.variant_model_file(method, variant, scale)
+
+    def prior_files(self, method: str, scale, variant: str) -> dict[str, str]:
+        """Stage I and II files the stage III model of ``variant`` loads ({} without MPF)."""
+        cfg = self.config(method, scale, variant)
+        if not cfg.mpf:
+            return {}
+        return {"stage1": self.stage1_file(method, stage_key(cfg, "vqgan")),
+                "stage2": self.stage2_file(method, scale, stage_key(cfg, "indexer"))}
+
+    def variant_of_stage1(self, method: str, key: str) -> str:
+        try:
+            return self.stage1[(method, key)]
+        except KeyError:
+            raise EmsrError(f"gpemsr: no variant of '{method}' has stage I settings {key} in this config") from None
+
+    def variant_of_stage2(self, method: str, scale, key: str) -> str:
+        try:
+            return self.stage2[(method, key, int(scale))]
+        except KeyError:
+            raise EmsrError(f"gpemsr: no variant of '{method}' has x{scale} stage II settings {key} in this config") from None
+
+    def stage1_scale(self) -> int:
+        """The scale whose degraded training files stage I reads the HR sections of (the
+        smallest: the least cropped; stage I itself does not depend on the scale)."""
+        return min(self.plan.scales)
+
+    def all_stage_files(self) -> list[str]:
+        return ([self.stage1_file(m, k) for m, k in self.stage1]
+                + [self.stage2_file(m, s, k) for m, k, s in self.stage2])
+
+
+def run_stage(smk) -> None:
+    """The body of one stage job: ``smk.params.stage`` is "vqgan", "indexer" or "fusion"."""
+    from ..plan import Plan
+    from ..pretrained import Pretrained
+    from ..train import TrainJob, TrainSettings
+    from . import training
+
+    plan = Plan(smk.config, methods_dir=smk.params.methods_dir)
+    method = plan.method(smk.wildcards.method)
+    stage = smk.params.stage
+    scale = int(smk.params.scale)
+    source = f"{method.name} {stage} train settings"
+    job = TrainJob(
+        method=method,
+        scale=scale,
+        preset=smk.params.preset,
+        model_params=dict(smk.params.model),
+        settings=TrainSettings.merged(*smk.params.settings, source=source),
+        train_files=list(smk.input.train),
+        val_files=list(getattr(smk.input, "val", [])),
+        out_path=Path(smk.output[0]),
+        ckpt_dir=Path(smk.params.ckpt_dir),
+        threads=smk.threads,
+        pretrained=Pretrained(smk.params.pretrained_dir),
+    )
+    print(f"gpemsr stage {stage}: {method.name} x{scale} variant {job.model_params.get('variant', 'full')}", file=sys.stderr)
+    if stage == "vqgan":
+        training.train_vqgan(job, job.out_path, job.ckpt_dir)
+    elif stage == "indexer":
+        training.train_indexer(job, Path(smk.input.stage1), job.out_path, job.ckpt_dir)
+    elif stage == "fusion":
+        prior = [Path(p) for p in (getattr(smk.input, "stage1", None), getattr(smk.input, "stage2", None)) if p]
+        # the model file's training time covers every stage it depends on (a stage I model
+        # shared by both scales counts in each)
+        seconds = sum(float(torch.load(p, map_location="cpu", weights_only=True)["train_seconds"]) for p in prior)
+        training.train_fusion(job, prior[0] if prior else None, prior[1] if prior else None, job.out_path,
+                              job.ckpt_dir, prior_seconds=seconds)
+    else:
+        raise EmsrError(f"gpemsr: unknown stage '{stage}' (vqgan, indexer, fusion)")

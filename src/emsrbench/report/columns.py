@@ -1,0 +1,66 @@
+"""What each metric is called on the page, which way is better, and how it is printed.
+
+A metric that is not listed here (a column added later) is still shown, under its own name,
+never highlighted as best, so new tidy rows reach the page without touching the report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    better: int  # +1 higher is better, -1 lower is better, 0 not ranked (cost, counts)
+    group: str  # "image" | "segmentation" | "cost" | "other"
+    digits: int = 3
+    unit: str = ""
+
+
+METRICS = {m.key: m for m in [
+    Metric("psnr", "PSNR", +1, "image", 2, "dB"),
+    Metric("psnr_volume", "PSNR (vol)", +1, "image", 2, "dB"),
+    Metric("ssim", "SSIM", +1, "image", 4),
+    Metric("lpips", "LPIPS", -1, "image", 4),
+    Metric("voi_split", "VOI split", -1, "segmentation", 4, "bits"),
+    Metric("voi_merge", "VOI merge", -1, "segmentation", 4, "bits"),
+    Metric("voi_sum", "VOI sum", -1, "segmentation", 4, "bits"),
+    Metric("arand", "ARAND", -1, "segmentation", 4),
+    Metric("cremi_score", "CREMI score", -1, "segmentation", 4),
+    Metric("parameters", "Params", 0, "cost"),
+    Metric("train_seconds", "Train s", 0, "cost"),
+    Metric("infer_s_per_mp", "Infer s/MP", 0, "cost"),
+    Metric("macs_per_mp", "MACs/MP", 0, "cost"),
+    Metric("peak_mem_mib", "Peak MiB", 0, "cost"),
+]}
+GROUP_ORDER = ["image", "segmentation", "cost", "other"]
+GROUP_LABELS = {"image": "Image quality", "segmentation": "Segmentation", "cost": "Cost", "other": "Other"}
+
+
+def spec(key: str) -> Metric:
+    return METRICS.get(key) or Metric(key, key, 0, "other")
+
+
+def sort_key(key: str) -> tuple:
+    keys = list(METRICS)
+    m = spec(key)
+    return GROUP_ORDER.index(m.group), keys.index(key) if key in keys else len(keys), key
+
+
+def is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def fmt(key: str, v) -> str:
+    if is_missing(v):
+        return "n/a"
+    v = float(v)
+    if key == "parameters":
+        return f"{v / 1e6:.3f} M" if v >= 1e4 else f"{int(v)}"
+    m = spec(key)
+    if m.group in ("image", "segmentation"):
+        return f"{v:.{m.digits}f}"
+    return f"{v:.3g}"

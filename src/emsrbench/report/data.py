@@ -1,0 +1,149 @@
+"""The report's rows: tidy metric tables joined with the run plan and the failure records.
+
+Tidy tables have the columns of :data:`emsrbench.evaluate.COLUMNS`; later stages add optional
+ones, read when present: ``segmenter`` (the affinity network behind a segmentation metric,
+empty for image metrics), ``variant`` (an ablation of a method, empty for the method itself)
+and ``ci_low`` / ``ci_high`` (a confidence interval of the value).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import EmsrError
+from ..evaluate import COLUMNS
+from ..failures import Failure
+from .columns import sort_key
+
+OPTIONAL = {"segmenter": "", "variant": "", "ci_low": math.nan, "ci_high": math.nan}
+# Tables written before a column joined evaluate.COLUMNS stay readable: optional ones are filled.
+REQUIRED = [c for c in COLUMNS if c not in OPTIONAL]
+TEXT = ["method", "display_name", "family", "preset", "metric", "note", "segmenter", "variant"]
+# The HR test volume's own segmentation scores: the upper bound, shown but never ranked.
+REFERENCE = "hr"
+
+
+def load_tidy(paths: list[str | Path]) -> pd.DataFrame:
+    frames = []
+    for p in paths:
+        try:
+            df = pd.read_csv(p)
+        except (OSError, ValueError) as err:
+            raise EmsrError(f"{p}: not a readable metrics table ({err})") from None
+        missing = set(REQUIRED) - set(df.columns)
+        if missing:
+            raise EmsrError(f"{p}: not a metrics table (missing columns {sorted(missing)})")
+        for col, default in OPTIONAL.items():
+            if col not in df.columns:
+                df[col] = default
+        frames.append(df[REQUIRED + list(OPTIONAL)])
+    if not frames:
+        return pd.DataFrame(columns=REQUIRED + list(OPTIONAL))
+    tidy = pd.concat(frames, ignore_index=True)
+    for col in TEXT:
+        tidy[col] = tidy[col].astype(object).where(tidy[col].notna(), "").astype(str)
+    tidy["scale"] = tidy["scale"].astype(int)
+    for col in ("value", "ci_low", "ci_high"):
+        tidy[col] = pd.to_numeric(tidy[col], errors="coerce")
+    key = ["method", "variant", "scale", "metric", "segmenter"]
+    dup = tidy[tidy.duplicated(key)]
+    if len(dup):
+        r = dup.iloc[0]
+        seg = f" ({r['segmenter']})" if r["segmenter"] else ""
+        raise EmsrError(f"report: {r['method']} x{r['scale']} has '{r['metric']}'{seg} more than once in the metrics tables")
+    return tidy
+
+
+@dataclass(frozen=True)
+class Cell:
+    value: float
+    note: str = ""
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+
+
+@dataclass
+class Row:
+    """One method (or ablation variant) at one scale, as the leaderboard shows it."""
+
+    method: str
+    display_name: str
+    family: str
+    preset: str
+    scale: int
+    variant: str = ""
+    status: str = "ok"  # ok | failed | not run
+    cells: dict = field(default_factory=dict)  # (metric, segmenter) -> Cell
+    failures: list = field(default_factory=list)  # Failure records that concern this row
+
+    def value(self, metric: str, segmenter: str = "") -> float:
+        cell = self.cells.get((metric, segmenter))
+        return math.nan if cell is None else cell.value
+
+    @property
+    def reference(self) -> bool:
+        return self.method == REFERENCE
+
+    @property
+    def label(self) -> str:
+        if self.reference:
+            return "HR (upper bound)"
+        return f"{self.display_name} [{self.variant}]" if self.variant else self.display_name
+
+
+@dataclass
+class Planned:
+    """What the plan says should be on the page: methods (name -> display name, family)."""
+
+    methods: dict
+    scales: list
+    preset: str
+
+
+def build_rows(tidy: pd.DataFrame, planned: Planned, failures: list[Failure]) -> list[Row]:
+    """Every planned method x scale (ok, failed or not run) plus every variant that has rows."""
+    rows = {}
+    for (method, variant, scale), g in tidy.groupby(["method", "variant", "scale"], sort=False):
+        first = g.iloc[0]
+        row = Row(method, first["display_name"], first["family"], first["preset"], int(scale), variant)
+        for r in g.itertuples():
+            row.cells[(r.metric, r.segmenter)] = Cell(r.value, r.note, r.ci_low, r.ci_high)
+        rows[(method, variant, int(scale))] = row
+    for method, (display, family) in planned.methods.items():
+        for scale in planned.scales:
+            row = rows.get((method, "", int(scale)))
+            concerned = [f for f in failures if f.concerns(method, scale) and f.wildcards.get("variant", "") == ""]
+            if row is None:
+                row = Row(method, display, family, planned.preset, int(scale), status="failed" if concerned else "not run")
+                rows[(method, "", int(scale))] = row
+            row.failures = concerned
+    for row in rows.values():
+        if row.variant:
+            row.failures = [f for f in failures if f.concerns(row.method, row.scale) and f.wildcards.get("variant") == row.variant]
+    return sorted(rows.values(), key=_order)
+
+
+def _order(row: Row):
+    psnr = row.value("psnr")
+    return (row.scale, row.status != "ok", bool(row.variant), not row.reference,
+            -psnr if not math.isnan(psnr) else math.inf, row.label)
+
+
+def columns(rows: list[Row], scale: int | None = None) -> list[tuple[str, str]]:
+    """The (metric, segmenter) columns that any row (at ``scale``) has, in display order."""
+    keys = {k for r in rows if scale is None or r.scale == scale for k in r.cells}
+    return sorted(keys, key=lambda k: (sort_key(k[0])[0], k[1], sort_key(k[0])[1:]))
+
+
+def flags(tidy: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(missing-value reasons per metric, per-row flags), as in the Markdown leaderboard."""
+    notes = tidy["note"]
+    missing = tidy[notes.str.startswith("missing")][["metric", "note"]].drop_duplicates()
+    flagged = (tidy.assign(flag=notes.str.findall(r"flag: [^;]+")).explode("flag")
+               .dropna(subset=["flag"])[["method", "variant", "scale", "flag"]].drop_duplicates())
+    return ([f"{r.metric}: {r.note}" for r in missing.itertuples()],
+            [f"{r.method}{' [' + r.variant + ']' if r.variant else ''} x{r.scale}: {r.flag}" for r in flagged.itertuples()])

@@ -1,0 +1,188 @@
+"""The report's figures (seaborn on matplotlib's Agg backend), as PNG bytes.
+
+A figure whose data is absent (no segmentation metrics yet, a single method) is skipped with
+the reason, which the page prints instead of an empty plot.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on cluster nodes; also keeps figures off any GUI event loop
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .columns import sort_key, spec  # noqa: E402
+from .data import Row  # noqa: E402
+
+DPI = 100
+# PSNR over the whole volume repeats the per-section PSNR in a bar chart; the table has it.
+BAR_SKIP = {"psnr_volume", "voi_sum"}
+FRAME_COLUMNS = ["label", "method", "scale", "metric", "segmenter", "value", "ci_low", "ci_high"]
+
+
+@dataclass(frozen=True)
+class Plot:
+    name: str  # file stem under the figures folder
+    title: str
+    caption: str
+    png: bytes
+
+
+def frame(rows: list[Row]) -> pd.DataFrame:
+    """Long table of the leaderboard rows that ran, with VOI sum derived from split + merge."""
+    recs = []
+    for r in rows:
+        if r.status != "ok" or r.variant:
+            continue
+        base = {"label": r.label, "method": r.method, "scale": f"{r.scale}x"}
+        for (metric, seg), c in r.cells.items():
+            recs.append({**base, "metric": metric, "segmenter": seg, "value": c.value, "ci_low": c.ci_low,
+                         "ci_high": c.ci_high})
+        for seg in {s for (m, s) in r.cells if m == "voi_split"}:
+            if ("voi_merge", seg) in r.cells and ("voi_sum", seg) not in r.cells:
+                v = r.value("voi_split", seg) + r.value("voi_merge", seg)
+                recs.append({**base, "metric": "voi_sum", "segmenter": seg, "value": v, "ci_low": np.nan,
+                             "ci_high": np.nan})
+    return pd.DataFrame(recs, columns=FRAME_COLUMNS).dropna(subset=["value"])
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _title(metric: str, seg: str) -> str:
+    m = spec(metric)
+    arrow = {1: " (higher is better)", -1: " (lower is better)"}.get(m.better, "")
+    return f"{m.label}{' (' + seg + ')' if seg else ''}{arrow}"
+
+
+def _has_ci(d: pd.DataFrame) -> bool:
+    return bool(d[["ci_low", "ci_high"]].notna().all(axis=1).any())
+
+
+def metric_bars(df: pd.DataFrame, order: list[str]) -> Plot | str:
+    keys = [(m, s) for m, s in df[["metric", "segmenter"]].drop_duplicates().itertuples(index=False)
+            if spec(m).better and m not in BAR_SKIP]
+    keys.sort(key=lambda k: (sort_key(k[0]), k[1]))
+    if not keys:
+        return "no quality metric has a value"
+    scales = sorted(df["scale"].unique(), key=lambda s: int(s[:-1]))
+    ncols = min(3, len(keys))
+    nrows = -(-len(keys) // ncols)
+    width = max(4.0, 0.55 * len(order) * max(1, len(scales)) + 1.5)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 3.4 * nrows), squeeze=False)
+    for i, (ax, (metric, seg)) in enumerate(zip(axes.flat, keys)):
+        d = df[(df["metric"] == metric) & (df["segmenter"] == seg)]
+        x_order = [o for o in order if o in set(d["label"])]
+        sns.barplot(data=d, x="label", y="value", hue="scale", order=x_order, hue_order=scales, errorbar=None, ax=ax,
+                    palette="viridis")
+        if _has_ci(d):
+            _bar_errors(ax, d, x_order, scales)
+        ax.set_title(_title(metric, seg), fontsize=10)
+        if i > 0 and ax.get_legend() is not None:
+            ax.get_legend().remove()  # one legend for the figure: the scales are the same in every panel
+        ax.set_xlabel("")
+        ax.set_ylabel(spec(metric).unit)
+        ax.tick_params(axis="x", rotation=30)
+        for t in ax.get_xticklabels():
+            t.set_horizontalalignment("right")
+        lo, hi = d["value"].min(), d["value"].max()
+        if spec(metric).group == "image" and lo > 0:
+            # PSNR differences of tenths of a dB vanish on a zero-based axis.
+            pad = max(hi - lo, abs(hi) * 0.02) * 0.6
+            ax.set_ylim(max(0.0, lo - pad), hi + pad)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return Plot("metrics", "Metrics per method and scale",
+                "One bar per method and scale; error bars are confidence intervals where the metrics carry them.",
+                _png(fig))
+
+
+def _bar_errors(ax, d: pd.DataFrame, x_order: list[str], scales: list[str]) -> None:
+    ci = {(r.label, r.scale): (r.value, r.ci_low, r.ci_high) for r in d.itertuples()}
+    for container, scale in zip(ax.containers, scales):
+        for bar in container:
+            xi = int(round(bar.get_x() + bar.get_width() / 2))
+            if not 0 <= xi < len(x_order) or (x_order[xi], scale) not in ci:
+                continue
+            v, lo, hi = ci[(x_order[xi], scale)]
+            if np.isfinite(lo) and np.isfinite(hi):
+                ax.errorbar(bar.get_x() + bar.get_width() / 2, v, yerr=[[v - lo], [hi - v]], color="black",
+                            capsize=3, lw=1)
+
+
+def _scatter(ax, d: pd.DataFrame, x: str, y: str, order: list[str]) -> None:
+    pts = d.pivot_table(index=["label", "scale"], columns="metric", values=["value", "ci_low", "ci_high"])
+    pts.columns = [f"{a}:{b}" for a, b in pts.columns]
+    pts = pts.dropna(subset=[f"value:{x}", f"value:{y}"]).reset_index()
+    sns.scatterplot(data=pts, x=f"value:{x}", y=f"value:{y}", hue="label", hue_order=[o for o in order if o in set(pts["label"])],
+                    style="scale", s=70, ax=ax, palette="tab10")
+    for axis, key in (("x", x), ("y", y)):
+        lo, hi = pts.get(f"ci_low:{key}"), pts.get(f"ci_high:{key}")
+        if lo is None or hi is None or not (lo.notna() & hi.notna()).any():
+            continue
+        ok = lo.notna() & hi.notna()
+        v = pts.loc[ok, f"value:{key}"]
+        err = np.vstack([v - lo[ok], hi[ok] - v])
+        kw = {"xerr": err} if axis == "x" else {"yerr": err}
+        ax.errorbar(pts.loc[ok, f"value:{x}"], pts.loc[ok, f"value:{y}"], fmt="none", ecolor="grey", lw=1, **kw)
+    ax.set_xlabel(_title(x, ""))
+    ax.set_ylabel(_title(y, ""))
+    ax.legend(fontsize=7, loc="best")
+
+
+def psnr_vs_voi(df: pd.DataFrame, order: list[str]) -> Plot | str:
+    segs = sorted(df.loc[df["metric"] == "voi_sum", "segmenter"].unique())
+    if not segs:
+        return "no segmentation metrics (VOI split and merge) yet"
+    fig, axes = plt.subplots(1, len(segs), figsize=(5.5 * len(segs), 4.2), squeeze=False)
+    for ax, seg in zip(axes.flat, segs):
+        d = pd.concat([df[df["metric"] == "psnr"], df[(df["metric"] == "voi_sum") & (df["segmenter"] == seg)]])
+        _scatter(ax, d, "psnr", "voi_sum", order)
+        ax.set_title(f"segmentation by {seg}", fontsize=10)
+    fig.tight_layout()
+    return Plot("psnr_vs_voi", "PSNR versus VOI sum",
+                "Each point is a method at one scale; VOI sum = VOI split + VOI merge (bits) of the SR volume's "
+                "segmentation against the ground truth. Down and to the right is better.", _png(fig))
+
+
+def cost_vs_quality(df: pd.DataFrame, order: list[str]) -> Plot | str:
+    costs = [c for c in ("infer_s_per_mp", "parameters") if (df["metric"] == c).any()]
+    if not costs or not (df["metric"] == "psnr").any():
+        return "no cost or PSNR values"
+    fig, axes = plt.subplots(1, len(costs), figsize=(5.5 * len(costs), 4.2), squeeze=False)
+    for ax, cost in zip(axes.flat, costs):
+        _scatter(ax, df[df["metric"].isin([cost, "psnr"])], cost, "psnr", order)
+        # bicubic has 0 parameters and near-0 time: symlog keeps it on a log-like axis.
+        positive = df.loc[(df["metric"] == cost) & (df["value"] > 0), "value"]
+        ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
+        ax.set_xlim(left=0)
+    fig.tight_layout()
+    return Plot("cost_vs_quality", "Cost versus quality",
+                "PSNR against inference seconds per output megapixel (on the device each job ran on) and against "
+                "learned parameters. Up and to the left is better.", _png(fig))
+
+
+def draw(rows: list[Row]) -> tuple[list[Plot], list[str]]:
+    """All figures that have data, and a reason for each one skipped."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    df = frame(rows)
+    order = list(dict.fromkeys(r.label for r in rows if r.status == "ok" and not r.variant))
+    plots, skipped = [], []
+    if df.empty:
+        return [], ["no metrics yet: every figure needs at least one row that ran"]
+    for make, title in ((metric_bars, "Metrics per method and scale"), (psnr_vs_voi, "PSNR versus VOI sum"),
+                        (cost_vs_quality, "Cost versus quality")):
+        out = make(df, order)
+        (plots.append(out) if isinstance(out, Plot) else skipped.append(f"{title}: {out}"))
+    return plots, skipped

@@ -1,0 +1,177 @@
+"""HTML tables: the sortable leaderboard per scale and the ablation tables of GPEMSR.
+
+Cells carry their raw value in ``data-v`` for the page's sorter; missing values sort last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from html import escape
+
+from .columns import GROUP_LABELS, fmt, is_missing, spec
+from .data import Row, columns
+
+
+def _header(metric: str, segmenter: str, inline: bool = False) -> str:
+    m = spec(metric)
+    arrow = {1: " &uarr;", -1: " &darr;"}.get(m.better, "")
+    sub = ""
+    if segmenter:
+        sub = f" ({escape(segmenter)})" if inline else f"<br><small>{escape(segmenter)}</small>"
+    title = {1: "higher is better", -1: "lower is better"}.get(m.better, "not ranked")
+    return f'<th class="num" title="{escape(metric)}: {title}">{escape(m.label)}{arrow}{sub}</th>'
+
+
+def _best(rows: list[Row], cols) -> dict:
+    best = {}
+    for metric, seg in cols:
+        better = spec(metric).better
+        values = [r.value(metric, seg) for r in rows if r.status == "ok" and not r.reference]
+        values = [v for v in values if not math.isnan(v)]
+        if better and values:
+            best[(metric, seg)] = max(values) if better > 0 else min(values)
+    return best
+
+
+def _cell(row: Row, metric: str, seg: str, best: dict) -> str:
+    cell = row.cells.get((metric, seg))
+    if cell is None or is_missing(cell.value):
+        seg_failure = next((f for f in row.failures if seg and seg in (f.wildcards.get("net"), f.wildcards.get("segmenter"))), None)
+        if seg_failure is not None:
+            return f'<td class="num failed-cell" title="{escape(seg_failure.job + ": " + seg_failure.reason)}">failed</td>'
+        why = cell.note if cell is not None else "not computed for this row"
+        return f'<td class="num missing" title="{escape(why)}">n/a</td>'
+    classes = ["num"]
+    if (metric, seg) in best and cell.value == best[(metric, seg)] and not row.reference:
+        classes.append("best")
+    ci = ""
+    if not (is_missing(cell.ci_low) or is_missing(cell.ci_high)):
+        ci = f'<span class="ci">[{fmt(metric, cell.ci_low)}, {fmt(metric, cell.ci_high)}]</span>'
+    title = f' title="{escape(cell.note)}"' if cell.note else ""
+    return f'<td class="{" ".join(classes)}" data-v="{cell.value!r}"{title}>{fmt(metric, cell.value)}{ci}</td>'
+
+
+def _name_cell(row: Row) -> str:
+    warn = ""
+    if row.status == "ok" and row.failures:
+        reasons = "; ".join(f"{f.job}: {f.reason}" for f in row.failures)
+        warn = f' <span class="warn" title="{escape(reasons)}">&#9888;</span>'
+    return f'<td data-v="{escape(row.label)}">{escape(row.label)}{warn}</td>'
+
+
+def leaderboard(rows: list[Row], scale: int) -> str:
+    """The leaderboard at one scale: every planned method, failed or not-run rows last."""
+    rows = [r for r in rows if r.scale == scale and not r.variant]
+    cols = columns(rows, scale)
+    best = _best(rows, cols)
+    groups = []
+    for metric, seg in cols:
+        label = GROUP_LABELS[spec(metric).group] + (f" ({seg})" if seg else "")
+        if groups and groups[-1][0] == label:
+            groups[-1][1] += 1
+        else:
+            groups.append([label, 1])
+    top = '<th colspan="3"></th>' + "".join(f'<th colspan="{n}" class="group">{escape(g)}</th>' for g, n in groups)
+    head = "<th>Method</th><th>Family</th><th>Preset</th>" + "".join(_header(m, s) for m, s in cols)
+    body = []
+    for r in rows:
+        lead = _name_cell(r) + f"<td>{escape(r.family)}</td><td>{escape(r.preset)}</td>"
+        if r.status != "ok":
+            if r.failures:
+                text = "failed: " + "; ".join(f"{f.job}: {f.reason}" for f in r.failures)
+            else:
+                text = "not run: no metrics and no failure record (run the workflow for this row)"
+            body.append(f'<tr class="{r.status.replace(" ", "-")}" data-status="{escape(r.status)}">{lead}'
+                        f'<td class="reason" colspan="{max(len(cols), 1)}">{escape(text)}</td></tr>')
+        else:
+            ref = ' class="reference"' if r.reference else ""
+            body.append(f'<tr data-status="ok"{ref}>{lead}' + "".join(_cell(r, m, s, best) for m, s in cols) + "</tr>")
+    return (f'<div class="scroll"><table class="board sortable" id="leaderboard-x{scale}"><thead><tr>{top}</tr>'
+            f'<tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
+
+
+# -- ablations ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Component:
+    label: str  # column header
+    variant: str  # the variant that removes it
+    on: str
+    off: str
+
+
+@dataclass(frozen=True)
+class Ablation:
+    title: str
+    components: tuple
+    metrics: tuple  # metric keys; "voi_split" expands to one column per segmenter
+
+
+ABLATIONS = [
+    Ablation("Attention in the stage-I encoder and decoder (as supplement Table 2)",
+             (Component("Encoder", "no_encoder_attention", "w Att.", "w/o Att."),
+              Component("Decoder", "no_decoder_attention", "w Att.", "w/o Att.")),
+             ("psnr", "lpips")),
+    Ablation("The mask in the MPF module (as supplement Table 5)",
+             (Component("Method", "no_mpf_mask", "w mask", "w/o mask"),),
+             ("psnr", "lpips", "voi_split")),
+    Ablation("Stage-III modules (as supplement Fig. 6)",
+             (Component("MPF", "no_mpf", "&#10003;", "&#10007;"), Component("POD", "no_pod", "&#10003;", "&#10007;"),
+              Component("3DA", "no_3da", "&#10003;", "&#10007;")),
+             ("psnr", "ssim", "lpips", "voi_split")),
+]
+KNOWN_VARIANTS = {c.variant for a in ABLATIONS for c in a.components}
+
+
+def _expand(metrics, rows: list[Row]) -> list[tuple[str, str]]:
+    segs = sorted({s for r in rows for (m, s) in r.cells if m == "voi_split" and s})
+    out = []
+    for m in metrics:
+        out += [(m, s) for s in segs] if spec(m).group == "segmentation" else [(m, "")]
+    return [c for c in out if any(c in r.cells for r in rows)]
+
+
+def _ablation_table(ab: Ablation, full: Row | None, variants: list[Row]) -> str:
+    by_variant = {r.variant: r for r in variants}
+    order = [by_variant[c.variant] for c in ab.components if c.variant in by_variant]
+    table_rows = order + ([full] if full is not None else [])
+    cols = _expand(ab.metrics, table_rows)
+    best = _best(table_rows, cols)
+    head = "".join(f"<th>{c.label}</th>" for c in ab.components) + "".join(_header(m, s, inline=True) for m, s in cols)
+    body = []
+    for r in table_rows:
+        marks = "".join(f"<td>{c.off if r.variant == c.variant else c.on}</td>" for c in ab.components)
+        if r.status != "ok":
+            body.append(f'<tr class="failed">{marks}<td class="reason" colspan="{max(len(cols), 1)}">failed: '
+                        f'{escape("; ".join(f.reason for f in r.failures))}</td></tr>')
+            continue
+        body.append(f"<tr>{marks}" + "".join(_cell(r, m, s, best) for m, s in cols) + "</tr>")
+    return f'<table class="ablation"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def ablations(rows: list[Row]) -> list[tuple[str, str]]:
+    """(caption, table HTML) for every method x scale that has variant rows."""
+    out = []
+    variant_rows = [r for r in rows if r.variant]
+    for method, scale in sorted({(r.method, r.scale) for r in variant_rows}):
+        mine = [r for r in variant_rows if (r.method, r.scale) == (method, scale)]
+        full = next((r for r in rows if (r.method, r.scale, r.variant) == (method, scale, "") and r.status == "ok"), None)
+        name = mine[0].display_name
+        for ab in ABLATIONS:
+            present = [r for r in mine if r.variant in {c.variant for c in ab.components}]
+            if present:
+                out.append((f"{name} {scale}x: {ab.title}", _ablation_table(ab, full, present)))
+        other = [r for r in mine if r.variant not in KNOWN_VARIANTS]
+        if other:
+            out.append((f"{name} {scale}x: other variants", _other_table(other + ([full] if full else []))))
+    return out
+
+
+def _other_table(rows: list[Row]) -> str:
+    cols = [c for c in columns(rows) if spec(c[0]).group in ("image", "segmentation")]
+    best = _best(rows, cols)
+    head = "<th>Variant</th>" + "".join(_header(m, s) for m, s in cols)
+    body = "".join(f"<tr><td>{escape(r.variant or '(full model)')}</td>" + "".join(_cell(r, m, s, best) for m, s in cols)
+                   + "</tr>" for r in rows)
+    return f'<table class="ablation"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

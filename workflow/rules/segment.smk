@@ -1,0 +1,91 @@
+# Segmentation evaluation (issue #5): two affinity networks trained once on HR training data,
+# then HR ("hr", the upper bound), bicubic and every method's SR test volume segmented
+# (blockwise affinities, 2D fragments + waterz) and scored against the test labels.
+SEG = PLAN.segmentation()
+SEG_NETS = PLAN.segment_networks() or ["__none__"]
+SEG_TRAIN_RES = PLAN.segment_resources("train")
+SEG_INFER_RES = PLAN.segment_resources("infer")
+
+
+rule train_segmenter:
+    input:
+        train=PLAN.segment_train_files(),
+    output:
+        f"{RESULTS}/segmenters/{{net}}/model.pt",
+    params:
+        preset=SEG["preset"],
+        override=SEG["train"],
+        ckpt_dir=lambda w: f"{RESULTS}/segmenters/{w.net}/checkpoints",
+    wildcard_constraints:
+        net="|".join(n for n in SEG_NETS if PLAN.segmenter_trained(n)) or "__none__",
+    threads: SEG_TRAIN_RES["cpus"]
+    resources:
+        mem_mb=SEG_TRAIN_RES["mem_mb"],
+        runtime=SEG_TRAIN_RES["runtime"],
+        gpu=SEG_TRAIN_RES["gpus"],
+    log:
+        f"{RESULTS}/logs/train_segmenter/{{net}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_segmenter/{{net}}.tsv"
+    # Safe to retry: training resumes from its checkpoints and writes its output atomically.
+    retries: 2
+    conda:
+        "../../envs/emsrbench.yaml"
+    script:
+        "../scripts/train_segmenter.py"
+
+
+rule segment:
+    input:
+        raw=lambda w: PLAN.segment_raw(w.method, w.scale),
+        model=lambda w: PLAN.segmenter_file(w.net),
+    output:
+        f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}.h5",
+    params:
+        preset=SEG["preset"],
+        thresholds=SEG["thresholds"],
+        scoring=SEG["scoring"],
+        inference=SEG["inference"],
+    wildcard_constraints:
+        net="|".join(SEG_NETS),
+        method="|".join(PLAN.segment_methods()),
+    threads: SEG_INFER_RES["cpus"]
+    resources:
+        mem_mb=SEG_INFER_RES["mem_mb"],
+        runtime=SEG_INFER_RES["runtime"],
+        gpu=SEG_INFER_RES["gpus"],
+    log:
+        f"{RESULTS}/logs/segment/{{net}}-{{method}}-x{{scale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/segment/{{net}}-{{method}}-x{{scale}}.tsv"
+    retries: 1
+    conda:
+        "../../envs/emsrbench.yaml"
+    script:
+        "../scripts/segment.py"
+
+
+rule score_segmentation:
+    input:
+        seg=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}.h5",
+        gt=lambda w: PLAN.test_file(w.scale),
+    output:
+        rows=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}.csv",
+        sweep=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}-thresholds.csv",
+    params:
+        preset=PLAN.preset,
+        hr=PLAN.HR,
+        border_nm=SEG["border_nm"],
+        methods_dir=METHODS_DIR,
+    wildcard_constraints:
+        net="|".join(SEG_NETS),
+        method="|".join(PLAN.segment_methods()),
+    threads: 2
+    log:
+        f"{RESULTS}/logs/score_segmentation/{{net}}-{{method}}-x{{scale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_segmentation/{{net}}-{{method}}-x{{scale}}.tsv"
+    conda:
+        "../../envs/emsrbench.yaml"
+    script:
+        "../scripts/score_segmentation.py"
