@@ -166,6 +166,22 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
     return lines
 
 
+def missing_and_flags(tidy: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(the reason of each missing metric, once; each row's flags, once per method x scale).
+
+    Evaluate appends a row's flags to every note of that row, so a reason is compared
+    without them: one line per metric, not one per combination of flags."""
+    note = tidy["note"].fillna("").astype(str)
+    missing = tidy[note.str.startswith("missing")]
+    reasons = missing.assign(note=missing["note"].str.replace(r"; flag: [^;]+", "", regex=True))
+    reasons = reasons[["metric", "note"]].drop_duplicates()
+    variant = tidy["variant"].fillna("").astype(str) if "variant" in tidy.columns else ""
+    flagged = (tidy.assign(flag=note.str.findall(r"flag: [^;]+"), variant=variant).explode("flag")
+               .dropna(subset=["flag"])[["method", "variant", "scale", "flag"]].drop_duplicates())
+    return ([f"{r.metric}: {r.note}" for r in reasons.itertuples()],
+            [f"{r.method}{' [' + r.variant + ']' if r.variant else ''} x{r.scale}: {r.flag}" for r in flagged.itertuples()])
+
+
 def markdown(tidy: pd.DataFrame) -> str:
     tidy = _with_segmenter(tidy)
     full = wide(tidy)
@@ -194,16 +210,10 @@ def markdown(tidy: pd.DataFrame) -> str:
             lines.append(f"| {row['display_name']} | {row['preset']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += _segmentation_markdown(tidy, full)
-    # A missing value's reason once per metric; the row's flags are listed per method below.
-    missing = tidy[tidy["note"].fillna("").str.startswith("missing")]
-    notes = missing.assign(note=missing["note"].str.replace(r"; flag: [^;]+", "", regex=True))[["metric", "note"]]
-    notes = notes.drop_duplicates()
-    flags = (tidy.assign(flag=tidy["note"].fillna("").str.findall(r"flag: [^;]+")).explode("flag")
-             .dropna(subset=["flag"])[["method", "scale", "flag"]].drop_duplicates())
-    if len(notes) or len(flags):
+    notes, flags = missing_and_flags(tidy)
+    if notes or flags:
         lines += ["## Missing values and flags", ""]
-        lines += [f"- {r.metric}: {r.note}" for r in notes.itertuples()]
-        lines += [f"- {r.method} x{r.scale}: {r.flag}" for r in flags.itertuples()]
+        lines += [f"- {line}" for line in notes + flags]
         lines.append("")
     lines += ["PSNR/SSIM/LPIPS on uint8 sections (data range 255), means over test sections; best in bold. "
               "Params: learned parameters; Train s: training wall time; Infer s/MP: inference seconds per "

@@ -25,8 +25,11 @@ METRICS = {m.key: m for m in [
     Metric("psnr_volume", "PSNR (vol)", +1, "image", 2, "dB"),
     Metric("ssim", "SSIM", +1, "image", 4),
     Metric("lpips", "LPIPS", -1, "image", 4),
-    Metric("voi_split", "VOI split", -1, "segmentation", 4, "bits"),
-    Metric("voi_merge", "VOI merge", -1, "segmentation", 4, "bits"),
+    # Split and merge alone are not ranked: a segmentation that merges everything has zero
+    # split (bicubic's at 16x does), one that splits every voxel zero merge. Their sum,
+    # ARAND and the CREMI score weigh both.
+    Metric("voi_split", "VOI split", 0, "segmentation", 4, "bits"),
+    Metric("voi_merge", "VOI merge", 0, "segmentation", 4, "bits"),
     Metric("voi_sum", "VOI sum", -1, "segmentation", 4, "bits"),
     Metric("arand", "ARAND", -1, "segmentation", 4),
     Metric("cremi_score", "CREMI score", -1, "segmentation", 4),

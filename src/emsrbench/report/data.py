@@ -17,6 +17,7 @@ import pandas as pd
 from ..errors import EmsrError
 from ..evaluate import COLUMNS
 from ..failures import Failure
+from ..leaderboard import missing_and_flags
 from .columns import sort_key
 
 OPTIONAL = {"segmenter": "", "variant": "", "ci_low": math.nan, "ci_high": math.nan}
@@ -140,10 +141,5 @@ def columns(rows: list[Row], scale: int | None = None) -> list[tuple[str, str]]:
 
 
 def flags(tidy: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(missing-value reasons per metric, per-row flags), as in the Markdown leaderboard."""
-    notes = tidy["note"]
-    missing = tidy[notes.str.startswith("missing")][["metric", "note"]].drop_duplicates()
-    flagged = (tidy.assign(flag=notes.str.findall(r"flag: [^;]+")).explode("flag")
-               .dropna(subset=["flag"])[["method", "variant", "scale", "flag"]].drop_duplicates())
-    return ([f"{r.metric}: {r.note}" for r in missing.itertuples()],
-            [f"{r.method}{' [' + r.variant + ']' if r.variant else ''} x{r.scale}: {r.flag}" for r in flagged.itertuples()])
+    """(missing-value reasons per metric, per-row flags): the Markdown leaderboard's lists."""
+    return missing_and_flags(tidy)

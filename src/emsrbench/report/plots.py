@@ -71,7 +71,7 @@ def _has_ci(d: pd.DataFrame) -> bool:
 
 def metric_bars(df: pd.DataFrame, order: list[str]) -> Plot | str:
     keys = [(m, s) for m, s in df[["metric", "segmenter"]].drop_duplicates().itertuples(index=False)
-            if spec(m).better and m not in BAR_SKIP]
+            if (spec(m).better or spec(m).group == "segmentation") and m not in BAR_SKIP]
     keys.sort(key=lambda k: (sort_key(k[0]), k[1]))
     if not keys:
         return "no quality metric has a value"
