@@ -250,3 +250,13 @@ def test_reference_loss_is_dropped_for_variants_without_the_prior(tmp_path, degr
                    settings=settings, train_files=[str(degraded_x8)], out_path=tmp_path / "m.pt", ckpt_dir=tmp_path / "c", threads=1)
     training.train_fusion(job, None, None, tmp_path / "m.pt", tmp_path / "c")
     assert "no reference loss" in capsys.readouterr().err and (tmp_path / "m.pt").exists()
+
+
+def test_flow_lr_mul_slows_only_a_trained_spynet():
+    model = build(8, "quick")
+    model.pod.spynet.requires_grad_(True)  # as when its pretrained weights are absent
+    obj = FusionObjective(flow_lr_mul=0.125)
+    obj.setup(JOB, model, TrainSettings(iterations=2, lr=1e-3), torch.device("cpu"))
+    rest, flow = obj.opt.param_groups
+    assert flow["lr"] == pytest.approx(1.25e-4) and rest["lr"] == pytest.approx(1e-3)
+    assert sum(p.numel() for p in flow["params"]) == sum(p.numel() for p in model.pod.spynet.parameters())

@@ -208,8 +208,23 @@ def contextual_loss(vgg: nn.Module, sr: torch.Tensor, prior: torch.Tensor, band_
 
 
 class FusionObjective(_Optimised):
-    def __init__(self, rec_weight: float = 1.0, ref_weight: float = 0.0, band_width: float = 0.5):
+    def __init__(self, rec_weight: float = 1.0, ref_weight: float = 0.0, band_width: float = 0.5,
+                 flow_lr_mul: float = 1.0):
         self.rec_weight, self.ref_weight, self.band_width = rec_weight, ref_weight, band_width
+        # learning-rate factor of POD's SPyNet when it trains (no pretrained weights): basicsr's
+        # ``flow_lr_mul`` (BasicVSR: 0.125). 1 in the study (its SPyNet is frozen).
+        self.flow_lr_mul = float(flow_lr_mul)
+
+    def _optimiser(self, params):
+        if self.flow_lr_mul == 1.0:
+            return super()._optimiser(params)
+        st = self.settings
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        flow = [p for n, p in named if ".spynet." in f".{n}"]
+        rest = [p for n, p in named if ".spynet." not in f".{n}"]
+        groups = [{"params": rest}] + ([{"params": flow, "lr": st.lr * self.flow_lr_mul}] if flow else [])
+        opt = torch.optim.Adam(groups, lr=st.lr, betas=st.betas, weight_decay=st.weight_decay)
+        return opt, make_scheduler(opt, st)
 
     def setup(self, job, model, settings, device):
         if not isinstance(model, GPEMSR):

@@ -47,6 +47,15 @@ def _objective(cls, job: TrainJob, stage: str, kwargs: dict, *args):
         raise EmsrError(f"{job.method.name} train: stages.{stage}.objective: {err}") from None
 
 
+def _seeded(seed: int, cls, *args):
+    """``cls(*args)`` initialised from ``seed``: a stage's initial weights are the same whether
+    it runs in its own workflow job or after the previous stages in one ``train(job)``."""
+    import torch
+
+    torch.manual_seed(seed)
+    return cls(*args)
+
+
 def _meta(cfg: GPEMSRConfig, stage: str) -> dict:
     return {"gpemsr_stage": stage, "gpemsr_config": cfg.as_dict()}
 
@@ -94,7 +103,7 @@ def train_vqgan(job: TrainJob, out_path: Path, ckpt_dir: Path) -> Path:
     st = _settings(job, "vqgan")
     hr_only = dataclasses.replace(job, val_files=[])
     fit(hr_only, objective=_objective(VQGANObjective, job, "vqgan", st.objective), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
-        model=VQGAN(cfg), stage="I vqgan", meta=_meta(cfg, "vqgan"), sampler=HRSampler(job.train_files))
+        model=_seeded(st.seed, VQGAN, cfg), stage="I vqgan", meta=_meta(cfg, "vqgan"), sampler=HRSampler(job.train_files))
     return Path(out_path)
 
 
@@ -105,7 +114,7 @@ def train_indexer(job: TrainJob, vqgan_path: Path, out_path: Path, ckpt_dir: Pat
     vq = load_vqgan(cfg, read_state(vqgan_path), str(vqgan_path))
     no_val = dataclasses.replace(job, val_files=[])
     fit(no_val, objective=_objective(IndexerObjective, job, "indexer", st.objective, vq), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
-        model=Indexer(cfg, job.scale), stage="II indexer", meta=_meta(cfg, "indexer"))
+        model=_seeded(st.seed, Indexer, cfg, job.scale), stage="II indexer", meta=_meta(cfg, "indexer"))
     return Path(out_path)
 
 
@@ -113,7 +122,7 @@ def build_fusion(job: TrainJob, vqgan_path: Path | None, indexer_path: Path | No
     """The stage III network with its frozen prior loaded and the pretrained parts attached
     (flags for missing ones go to ``job.flags``)."""
     cfg = config_of(job)
-    model = GPEMSR(cfg, job.scale)
+    model = _seeded(job.settings.seed, GPEMSR, cfg, job.scale)
     if cfg.mpf:
         load_prior(model, read_state(vqgan_path), read_state(indexer_path), str(vqgan_path), str(indexer_path))
     job.flags.extend(attach_pretrained(model, job.pretrained or Pretrained()))

@@ -8,8 +8,8 @@ model's, while the attention ablations get their own; "without MPF" needs neithe
 
 Paths (``<results>/models/<method>/``): ``stage1-<key>.pt``, ``x<scale>/stage2-<key>.pt``,
 then the model inference reads, ``x<scale>/model.pt`` (the method's own row) or
-``<variant>/x<scale>/model.pt`` (an ablation row).  Each stage checkpoints under a
-``checkpoints/`` folder beside its file and resumes from it.
+``<variant>/x<scale>/model.pt`` (an ablation row).  Each stage checkpoints under
+``checkpoints/<stage>-<settings digest>/`` beside its file and resumes from it.
 """
 
 from __future__ import annotations
@@ -84,6 +84,51 @@ class StagePlan:
             return self.stage2[(method, key, int(scale))]
         except KeyError:
             raise EmsrError(f"gpemsr: no variant of '{method}' has x{scale} stage II settings {key} in this config") from None
+
+    def checkpoints(self, folder: str, stage: str, method: str, scale, variant: str) -> str:
+        """``<folder>/checkpoints/<stage>-<digest>``: the digest covers the job's model and
+        train settings, so a rerun after a settings change starts afresh instead of resuming
+        a checkpoint of other settings (Snakemake reruns a job whose params changed; a stale
+        checkpoint at the last step would otherwise be saved as the new model)."""
+        import hashlib
+        import json
+
+        what = {"model": self.plan.preset_of(method, int(scale), variant)["model"],
+                "train": self.plan.train_layers(method, int(scale))}
+        digest = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return str(Path(folder) / "checkpoints" / f"{stage}-{digest}")
+
+    # -- what the rules of gpemsr.smk ask ----------------------------------------------
+    def rule_params(self, stage: str, methods_dir: str) -> dict:
+        """model / settings / preset params of a stage job (functions of its wildcards); stage
+        I runs at the smallest scale, with the settings of the first variant that has its key."""
+        plan = self.plan
+
+        def variant(w):
+            if stage == "vqgan":
+                return self.variant_of_stage1(w.method, w.key)
+            if stage == "indexer":
+                return self.variant_of_stage2(w.method, w.scale, w.key)
+            return getattr(w, "variant", self.own_variant(w.method))
+
+        def scale(w):
+            return self.stage1_scale() if stage == "vqgan" else int(w.scale)
+
+        return dict(
+            stage=stage,
+            scale=scale,
+            preset=plan.preset,
+            methods_dir=methods_dir,
+            model=lambda w: plan.preset_of(w.method, scale(w), variant(w))["model"],
+            settings=lambda w: plan.train_layers(w.method, scale(w)),
+            pretrained_dir=plan.pretrained_dir,
+        )
+
+    def stage3_input(self, w) -> dict:
+        """Inputs of a stage III job: training/validation volumes and its prior's stage files."""
+        variant = getattr(w, "variant", self.own_variant(w.method))
+        return dict(train=self.plan.degraded("train", w.scale), val=self.plan.degraded("val", w.scale),
+                    **self.prior_files(w.method, w.scale, variant))
 
     def stage1_scale(self) -> int:
         """The scale whose degraded training files stage I reads the HR sections of (the

@@ -1,0 +1,215 @@
+# GPEMSR (issue #4): the methods with `stage_rules: gpemsr` train in three stages, one rule each,
+# each resuming from its checkpoints:
+#   gpemsr_stage1   once per stage I setting (not per scale)  models/<m>/stage1-<key>.pt
+#   gpemsr_stage2   per scale                                  models/<m>/x<s>/stage2-<key>.pt
+#   gpemsr_stage3   per scale, the model the infer rule reads  models/<m>/x<s>/model.pt
+# Checkpoints: checkpoints/<stage>-<digest of the job's settings>/ beside each file, so a
+# settings change starts the stage afresh rather than resuming another setting's checkpoint.
+# Ablation variants (method.yaml `variants`, all but the first): stage III per variant under
+# models/<m>/<variant>/x<s>/, their own infer/evaluate rules, and `snakemake ablations`
+# (results/ablations/leaderboard.md). Keys name the settings a stage depends on
+# (emsrbench.gpemsr.config.stage_key), so variants share stage I/II files where they can.
+from emsrbench.gpemsr.workflow import StagePlan
+
+try:
+    GPEMSR = StagePlan(PLAN)
+except EmsrError as err:
+    raise WorkflowError(f"emsrbench: {err}") from None
+GPEMSR_METHODS = GPEMSR.methods or ["__none__"]
+GPEMSR_VARIANTS = sorted({v for m, v in PLAN.variants() if m in GPEMSR.methods}) or ["__none__"]
+
+
+rule gpemsr_stage1:
+    input:
+        train=lambda w: PLAN.degraded("train", GPEMSR.stage1_scale()),
+    output:
+        f"{RESULTS}/models/{{method}}/stage1-{{key}}.pt",
+    params:
+        **GPEMSR.rule_params("vqgan", METHODS_DIR),
+        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}", f"stage1-{w.key}", w.method,
+                                              GPEMSR.stage1_scale(), GPEMSR.variant_of_stage1(w.method, w.key)),
+    wildcard_constraints:
+        method="|".join(GPEMSR_METHODS),
+        key="[0-9a-f]{10}",
+    threads: lambda w: PLAN.resources(w.method, "train")["cpus"]
+    resources:
+        mem_mb=method_resource("train", "mem_mb"),
+        runtime=method_resource("train", "runtime"),
+        gpu=method_resource("train", "gpus"),
+    log:
+        f"{RESULTS}/logs/gpemsr_stage1/{{method}}-{{key}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gpemsr_stage1/{{method}}-{{key}}.tsv"
+    # Safe to retry: every stage resumes from its checkpoints and writes its file atomically.
+    retries: 2
+    conda:
+        method_env
+    script:
+        "../scripts/gpemsr_stage.py"
+
+
+rule gpemsr_stage2:
+    input:
+        train=lambda w: PLAN.degraded("train", w.scale),
+        stage1=lambda w: GPEMSR.prior_files(w.method, w.scale, GPEMSR.variant_of_stage2(w.method, w.scale, w.key))["stage1"],
+    output:
+        f"{RESULTS}/models/{{method}}/x{{scale}}/stage2-{{key}}.pt",
+    params:
+        **GPEMSR.rule_params("indexer", METHODS_DIR),
+        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}/x{w.scale}", f"stage2-{w.key}", w.method,
+                                              w.scale, GPEMSR.variant_of_stage2(w.method, w.scale, w.key)),
+    wildcard_constraints:
+        method="|".join(GPEMSR_METHODS),
+        key="[0-9a-f]{10}",
+    threads: lambda w: PLAN.resources(w.method, "train")["cpus"]
+    resources:
+        mem_mb=method_resource("train", "mem_mb"),
+        runtime=method_resource("train", "runtime"),
+        gpu=method_resource("train", "gpus"),
+    log:
+        f"{RESULTS}/logs/gpemsr_stage2/{{method}}-x{{scale}}-{{key}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gpemsr_stage2/{{method}}-x{{scale}}-{{key}}.tsv"
+    retries: 2
+    conda:
+        method_env
+    script:
+        "../scripts/gpemsr_stage.py"
+
+
+# The method's own row: the model file the generic infer rule reads (the generic train rule
+# leaves methods with stage_rules out of its wildcard constraint).
+rule gpemsr_stage3:
+    input:
+        unpack(GPEMSR.stage3_input),
+    output:
+        f"{RESULTS}/models/{{method}}/x{{scale}}/model.pt",
+    params:
+        **GPEMSR.rule_params("fusion", METHODS_DIR),
+        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}/x{w.scale}", "stage3", w.method, w.scale,
+                                              GPEMSR.own_variant(w.method)),
+    wildcard_constraints:
+        method="|".join(GPEMSR_METHODS),
+    threads: lambda w: PLAN.resources(w.method, "train")["cpus"]
+    resources:
+        mem_mb=method_resource("train", "mem_mb"),
+        runtime=method_resource("train", "runtime"),
+        gpu=method_resource("train", "gpus"),
+    log:
+        f"{RESULTS}/logs/gpemsr_stage3/{{method}}-x{{scale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gpemsr_stage3/{{method}}-x{{scale}}.tsv"
+    retries: 2
+    conda:
+        method_env
+    script:
+        "../scripts/gpemsr_stage.py"
+
+
+# -- ablation variants -------------------------------------------------------------------
+
+
+rule gpemsr_stage3_variant:
+    input:
+        unpack(GPEMSR.stage3_input),
+    output:
+        f"{RESULTS}/models/{{method}}/{{variant}}/x{{scale}}/model.pt",
+    params:
+        **GPEMSR.rule_params("fusion", METHODS_DIR),
+        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}/{w.variant}/x{w.scale}", "stage3",
+                                              w.method, w.scale, w.variant),
+    wildcard_constraints:
+        method="|".join(GPEMSR_METHODS),
+        variant="|".join(GPEMSR_VARIANTS),
+    threads: lambda w: PLAN.resources(w.method, "train")["cpus"]
+    resources:
+        mem_mb=method_resource("train", "mem_mb"),
+        runtime=method_resource("train", "runtime"),
+        gpu=method_resource("train", "gpus"),
+    log:
+        f"{RESULTS}/logs/gpemsr_stage3/{{method}}-{{variant}}-x{{scale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gpemsr_stage3/{{method}}-{{variant}}-x{{scale}}.tsv"
+    retries: 2
+    conda:
+        method_env
+    script:
+        "../scripts/gpemsr_stage.py"
+
+
+rule gpemsr_infer_variant:
+    input:
+        lr=lambda w: PLAN.test_file(w.scale),
+        model=lambda w: PLAN.variant_model_file(w.method, w.variant, w.scale),
+    output:
+        f"{RESULTS}/sr/{{method}}/{{variant}}/x{{scale}}.h5",
+    params:
+        preset=PLAN.preset,
+        methods_dir=METHODS_DIR,
+        model=lambda w: PLAN.preset_of(w.method, variant=w.variant)["model"],
+        settings=lambda w: PLAN.infer_layers(w.method),
+    wildcard_constraints:
+        method="|".join(GPEMSR_METHODS),
+        variant="|".join(GPEMSR_VARIANTS),
+    threads: lambda w: PLAN.resources(w.method, "infer")["cpus"]
+    resources:
+        mem_mb=method_resource("infer", "mem_mb"),
+        runtime=method_resource("infer", "runtime"),
+        gpu=method_resource("infer", "gpus"),
+    log:
+        f"{RESULTS}/logs/infer/{{method}}-{{variant}}-x{{scale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/infer/{{method}}-{{variant}}-x{{scale}}.tsv"
+    retries: 1
+    conda:
+        method_env
+    script:
+        "../scripts/infer.py"
+
+
+# Tidy rows with method = the method, variant = the variant (emsrbench.steps.evaluate).
+rule gpemsr_evaluate_variant:
+    input:
+        sr=f"{RESULTS}/sr/{{method}}/{{variant}}/x{{scale}}.h5",
+        hr=lambda w: PLAN.test_file(w.scale),
+    output:
+        f"{RESULTS}/metrics/{{method}}/{{variant}}/x{{scale}}.csv",
+    params:
+        preset=PLAN.preset,
+        methods_dir=METHODS_DIR,
+        lpips=PLAN.lpips_enabled(),
+        pretrained_dir=PLAN.pretrained_dir,
+    wildcard_constraints:
+        method="|".join(GPEMSR_METHODS),
+        variant="|".join(GPEMSR_VARIANTS),
+    threads: 1
+    log:
+        f"{RESULTS}/logs/evaluate/{{method}}-{{variant}}-x{{scale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{method}}-{{variant}}-x{{scale}}.tsv"
+    conda:
+        "../../envs/emsrbench.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+# The methods with variants, each variant a row (display name "GPEMSR [no_pod]").
+rule ablation_leaderboard:
+    input:
+        PLAN.ablation_metrics(),
+    output:
+        csv=f"{RESULTS}/ablations/leaderboard.csv",
+        md=f"{RESULTS}/ablations/leaderboard.md",
+        tidy=f"{RESULTS}/ablations/metrics.csv",
+    log:
+        f"{RESULTS}/logs/ablation_leaderboard.log",
+    conda:
+        "../../envs/emsrbench.yaml"
+    script:
+        "../scripts/leaderboard.py"
+
+
+# `snakemake ablations`: every variant of every method that has variants, at every scale.
+rule ablations:
+    input:
+        PLAN.ablation_leaderboard(),
