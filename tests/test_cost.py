@@ -160,7 +160,9 @@ def test_evaluate_emits_cost_rows_and_the_leaderboard_shows_them(tmp_path, degra
     df = evaluate(method, 8, "quick", out, degraded_x8, None)
     rows = df.set_index("metric")
     assert rows.loc["macs_per_mp", "value"] > 0  # bicubic resizing runs as a convolution/matmul
-    assert rows.loc["peak_mem_mib", "value"] > 0
+    # CPU peak = growth of the process's resident peak during inference (+ weights; bicubic has
+    # none): zero when the allocator reuses pages an earlier test left resident.
+    assert rows.loc["peak_mem_mib", "value"] >= 0
     assert rows.loc["peak_mem_mib", "note"].startswith(("cpu:", "cuda:"))  # the device is named
     md = markdown(df)
     assert "GMAC/MP" in md and "Peak MiB" in md
