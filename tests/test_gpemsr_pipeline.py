@@ -78,6 +78,12 @@ def test_three_stage_rules_infer_and_evaluate(tmp_path):
     again = snakemake(tmp_path, config, "results/metrics/gpemsr/x8.csv", "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
+    # the report lays out the variant rows that have run next to the model's own
+    page = snakemake(tmp_path, config, "report")
+    assert page.returncode == 0, page.stderr[-3000:]
+    html = (res / "report" / "index.html").read_text()
+    assert 'class="ablation"' in html and "no_mpf" in html
+
 
 def test_ablations_dry_run_plans_every_variant(tmp_path):
     config = tiny_config(tmp_path, scales=(8, 16))

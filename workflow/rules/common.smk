@@ -71,4 +71,6 @@ def report_inputs(wildcards):
     }
     if report_only_existing():
         wanted = {k: [p for p in v if Path(p).exists()] for k, v in wanted.items()}
+    # Ablation rows are opt-in (`snakemake ablations`): the page lays out those that have run.
+    wanted["metrics"] += [p for p in PLAN.ablation_metrics() if p not in wanted["metrics"] and Path(p).exists()]
     return wanted
