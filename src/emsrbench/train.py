@@ -275,30 +275,30 @@ class Objective:
             raise EmsrError(f"{self.job.method.model_py}: training loss became {loss.item()} at step {step} (x{self.job.scale})")
 
 
-class L1Objective(Objective):
-    """The harness objective: L1 (or MSE, ``loss: mse``) to the HR patch, Adam, the
-    ``lr_schedule`` (cosine by default), optional gradient clipping."""
+class AdamObjective(Objective):
+    """An objective optimised by Adam with the settings' ``lr_schedule``: :meth:`optimiser`
+    builds one (a GAN objective builds one per network), :meth:`update` takes one step of it.
+    By default one optimiser over the model's trainable parameters, saved with the checkpoint."""
+
+    def optimiser(self, params) -> tuple[torch.optim.Optimizer, object]:
+        st = self.settings
+        params = [p for p in params if p.requires_grad]  # frozen pretrained parts stay out
+        opt = torch.optim.Adam(params, lr=st.lr, betas=st.betas, weight_decay=st.weight_decay)
+        return opt, make_scheduler(opt, st)
+
+    def update(self, loss: torch.Tensor, opt, sched, params, step: int) -> None:
+        """Check ``loss``, backpropagate, clip (``grad_clip``), step optimiser and schedule."""
+        self.check_finite(loss, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.settings.grad_clip > 0:
+            nn.utils.clip_grad_norm_([p for p in params if p.requires_grad], self.settings.grad_clip)
+        opt.step()
+        sched.step()
 
     def setup(self, job, model, settings, device):
         super().setup(job, model, settings, device)
-        st = settings
-        if st.objective:
-            raise EmsrError(f"{job.method.model_py}: train setting 'objective' {st.objective} is for a method's own objective; the harness L1 objective takes none")
-        self.opt = torch.optim.Adam(model.parameters(), lr=st.lr, betas=st.betas, weight_decay=st.weight_decay)
-        self.sched = make_scheduler(self.opt, st)
-        self.loss_fn = nn.L1Loss() if st.loss == "l1" else nn.MSELoss()
-
-    def step(self, lr_b, hr_b, step):
-        sr = self.forward(lr_b, hr_b)
-        loss = self.loss_fn(sr.float(), hr_b)
-        self.check_finite(loss, step)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.settings.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
-        self.opt.step()
-        self.sched.step()
-        return {"loss": loss.item()}
+        self.opt, self.sched = self.optimiser(model.parameters())
 
     def lr(self):
         return self.sched.get_last_lr()[0]
@@ -309,6 +309,23 @@ class L1Objective(Objective):
     def load_state_dict(self, state):
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
+
+
+class L1Objective(AdamObjective):
+    """The harness objective: L1 (or MSE, ``loss: mse``) to the HR patch, Adam, the
+    ``lr_schedule`` (cosine by default), optional gradient clipping."""
+
+    def setup(self, job, model, settings, device):
+        if settings.objective:
+            raise EmsrError(f"{job.method.model_py}: train setting 'objective' {settings.objective} is for a method's own objective; the harness L1 objective takes none")
+        super().setup(job, model, settings, device)
+        self.loss_fn = nn.L1Loss() if settings.loss == "l1" else nn.MSELoss()
+
+    def step(self, lr_b, hr_b, step):
+        sr = self.forward(lr_b, hr_b)
+        loss = self.loss_fn(sr.float(), hr_b)
+        self.update(loss, self.opt, self.sched, self.model.parameters(), step)
+        return {"loss": loss.item()}
 
 
 class EMA:

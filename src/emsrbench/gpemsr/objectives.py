@@ -31,7 +31,7 @@ from torch import nn
 
 from .. import device as devices
 from ..errors import EmsrError
-from ..train import Objective, make_scheduler
+from ..train import AdamObjective, make_scheduler
 from .indexer import Indexer
 from .model import GPEMSR
 from .mpf import RELU3_4
@@ -41,40 +41,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class _Optimised(Objective):
-    """Adam + the settings' schedule over the trainable parameters of ``self.model``."""
-
-    def _optimiser(self, params) -> tuple[torch.optim.Optimizer, object]:
-        st = self.settings
-        params = [p for p in params if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=st.lr, betas=st.betas, weight_decay=st.weight_decay)
-        return opt, make_scheduler(opt, st)
-
-    def _update(self, loss: torch.Tensor, opt, sched, params, step: int) -> None:
-        self.check_finite(loss, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.settings.grad_clip > 0:
-            nn.utils.clip_grad_norm_([p for p in params if p.requires_grad], self.settings.grad_clip)
-        opt.step()
-        sched.step()
-
-    def setup(self, job, model, settings, device):
-        super().setup(job, model, settings, device)
-        self.opt, self.sched = self._optimiser(model.parameters())
-
-    def lr(self):
-        return self.sched.get_last_lr()[0]
-
-    def state_dict(self):
-        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
-
-    def load_state_dict(self, state):
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
-
-
-class VQGANObjective(_Optimised):
+class VQGANObjective(AdamObjective):
     def __init__(self, rec_weight: float = 1.0, codebook_weight: float = 10.0, gan_weight: float = 0.05,
                  gan_start: int = 40000, r1_weight: float = 1e-4, r1_every: int = 16, quantize_start: int = 0):
         self.rec_weight, self.codebook_weight, self.gan_weight = rec_weight, codebook_weight, gan_weight
@@ -118,7 +85,7 @@ class VQGANObjective(_Optimised):
             g_loss = -self.disc(rec).mean()
             loss = loss + self.gan_weight * g_loss
             out["gan"] = g_loss.item()
-        self._update(loss, self.opt, self.sched, self.model.parameters(), step)
+        self.update(loss, self.opt, self.sched, self.model.parameters(), step)
         if gan:
             self.disc.requires_grad_(True)
             for group in self.opt_d.param_groups:
@@ -144,7 +111,7 @@ class VQGANObjective(_Optimised):
         self.opt_d.load_state_dict(state["optimizer_d"])
 
 
-class IndexerObjective(_Optimised):
+class IndexerObjective(AdamObjective):
     def __init__(self, vqgan: VQGAN, ce_weight: float = 1.0, latent_weight: float = 0.0):
         self.vqgan, self.ce_weight, self.latent_weight = vqgan, ce_weight, latent_weight
 
@@ -171,7 +138,7 @@ class IndexerObjective(_Optimised):
         ce = F.cross_entropy(logits.float(), target)
         latent_loss = F.mse_loss(latent.float(), zq)
         loss = self.ce_weight * ce + self.latent_weight * latent_loss
-        self._update(loss, self.opt, self.sched, self.model.parameters(), step)
+        self.update(loss, self.opt, self.sched, self.model.parameters(), step)
         acc = (logits.argmax(1) == target).float().mean()
         return {"loss": loss.item(), "ce": ce.item(), "latent": latent_loss.item(), "code_acc": acc.item()}
 
@@ -207,7 +174,7 @@ def contextual_loss(vgg: nn.Module, sr: torch.Tensor, prior: torch.Tensor, band_
     return torch.mean(-torch.log(score + 1e-5))
 
 
-class FusionObjective(_Optimised):
+class FusionObjective(AdamObjective):
     def __init__(self, rec_weight: float = 1.0, ref_weight: float = 0.0, band_width: float = 0.5,
                  flow_lr_mul: float = 1.0):
         self.rec_weight, self.ref_weight, self.band_width = rec_weight, ref_weight, band_width
@@ -215,9 +182,9 @@ class FusionObjective(_Optimised):
         # ``flow_lr_mul`` (BasicVSR: 0.125). 1 in the study (its SPyNet is frozen).
         self.flow_lr_mul = float(flow_lr_mul)
 
-    def _optimiser(self, params):
+    def optimiser(self, params):
         if self.flow_lr_mul == 1.0:
-            return super()._optimiser(params)
+            return super().optimiser(params)
         st = self.settings
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         flow = [p for n, p in named if ".spynet." in f".{n}"]
@@ -247,5 +214,5 @@ class FusionObjective(_Optimised):
             ref = contextual_loss(self.model.mpf.vgg, sr.float(), prior.float(), self.band_width)
             loss = loss + self.ref_weight * ref
             out["ref"] = ref.item()
-        self._update(loss, self.opt, self.sched, self.model.parameters(), step)
+        self.update(loss, self.opt, self.sched, self.model.parameters(), step)
         return {"loss": loss.item(), **out}

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import EmsrError
 from ..io import LABELS_KEY, RAW_KEY, read_dataset
-from ..train import Objective, TrainJob, TrainSettings, fit, make_scheduler
+from ..train import AdamObjective, TrainJob, TrainSettings, fit
 from . import networks
 from .affinities import affinities_from_labels, class_balance_weights, widen_borders
 
@@ -99,16 +98,13 @@ class AffinitySampler:
         return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ts))
 
 
-class WeightedMSEObjective(Objective):
+class WeightedMSEObjective(AdamObjective):
     """Class-balanced weighted MSE on sigmoid affinities; Adam with the settings' schedule."""
 
     def setup(self, job, model, settings, device):
+        if settings.objective:
+            raise EmsrError(f"{job.method.name}: train setting 'objective' {settings.objective} is not used by the affinity networks")
         super().setup(job, model, settings, device)
-        st = settings
-        if st.objective:
-            raise EmsrError(f"{job.method.name}: train setting 'objective' {st.objective} is not used by the affinity networks")
-        self.opt = torch.optim.Adam(model.parameters(), lr=st.lr, betas=st.betas, weight_decay=st.weight_decay)
-        self.sched = make_scheduler(self.opt, st)
 
     def step(self, x, target, step):
         from .. import device as devices
@@ -119,24 +115,8 @@ class WeightedMSEObjective(Objective):
         if pred.shape != aff.shape:
             raise EmsrError(f"{self.job.method.model_py}: the network maps {tuple(x.shape)} to {tuple(pred.shape)}, expected {tuple(aff.shape)}")
         loss = (weight * (pred.float() - aff) ** 2).mean()
-        self.check_finite(loss, step)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.settings.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
-        self.opt.step()
-        self.sched.step()
+        self.update(loss, self.opt, self.sched, self.model.parameters(), step)
         return {"loss": loss.item()}
-
-    def lr(self):
-        return self.sched.get_last_lr()[0]
-
-    def state_dict(self):
-        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
-
-    def load_state_dict(self, state):
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
 
 
 def train_segmenter(name: str, preset: str, train_files: list[str], out_path: str | Path, ckpt_dir: str | Path,
