@@ -180,3 +180,36 @@ def test_segmentation_blocks_mask_borders_on_the_whole_volume_and_skip_empty_blo
         segmentation_block_values(gt, seg, slab=2)
     with pytest.raises(EmsrError, match="one shape"):
         segmentation_block_values(gt, seg[:1], slab=1)
+
+
+def test_evaluate_attaches_section_bootstrap_intervals_to_psnr_and_ssim(tmp_path, degraded_x8):
+    """The evaluate step's PSNR/SSIM rows carry the interval of bootstrap_mean over the test
+    sections' own values (same seed, same numbers); other rows carry none; without settings
+    no row does; the leaderboard reader keeps them."""
+    import h5py
+
+    from emsrbench.evaluate import evaluate
+    from emsrbench.infer import InferSettings, infer_file
+    from emsrbench.leaderboard import read_tidy
+    from emsrbench.methods import discover
+    from emsrbench.metrics import psnr_sections, ssim_sections
+
+    bicubic = discover()["bicubic"]
+    sr_path = tmp_path / "sr.h5"
+    infer_file(bicubic, 8, {}, InferSettings.merged({}), degraded_x8, sr_path)
+    settings = BootstrapSettings.merged({"resamples": 500, "seed": 3})
+    rows = evaluate(bicubic, 8, "quick", sr_path, degraded_x8, None, intervals=settings).set_index("metric")
+    with h5py.File(degraded_x8) as f, h5py.File(sr_path) as g:
+        hr, sr = f["volumes/raw"][:], g["volumes/raw"][:]
+    for metric, per_section in [("psnr", psnr_sections(hr, sr)), ("ssim", ssim_sections(hr, sr))]:
+        ci = bootstrap_mean(per_section, **settings.kwargs())
+        assert (rows.loc[metric, "ci_low"], rows.loc[metric, "ci_high"]) == (ci.low, ci.high)
+        assert ci.low <= rows.loc[metric, "value"] <= ci.high
+        assert "bootstrap over 6 sections, 500 resamples, seed 3" in rows.loc[metric, "note"]
+    assert rows.loc[["psnr_volume", "parameters"], "ci_low"].isna().all()
+
+    plain = evaluate(bicubic, 8, "quick", sr_path, degraded_x8, None)
+    assert plain["ci_low"].isna().all() and not plain["note"].str.contains("bootstrap").any()
+    rows.reset_index().to_csv(tmp_path / "m.csv", index=False)
+    back = read_tidy([tmp_path / "m.csv"]).set_index("metric")
+    assert back.loc["psnr", "ci_high"] == rows.loc["psnr", "ci_high"]

@@ -18,10 +18,13 @@ from .io import RAW_KEY, atomic_path, read_dataset
 from .metrics import psnr_sections, psnr_volume, ssim_sections
 from .methods import Method
 from .pretrained import Pretrained
+from .stats.bootstrap import BootstrapSettings, bootstrap_mean
 
 # ``segmenter``: the affinity network of a segmentation row (issue #5), "" for image metrics.
 # ``variant``: the ablation variant of a row (GPEMSR's, issue #4), "" for a method's own row.
-COLUMNS = ["method", "display_name", "family", "preset", "scale", "metric", "value", "note", "segmenter", "variant"]
+# ``ci_low`` / ``ci_high``: a confidence interval of ``value`` where one is computed, else empty.
+COLUMNS = ["method", "display_name", "family", "preset", "scale", "metric", "value", "note", "segmenter", "variant",
+           "ci_low", "ci_high"]
 
 
 def read_stats(sr_path: str | Path) -> dict:
@@ -63,10 +66,23 @@ def lpips_value(hr: np.ndarray, sr: np.ndarray, pretrained: Pretrained | None) -
     return float(np.mean(lpips_sections(hr, sr, model, dev))), "AlexNet LPIPS v0.1, mean over sections"
 
 
+def section_interval(per_section: np.ndarray, settings: BootstrapSettings | None, what: str) -> tuple[float, float, str]:
+    """(low, high, note) of the mean over sections: a bootstrap resampling the test sections
+    (each section a block), or empty with the reason."""
+    if settings is None:
+        return float("nan"), float("nan"), ""
+    if per_section.size < 2 or not np.isfinite(per_section).all():
+        return float("nan"), float("nan"), "no interval: needs >= 2 sections with finite values"
+    ci = bootstrap_mean(per_section, what=what, **settings.kwargs())
+    return ci.low, ci.high, (f"{ci.confidence:.0%} {ci.method} bootstrap over {ci.blocks} sections, "
+                             f"{ci.resamples} resamples, seed {settings.seed}")
+
+
 def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_path: str | Path,
-             pretrained: Pretrained | None, variant: str = "") -> pd.DataFrame:
+             pretrained: Pretrained | None, variant: str = "", intervals: BootstrapSettings | None = None) -> pd.DataFrame:
     """``pretrained``: where LPIPS finds AlexNet; None when LPIPS is disabled; ``variant``:
-    the ablation variant the SR volume comes from ("" for the method itself)."""
+    the ablation variant the SR volume comes from ("" for the method itself); ``intervals``:
+    bootstrap settings of the PSNR/SSIM intervals (None: no intervals)."""
     hr, _ = read_dataset(hr_path, RAW_KEY, dtype=np.uint8, ndim=3)
     sr, _ = read_dataset(sr_path, RAW_KEY, dtype=np.uint8, ndim=3)
     if hr.shape != sr.shape:
@@ -74,10 +90,13 @@ def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_pa
     stats = read_stats(sr_path)
     flags = "; ".join(stats.get("flags", []))
     lp, lp_note = lpips_value(hr, sr, pretrained)
+    psnr, ssim = psnr_sections(hr, sr), ssim_sections(hr, sr)
+    ci = {"psnr": section_interval(psnr, intervals, f"{sr_path}: PSNR interval"),
+          "ssim": section_interval(ssim, intervals, f"{sr_path}: SSIM interval")}
     rows = [
-        ("psnr", float(np.mean(psnr_sections(hr, sr))), "dB, data range 255, mean over sections"),
+        ("psnr", float(np.mean(psnr)), "dB, data range 255, mean over sections"),
         ("psnr_volume", float(psnr_volume(hr, sr)), "dB, data range 255, whole volume"),
-        ("ssim", float(np.mean(ssim_sections(hr, sr))), "Gaussian 11x11 sigma 1.5, mean over sections"),
+        ("ssim", float(np.mean(ssim)), "Gaussian 11x11 sigma 1.5, mean over sections"),
         ("lpips", lp, lp_note),
         ("parameters", float(stats["parameters"]), ""),
         ("train_seconds", float(stats["train_seconds"]), ""),
@@ -86,7 +105,9 @@ def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_pa
     ]
     base = {"method": method.name, "display_name": method.display_name, "family": method.family,
             "preset": preset, "scale": scale}
-    df = pd.DataFrame([{**base, "metric": m, "value": v, "note": n, "segmenter": "", "variant": variant}
+    none = (float("nan"), float("nan"), "")
+    df = pd.DataFrame([{**base, "metric": m, "value": v, "note": "; ".join(x for x in (n, ci.get(m, none)[2]) if x),
+                        "segmenter": "", "variant": variant, "ci_low": ci.get(m, none)[0], "ci_high": ci.get(m, none)[1]}
                        for m, v, n in rows],
                       columns=COLUMNS)
     if flags:

@@ -41,22 +41,40 @@ def _split(column: str) -> tuple[str, int, str]:
     return metric, int(scale), segmenter
 
 
-def load_tidy(paths: list[str | Path]) -> pd.DataFrame:
+# Columns that joined evaluate.COLUMNS later, with the value older tables get: they stay readable.
+OPTIONAL = {"segmenter": "", "variant": "", "ci_low": math.nan, "ci_high": math.nan}
+TEXT = ["method", "display_name", "family", "preset", "metric", "note", "segmenter", "variant"]
+
+
+def read_tidy(paths: list[str | Path]) -> pd.DataFrame:
+    """Concatenate tidy metric tables (evaluate.COLUMNS; optional columns filled); an empty
+    frame for no paths. Text columns are strings ("" for empty), numbers numeric."""
     frames = []
     for p in paths:
-        df = pd.read_csv(p, keep_default_na=True)
-        if "segmenter" not in df.columns:  # image rows written before segmentation existed
-            df["segmenter"] = ""
-        df["segmenter"] = df["segmenter"].astype(object).fillna("").astype(str)
-        # rows written before ablation variants existed are a method's own rows
-        df["variant"] = df["variant"].astype(object).fillna("").astype(str) if "variant" in df.columns else ""
-        missing = set(COLUMNS) - set(df.columns)
+        try:
+            df = pd.read_csv(p)
+        except (OSError, ValueError) as err:
+            raise EmsrError(f"{p}: not a readable metrics table ({err})") from None
+        missing = set(COLUMNS) - set(OPTIONAL) - set(df.columns)
         if missing:
             raise EmsrError(f"{p}: not a metrics table (missing columns {sorted(missing)})")
+        for col, default in OPTIONAL.items():
+            if col not in df.columns:
+                df[col] = default
         frames.append(df[COLUMNS])
-    if not frames:
+    tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    for col in TEXT:
+        tidy[col] = tidy[col].astype(object).where(tidy[col].notna(), "").astype(str)
+    for col in ("value", "ci_low", "ci_high"):
+        tidy[col] = pd.to_numeric(tidy[col], errors="coerce")
+    return tidy
+
+
+def load_tidy(paths: list[str | Path]) -> pd.DataFrame:
+    """The leaderboard's rows: :func:`read_tidy` of at least one table."""
+    if not paths:
         raise EmsrError("leaderboard: no metric files")
-    return pd.concat(frames, ignore_index=True)
+    return read_tidy(paths)
 
 
 def _with_segmenter(tidy: pd.DataFrame) -> pd.DataFrame:

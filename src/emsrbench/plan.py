@@ -135,6 +135,11 @@ class Plan:
     def lpips_enabled(self) -> bool:
         return self.config.get("metrics", {}).get("lpips", {}).get("enabled", True)
 
+    def intervals(self) -> dict:
+        """Bootstrap settings of the image-metric intervals; {} when they are disabled."""
+        spec = dict(self.config.get("metrics", {}).get("intervals", {}) or {})
+        return {} if not spec.pop("enabled", True) else spec
+
     @property
     def pretrained_dir(self) -> str:
         return self.config.get("pretrained_dir", "weights")

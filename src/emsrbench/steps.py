@@ -88,13 +88,16 @@ def infer(smk) -> None:
 
 def evaluate(smk) -> None:
     from .evaluate import evaluate as score, write_rows
+    from .stats.bootstrap import BootstrapSettings
 
     plan = _rebuild_plan(smk)
     method = plan.method(smk.wildcards.method)
     lpips = Pretrained(smk.params.pretrained_dir) if smk.params.lpips else None
     # an ablation variant's rows (workflow/rules/gpemsr.smk) carry its name
     variant = getattr(smk.wildcards, "variant", "")
-    df = score(method, int(smk.wildcards.scale), smk.params.preset, smk.input.sr, smk.input.hr, lpips, variant=variant)
+    intervals = dict(smk.params.intervals)
+    df = score(method, int(smk.wildcards.scale), smk.params.preset, smk.input.sr, smk.input.hr, lpips, variant=variant,
+               intervals=BootstrapSettings.merged(intervals, source="config metrics.intervals") if intervals else None)
     write_rows(df, smk.output[0])
 
 

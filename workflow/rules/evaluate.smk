@@ -11,6 +11,7 @@ rule evaluate:
         preset=PLAN.preset,
         methods_dir=METHODS_DIR,
         lpips=PLAN.lpips_enabled(),
+        intervals=PLAN.intervals(),
         pretrained_dir=PLAN.pretrained_dir,
     threads: 1
     log:

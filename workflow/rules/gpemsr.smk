@@ -178,6 +178,7 @@ rule gpemsr_evaluate_variant:
         preset=PLAN.preset,
         methods_dir=METHODS_DIR,
         lpips=PLAN.lpips_enabled(),
+        intervals=PLAN.intervals(),
         pretrained_dir=PLAN.pretrained_dir,
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),

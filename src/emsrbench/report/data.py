@@ -15,41 +15,18 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import EmsrError
-from ..evaluate import COLUMNS
 from ..failures import Failure
-from ..leaderboard import missing_and_flags
+from ..leaderboard import missing_and_flags, read_tidy
 from .columns import sort_key
 
-OPTIONAL = {"segmenter": "", "variant": "", "ci_low": math.nan, "ci_high": math.nan}
-# Tables written before a column joined evaluate.COLUMNS stay readable: optional ones are filled.
-REQUIRED = [c for c in COLUMNS if c not in OPTIONAL]
-TEXT = ["method", "display_name", "family", "preset", "metric", "note", "segmenter", "variant"]
 # The HR test volume's own segmentation scores: the upper bound, shown but never ranked.
 REFERENCE = "hr"
 
 
 def load_tidy(paths: list[str | Path]) -> pd.DataFrame:
-    frames = []
-    for p in paths:
-        try:
-            df = pd.read_csv(p)
-        except (OSError, ValueError) as err:
-            raise EmsrError(f"{p}: not a readable metrics table ({err})") from None
-        missing = set(REQUIRED) - set(df.columns)
-        if missing:
-            raise EmsrError(f"{p}: not a metrics table (missing columns {sorted(missing)})")
-        for col, default in OPTIONAL.items():
-            if col not in df.columns:
-                df[col] = default
-        frames.append(df[REQUIRED + list(OPTIONAL)])
-    if not frames:
-        return pd.DataFrame(columns=REQUIRED + list(OPTIONAL))
-    tidy = pd.concat(frames, ignore_index=True)
-    for col in TEXT:
-        tidy[col] = tidy[col].astype(object).where(tidy[col].notna(), "").astype(str)
+    """The leaderboard's reader (none is fine: the page still builds), one row per key."""
+    tidy = read_tidy(paths)
     tidy["scale"] = tidy["scale"].astype(int)
-    for col in ("value", "ci_low", "ci_high"):
-        tidy[col] = pd.to_numeric(tidy[col], errors="coerce")
     key = ["method", "variant", "scale", "metric", "segmenter"]
     dup = tidy[tidy.duplicated(key)]
     if len(dup):
