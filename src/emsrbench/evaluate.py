@@ -6,15 +6,13 @@ empty value and the reason in ``note``: it is reported as missing, never estimat
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
 from .errors import EmsrError
-from .io import RAW_KEY, atomic_path, read_dataset
+from .io import RAW_KEY, atomic_path, read_dataset, read_stats
 from .metrics import psnr_sections, psnr_volume, ssim_sections
 from .methods import Method
 from .pretrained import Pretrained
@@ -25,14 +23,6 @@ from .stats.bootstrap import BootstrapSettings, bootstrap_mean
 # ``ci_low`` / ``ci_high``: a confidence interval of ``value`` where one is computed, else empty.
 COLUMNS = ["method", "display_name", "family", "preset", "scale", "metric", "value", "note", "segmenter", "variant",
            "ci_low", "ci_high"]
-
-
-def read_stats(sr_path: str | Path) -> dict:
-    with h5py.File(sr_path, "r") as f:
-        raw = f.attrs.get("stats")
-    if raw is None:
-        raise EmsrError(f"{sr_path}: no 'stats' attribute (not written by emsrbench inference)")
-    return json.loads(raw)
 
 
 def cost_rows(stats: dict) -> list[tuple[str, float, str]]:
@@ -87,7 +77,7 @@ def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_pa
     sr, _ = read_dataset(sr_path, RAW_KEY, dtype=np.uint8, ndim=3)
     if hr.shape != sr.shape:
         raise EmsrError(f"{sr_path}:{RAW_KEY}: SR shape {sr.shape} differs from HR {hr.shape} in {hr_path}")
-    stats = read_stats(sr_path)
+    stats = read_stats(sr_path, "inference")
     flags = "; ".join(stats.get("flags", []))
     lp, lp_note = lpips_value(hr, sr, pretrained)
     psnr, ssim = psnr_sections(hr, sr), ssim_sections(hr, sr)

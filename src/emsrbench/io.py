@@ -10,6 +10,7 @@ Zarr stores with the same keys are read the same way when ``zarr`` is installed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -232,3 +233,13 @@ def read_dataset(path: str | os.PathLike, key: str, dtype=None, ndim: int | None
     finally:
         if hasattr(store, "close"):
             store.close()
+
+
+def read_stats(path: str | os.PathLike, writer: str) -> dict:
+    """The JSON ``stats`` attribute an emsrbench step (``writer``: "inference",
+    "segmentation") stores on its HDF5 output."""
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("stats")
+    if raw is None:
+        raise EmsrError(f"{path}: no 'stats' attribute (not written by emsrbench {writer})")
+    return json.loads(raw)

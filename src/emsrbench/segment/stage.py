@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import EmsrError
-from ..io import LABELS_KEY, RAW_KEY, atomic_path, read_dataset
+from ..io import LABELS_KEY, RAW_KEY, atomic_path, read_dataset, read_stats
 from ..settings import merge_layers
 
 SEG_KEY = "volumes/segmentation"
@@ -105,14 +105,6 @@ def segment_volume(net: str, preset: str, model_file: str | Path, raw_path: str 
     return stats
 
 
-def read_stats(path: str | Path) -> dict:
-    with h5py.File(path, "r") as f:
-        raw = f.attrs.get("stats")
-    if raw is None:
-        raise EmsrError(f"{path}: no 'stats' attribute (not written by emsrbench segmentation)")
-    return json.loads(raw)
-
-
 def score_volume(seg_path: str | Path, gt_path: str | Path, *, net: str, method: str, display_name: str,
                  family: str, preset: str, scale: int, border_nm: float | None = None,
                  threads: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -121,7 +113,7 @@ def score_volume(seg_path: str | Path, gt_path: str | Path, *, net: str, method:
     from ..evaluate import COLUMNS
     from .scores import segmentation_scores
 
-    stats = read_stats(seg_path)
+    stats = read_stats(seg_path, "segmentation")
     gt, resolution = read_dataset(gt_path, LABELS_KEY, ndim=3)
     where = f"{seg_path}"
     sweep = []
