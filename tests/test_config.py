@@ -96,3 +96,23 @@ def test_report_settings_are_checked():
     assert "report.panels.'crpo'" in msg and "did you mean 'crop'" in msg
     assert "report.panels.crop" in errors_for(lambda c: c["report"]["panels"].update(crop=100))
     assert "report.panels.regions.0" in errors_for(lambda c: c["report"]["panels"].update(regions=[{"z": 0, "y": 5}]))
+
+
+def test_hallucination_settings():
+    msg = errors_for(lambda c: c["segmentation"]["hallucination"].update(tolerance=8))
+    assert "segmentation.hallucination.'tolerance'" in msg and "did you mean 'tolerance_nm'" in msg
+    assert "segmentation.hallucination.tolerance_nm" in errors_for(
+        lambda c: c["segmentation"]["hallucination"].update(tolerance_nm=-1))
+    assert "segmentation.hallucination.iou" in errors_for(lambda c: c["segmentation"]["hallucination"].update(iou=0))
+    plan = Plan(load("config.yaml"), methods_dir=REPO / "methods")
+    assert plan.hallucination() == {"enabled": True, "tolerance_nm": 8, "iou": 0.5}
+    assert plan.hallucination_file("mala", "hr", 8) == "results/segment/mala/hr/x8-hallucination.csv"
+    assert len(plan.all_hallucination_scores()) == 2 * (1 + len(plan.methods)) * 2  # HR's own row too
+    assert set(plan.all_hallucination_scores()) <= {p for _, _, p in plan.metric_tables()}  # the report reads them
+    cfg = load("test.yaml")
+    assert Plan(cfg, methods_dir=REPO / "methods").hallucination()["tolerance_nm"] == 8.0  # the default
+    cfg["segmentation"]["hallucination"] = {"enabled": False}
+    plan = Plan(cfg, methods_dir=REPO / "methods")
+    assert plan.all_hallucination_scores() == [] and plan.hallucination()["tolerance_nm"] == 8.0
+    cfg["segmentation"] = {"enabled": False, "hallucination": {"enabled": True}}
+    assert Plan(cfg, methods_dir=REPO / "methods").all_hallucination_scores() == []  # nothing to score

@@ -50,7 +50,8 @@ def test_three_stage_rules_infer_and_evaluate(tmp_path):
     config = tiny_config(tmp_path)
     res = tmp_path / "results"
     # targets relative to the working directory, as the rules name them
-    run = snakemake(tmp_path, config, "results/metrics/gpemsr/x8.csv", "results/metrics/gpemsr/no_mpf/x8.csv")
+    run = snakemake(tmp_path, config, "results/metrics/gpemsr/x8.csv", "results/metrics/gpemsr/no_mpf/x8.csv",
+                    "results/metrics/gpemsr/full/stage1.csv")
     assert run.returncode == 0, run.stderr[-3000:]
     models = res / "models" / "gpemsr"
     stage1 = list(models.glob("stage1-*.pt"))
@@ -71,6 +72,11 @@ def test_three_stage_rules_infer_and_evaluate(tmp_path):
     assert set(rows["method"]) == {"gpemsr"} and set(rows["variant"]) == {"", "no_mpf"}
     psnr = rows[rows["metric"] == "psnr"].set_index("variant")["value"].astype(float)
     assert ((psnr > 5) & (psnr < 60)).all(), psnr
+    # supplement Table 2's stage I rows: the model's own stage I reconstructs the HR test volume
+    prior = pd.read_csv(res / "metrics/gpemsr/full/stage1.csv", keep_default_na=False)
+    assert list(prior["metric"]) == ["prior_psnr", "prior_lpips"] and set(prior["variant"]) == {"full"}
+    assert 5 < float(prior["value"][0]) < 60 and prior["value"][1] == "" and "disabled in config" in prior["note"][1]
+    assert (res / "benchmarks" / "gpemsr_stage1_evaluate" / "gpemsr-full.tsv").exists()
     # the generic train rule never trains GPEMSR: nothing under its checkpoint layout
     assert not (models / "x8" / "checkpoints" / "last.pt").exists()
 
@@ -94,11 +100,17 @@ def test_ablations_dry_run_plans_every_variant(tmp_path):
     assert counts["gpemsr_stage2"] == 6  # those three, per scale
     assert counts["gpemsr_stage3"] == 2 and counts["gpemsr_stage3_variant"] == 12  # 6 variants x 2 scales
     assert counts["gpemsr_evaluate_variant"] == 12 and counts["ablation_leaderboard"] == 1
+    # supplement Table 2: each stage I model reconstructs the HR test sections once (not per scale)
+    assert counts["gpemsr_stage1_evaluate"] == 3
+    assert sum(n for rule, n in counts.items() if rule != "total") == counts["total"]
     listed = snakemake(tmp_path, config, "ablations", "-n", "--printshellcmds")
     text = listed.stdout + listed.stderr
     for v in VARIANTS[1:]:
         for s in (8, 16):
             assert f"results/metrics/gpemsr/{v}/x{s}.csv" in text, (v, s)
+    for v in ("full", "no_enc_attn", "no_dec_attn"):
+        assert f"results/metrics/gpemsr/{v}/stage1.csv" in text, v
+    assert "results/metrics/gpemsr/no_pod/stage1.csv" not in text  # no_pod shares the full model's stage I
     # the default target trains the model itself only
     default = snakemake(tmp_path, config, "-n", "--quiet", "rules")
     assert "gpemsr_stage3_variant" not in default.stdout + default.stderr

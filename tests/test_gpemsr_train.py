@@ -5,6 +5,7 @@ stage's loss goes down on tiny inputs, the stage I objective resumes exactly, th
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -260,3 +261,154 @@ def test_flow_lr_mul_slows_only_a_trained_spynet():
     rest, flow = obj.opt.param_groups
     assert flow["lr"] == pytest.approx(1.25e-4) and rest["lr"] == pytest.approx(1e-3)
     assert sum(p.numel() for p in flow["params"]) == sum(p.numel() for p in model.pod.spynet.parameters())
+
+
+# -- resume within stages II and III (stage I: test_stage1_resume_is_exact) ---------------
+
+def _stage_job(tmp_path: Path, train_file: Path, name: str, stages: dict, scale: int = 8):
+    method = SimpleNamespace(name="gpemsr", model_py=Path("gpemsr/model.py"), slices=5)
+    settings = TrainSettings.merged({"iterations": sum(s["iterations"] for s in stages.values()), "batch_size": 2,
+                                     "patch_size": 8, "lr": 1e-3, "checkpoint_every": 100, "stages": stages})
+    return TrainJob(method=method, scale=scale, preset="quick", model_params={"preset": "quick"}, settings=settings,
+                    train_files=[str(train_file)], out_path=tmp_path / name / "model.pt",
+                    ckpt_dir=tmp_path / name / "ckpt", threads=1)
+
+
+def _killed_then_resumed(monkeypatch, stage_fn, kill_at: int, ckpt_dir: Path):
+    """Run ``stage_fn`` as a job killed right after its checkpoint at step ``kill_at`` (the
+    trainer's own simulated kill: ``fit(max_steps=...)``), then rerun it as the workflow would."""
+    from emsrbench.gpemsr import training
+
+    real = training.fit
+    monkeypatch.setattr(training, "fit", lambda *a, **k: real(*a, max_steps=kill_at, **k))
+    stage_fn()
+    monkeypatch.setattr(training, "fit", real)
+    assert torch.load(ckpt_dir / "last.pt", weights_only=True)["step"] == kill_at
+    stage_fn()
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    wa, wb = read_state(a), read_state(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def _stage1_file(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "stage1.pt"
+    torch.save({"state_dict": VQGAN(make_config("quick")).state_dict(), "train_seconds": 0.0}, path)
+    return path
+
+
+def test_stage2_resume_equals_uninterrupted(tmp_path, degraded_x8, one_thread, monkeypatch):
+    """Stage II (indexer) killed after step 3 of 6 and rerun gives the uninterrupted weights,
+    with the cosine-restarts schedule (its position is part of the checkpoint)."""
+    from emsrbench.gpemsr import training
+
+    stages = {"indexer": {"iterations": 6, "lr_schedule": "cosine_restarts", "lr_periods": [2, 4],
+                          "lr_restart_weights": [1, 0.5], "objective": {"latent_weight": 0.1}}}
+    vq = _stage1_file(tmp_path)
+    whole, broken = _stage_job(tmp_path, degraded_x8, "whole", stages), _stage_job(tmp_path, degraded_x8, "broken", stages)
+    training.train_indexer(whole, vq, whole.out_path, whole.ckpt_dir)
+    _killed_then_resumed(monkeypatch, lambda: training.train_indexer(broken, vq, broken.out_path, broken.ckpt_dir), 3,
+                         broken.ckpt_dir)
+    _same_weights(whole.out_path, broken.out_path)
+    # the kill's checkpoint carried the schedule's position (in its second period by then)
+    sched = torch.load(broken.ckpt_dir / "last.pt", weights_only=True)["objective"]["scheduler"]
+    assert sched["last_epoch"] == 3 and sched["periods"] == [2, 4]
+
+
+def test_stage3_resume_equals_uninterrupted(tmp_path, degraded_x8, one_thread, monkeypatch):
+    """Stage III (fusion, the quick preset's objective: MSE, SPyNet at 1/8 of the rate) killed
+    after step 2 of 4 and rerun gives the uninterrupted weights."""
+    from emsrbench.gpemsr import training
+
+    stages = {"fusion": {"iterations": 4, "loss": "mse", "objective": {"flow_lr_mul": 0.125}}}
+    cfg = make_config("quick")
+    vq = _stage1_file(tmp_path)
+    torch.manual_seed(1)
+    idx = tmp_path / "stage2.pt"
+    torch.save({"state_dict": Indexer(cfg, 8).state_dict(), "train_seconds": 0.0}, idx)
+    whole, broken = _stage_job(tmp_path, degraded_x8, "whole", stages), _stage_job(tmp_path, degraded_x8, "broken", stages)
+    training.train_fusion(whole, vq, idx, whole.out_path, whole.ckpt_dir)
+    _killed_then_resumed(monkeypatch, lambda: training.train_fusion(broken, vq, idx, broken.out_path, broken.ckpt_dir), 2,
+                         broken.ckpt_dir)
+    _same_weights(whole.out_path, broken.out_path)
+    # the run did move the weights (resume is not trivially equal to the initialisation)
+    init = build(8, "quick")
+    moved = read_state(whole.out_path)
+    assert any(not torch.equal(moved[k], v) for k, v in init.state_dict().items() if not k.startswith("prior."))
+
+
+# -- the paper preset's schedule: cosine annealing with restarts ------------------------
+
+def basicsr_restart_lr(t: int, base: float, periods, weights, eta_min: float) -> float:
+    """BasicSR's CosineAnnealingRestartLR at iteration t, computed directly."""
+    ends = [sum(periods[: i + 1]) for i in range(len(periods))]
+    i = next(i for i, e in enumerate(ends) if t <= e)
+    start = ends[i - 1] if i else 0
+    return eta_min + weights[i] * 0.5 * (base - eta_min) * (1 + math.cos(math.pi * (t - start) / periods[i]))
+
+
+def test_cosine_restarts_follows_the_formula_step_by_step():
+    from emsrbench.train import make_scheduler
+
+    periods, weights = [3, 5, 4], [1.0, 0.5, 0.25]
+    st = TrainSettings.merged({"iterations": 12, "lr": 1e-3, "lr_min": 1e-5, "lr_schedule": "cosine_restarts",
+                               "lr_periods": periods, "lr_restart_weights": weights})
+    opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=st.lr)
+    sched = make_scheduler(opt, st)
+    seen = []
+    for _ in range(12):
+        seen.append(opt.param_groups[0]["lr"])  # the rate of this step
+        opt.step()
+        sched.step()
+    seen.append(opt.param_groups[0]["lr"])
+    expected = [basicsr_restart_lr(t, 1e-3, periods, weights, 1e-5) for t in range(13)]
+    assert seen == pytest.approx(expected, rel=1e-12, abs=0)
+    # the shape: the base rate at 0, eta_min at each period's end, a restart at weight x base after it
+    assert seen[0] == pytest.approx(1e-3) and seen[3] == pytest.approx(1e-5) and seen[8] == pytest.approx(1e-5)
+    assert seen[4] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi / 5)))
+    # periods that do not add up to the run's iterations are rescaled (a smoke-test override)
+    short = TrainSettings.merged({"iterations": 6, "lr_schedule": "cosine_restarts", "lr_periods": periods,
+                                  "lr_restart_weights": weights})
+    assert short.restart_periods() == ([2, 2, 2], weights)
+    tiny = TrainSettings.merged({"iterations": 1, "lr_schedule": "cosine_restarts", "lr_periods": periods})
+    assert tiny.restart_periods() == ([1], [1.0])
+
+
+def test_paper_preset_restarts_the_cosine_as_the_study():
+    from emsrbench.methods import METHODS_DIR, load_method
+    from emsrbench.train import make_scheduler
+
+    method = load_method(METHODS_DIR / "gpemsr")
+    for scale in (8, 16):
+        st = TrainSettings.merged({}, method.preset("paper", scale)["train"])
+        for stage in ("vqgan", "indexer", "fusion"):
+            s = st.stage(stage)
+            # the study's T_period [40k, 80k, 120k, 120k, 120k], restart weights 1, eta_min 1e-7, 480k iterations
+            assert s.iterations == 480000 and s.lr == 4e-4 and s.lr_min == 1e-7
+            assert s.restart_periods() == ([40000, 80000, 120000, 120000, 120000], [1.0] * 5)
+    opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=4e-4)
+    sched = make_scheduler(opt, st.stage("fusion"))
+    for t in (0, 1, 20000, 40000, 40001, 100000, 120000, 120001, 300000, 479999, 480000):
+        sched.last_epoch = t  # the schedule is closed-form in the iteration
+        expected = basicsr_restart_lr(t, 4e-4, [40000, 80000, 120000, 120000, 120000], [1] * 5, 1e-7)
+        assert sched.get_lr()[0] == pytest.approx(expected, rel=1e-12), t
+    assert basicsr_restart_lr(40000, 4e-4, [40000, 80000], [1, 1], 1e-7) == pytest.approx(1e-7)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"lr_schedule": "cosine_restarts"}, "needs lr_periods"),
+    ({"lr_schedule": "cosine_restarts", "lr_periods": [10, 0]}, "needs lr_periods"),
+    ({"lr_schedule": "cosine_restarts", "lr_periods": [10, 2.5]}, "needs lr_periods"),
+    ({"lr_schedule": "cosine_restarts", "lr_periods": [10, 20], "lr_restart_weights": [1]}, "lr_restart_weights has 1 entries, lr_periods 2"),
+    ({"lr_schedule": "cosine_restarts", "lr_periods": [10], "lr_restart_weights": [-1]}, "numbers >= 0"),
+    ({"lr_periods": [10]}, "need lr_schedule: cosine_restarts"),
+    ({"lr_schedule": "restarts"}, "'cosine', 'constant' or 'cosine_restarts'"),
+])
+def test_cosine_restarts_settings_errors(settings, message):
+    with pytest.raises(EmsrError, match=message) as err:
+        TrainSettings.merged(settings, source="m/method.yaml presets.paper.train")
+    assert str(err.value).startswith("m/method.yaml presets.paper.train: ") and "\n" not in str(err.value)

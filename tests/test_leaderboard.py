@@ -99,12 +99,12 @@ def test_segmentation_columns_and_table1_layout(with_segmentation):
     assert "**22.50**" in image  # image tables unchanged
     lines = seg.strip().splitlines()
     assert lines[0] == "| Method | 8x Superhuman | 8x MALA | 16x Superhuman | 16x MALA |"
-    assert lines[2].startswith("| HR (upper bound) | 0.100 |") and lines[3].startswith("| BICUBIC | 1.580 |")
-    assert lines[4] == "| RCAN | 0.900 | 0.900 | 0.900 | 0.900 |"  # VOI split alone is never bolded
+    assert lines[2].startswith("| HR (upper bound) | 0.1000 |") and lines[3].startswith("| BICUBIC | 1.5800 |")
+    assert lines[4] == "| RCAN | 0.9000 | 0.9000 | 0.9000 | 0.9000 |"  # VOI split alone is never bolded
     assert "### 16x, MALA" in seg and "| VOI split | VOI merge | ARAND | CREMI score |" in seg
     x16_mala = seg.split("### 16x, MALA")[1]
-    assert "| RCAN | 0.900 | 0.500 | 0.0900 | **0.3550** |" in x16_mala  # best SR CREMI score
-    assert "| HR (upper bound) | 0.100 | 0.500 | 0.0100 | 0.0775 |" in x16_mala  # the bound is never bold
+    assert "| RCAN | 0.9000 | 0.5000 | 0.0900 | **0.3550** |" in x16_mala  # best SR CREMI score
+    assert "| HR (upper bound) | 0.1000 | 0.5000 | 0.0100 | 0.0775 |" in x16_mala  # the bound is never bold
 
 
 def test_duplicate_segmentation_rows_name_the_segmenter(with_segmentation):
@@ -121,3 +121,51 @@ def test_old_rows_without_segmenter_still_load(tmp_path, tidy):
     out = write([old, new], tmp_path / "lb.csv", tmp_path / "lb.md", tmp_path / "tidy.csv")
     assert set(out["segmenter"]) == {"", "mala"}
     assert "voi_split@x8/mala" in pd.read_csv(tmp_path / "lb.csv").columns
+
+
+def test_markdown_names_the_device_of_each_inference_timing():
+    base = {"family": "single-image", "preset": "quick", "metric": "infer_s_per_mp"}
+    data = [{**base, "method": "bicubic", "display_name": "Bicubic", "scale": 8, "value": 0.02, "note": "cpu:Xeon x2 threads"},
+            {**base, "method": "rcan", "display_name": "RCAN", "scale": 8, "value": 0.1,
+             "note": "cuda:0 NVIDIA H100; flag: pretrained vgg19 missing"},
+            {**base, "method": "rcan", "display_name": "RCAN", "scale": 16, "value": 0.3, "note": "cpu:Xeon x2 threads"}]
+    md = markdown(pd.DataFrame(data, columns=COLUMNS))
+    assert "- cpu:Xeon x2 threads: Bicubic 8x, RCAN 16x" in md
+    assert "- cuda:0 NVIDIA H100: RCAN 8x" in md
+
+
+def hallucination_rows(method, scale, segmenter, precision, orphan):
+    base = {"method": method, "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
+            "family": "reference" if method == "hr" else "single-image", "preset": "quick", "scale": scale,
+            "segmenter": segmenter, "note": "tolerance 8 nm"}
+    values = {"boundary_precision": precision, "boundary_recall": precision - 0.1,
+              "invented_um_per_um2": 10 * (1 - precision), "erased_um_per_um2": 10 * (1.1 - precision),
+              "orphan_fraction": orphan}
+    return [{**base, "metric": m, "value": v} for m, v in values.items()]
+
+
+def test_hallucination_columns_and_tables(with_segmentation):
+    rows = []
+    for s in (8, 16):
+        for g in ("superhuman", "mala"):
+            rows += (hallucination_rows("hr", s, g, 0.99, float("nan")) + hallucination_rows("bicubic", s, g, 0.7, 0.6)
+                     + hallucination_rows("rcan", s, g, 0.8, 0.65))
+    data = pd.concat([with_segmentation, pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
+    table = wide(data).set_index("method")
+    cols = [c for c in table.columns if "/" in c]
+    # per scale: every segmentation score, then the hallucination scores, per segmenter
+    assert cols[8:13] == ["boundary_precision@x8/superhuman", "boundary_recall@x8/superhuman",
+                          "invented_um_per_um2@x8/superhuman", "erased_um_per_um2@x8/superhuman",
+                          "orphan_fraction@x8/superhuman"] and len(cols) == 36
+    assert pd.isna(table.loc["hr", "orphan_fraction@x16/mala"]) and table.loc["rcan", "orphan_fraction@x16/mala"] == 0.65
+    md = markdown(data)
+    assert md.index("## Segmentation: VOI split") < md.index("## Hallucination")
+    hall = md.split("## Hallucination")[1]
+    assert hall.count("### ") == 4 and "### 16x, MALA" in hall
+    assert ("| Method | Boundary precision | Boundary recall | Invented µm/µm² | Erased µm/µm² | Orphan fraction |"
+            in hall)
+    x8 = hall.split("### 8x, Superhuman")[1].split("###")[0]
+    # higher precision/recall, lower invented/erased/orphan is better; HR is the bound, never bold
+    assert "| HR (upper bound) | 0.990 | 0.890 | 0.100 | 1.100 | n/a |" in x8
+    assert "| BICUBIC | 0.700 | 0.600 | 3.000 | 4.000 | **0.600** |" in x8
+    assert "| RCAN | **0.800** | **0.700** | **2.000** | **3.000** | 0.650 |" in x8

@@ -51,6 +51,38 @@ def test_tiny_run_produces_the_leaderboard(tiny_run):
     assert not (res / "models" / "bicubic").exists()  # bicubic does not train
 
 
+def test_tiny_run_has_intervals_sidecars_and_tie_marks(tiny_run):
+    """Every evaluate and score_segmentation job leaves its bootstrap sidecar; every image and
+    segmentation score has an interval around its value (4 test sections: 4 blocks / slabs); the
+    ranked metrics of bicubic and rcan carry a tie mark (one best per scale x metric x segmenter),
+    the unranked ones (VOI split/merge, cost) and HR none; the leaderboard and report explain them."""
+    from emsrbench.stats import sidecar
+
+    res = tiny_run / "results"
+    for s in (8, 16):
+        for m in ("bicubic", "rcan"):
+            car = sidecar.read(res / "metrics" / m / f"x{s}-bootstrap.npz")
+            assert sorted(car.reps) == ["psnr", "ssim"] and car.blocks == 4 and car.resamples == 2000
+        for net in ("superhuman", "mala"):
+            for m in ("hr", "bicubic", "rcan"):
+                car = sidecar.read(res / "segment" / net / m / f"x{s}-bootstrap.npz")
+                assert car.kind == "segmentation" and car.segmenter == net and car.blocks == 4
+                assert sorted(car.reps) == ["arand", "cremi_score", "voi_merge", "voi_split"]
+    tidy = pd.read_csv(res / "metrics.csv", keep_default_na=False)
+    scored = tidy[tidy["metric"].isin(["psnr", "ssim", "voi_split", "voi_merge", "arand", "cremi_score"])]
+    low, high, value = (pd.to_numeric(scored[c]) for c in ("ci_low", "ci_high", "value"))
+    assert ((low <= value + 1e-9) & (value <= high + 1e-9)).all()
+    ranked = tidy[tidy["metric"].isin(["psnr", "ssim", "arand", "cremi_score"]) & (tidy["method"] != "hr")]
+    assert set(ranked["tie"]) <= {"best", "tied", "worse"} and (ranked["tie"] != "").all()
+    assert (ranked.groupby(["scale", "metric", "segmenter"])["tie"].apply(lambda t: (t == "best").sum()) == 1).all()
+    assert set(tidy.loc[~tidy.index.isin(ranked.index), "tie"]) == {""}
+    board = pd.read_csv(res / "leaderboard.csv", keep_default_na=False).set_index("method")
+    assert board.loc["rcan", "psnr@x8:tie"] in ("best", "tied", "worse")
+    assert "tied with the best method" in (res / "leaderboard.md").read_text()
+    page = (res / "report" / "index.html").read_text()
+    assert page.count('<p class="legend">') == 2  # one per scale's leaderboard
+
+
 def test_tiny_run_builds_the_report(tiny_run):
     res = tiny_run / "results"
     page = (res / "report" / "index.html").read_text()
@@ -60,7 +92,8 @@ def test_tiny_run_builds_the_report(tiny_run):
             assert page.count(f'<tr data-status="ok"><td data-v="{name}">') == 2
     assert "failed" not in {p.name for p in res.iterdir()}  # no job failed, so no records
     figures = {p.name for p in (res / "report" / "figures").iterdir()}
-    assert {"cost_vs_quality.png", "metrics.png", "panel_x16_1.png", "panel_x8_1.png"} <= figures
+    assert {"cost_vs_quality.png", "metrics.png", "panel_x16_1.png", "panel_x8_1.png", "hallucination_x8_1.png",
+            "hallucination_x16_1.png"} <= figures
     run = snakemake(tiny_run, "--report", str(tiny_run / "snakemake-report.html"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tiny_run / "snakemake-report.html").stat().st_size > 100_000
@@ -87,6 +120,22 @@ def test_tiny_run_scores_segmentation(tiny_run):
     assert set(tidy.loc[tidy["metric"] == "voi_split", "segmenter"]) == {"superhuman", "mala"}
     md = (res / "leaderboard.md").read_text()
     assert "| Method | 8x Superhuman | 8x MALA | 16x Superhuman | 16x MALA |" in md and "| HR (upper bound) |" in md
+    # hallucination scores (issue #7) of every segmentation reach the leaderboard and the report
+    for net in ("superhuman", "mala"):
+        for s in (8, 16):
+            rows = pd.read_csv(res / "segment" / net / "rcan" / f"x{s}-hallucination.csv").set_index("metric")
+            assert set(rows["segmenter"]) == {net} and "tolerance 8 nm" in rows.loc["boundary_recall", "note"]
+            assert "of IoU >= 0.5" in rows.loc["orphan_fraction", "note"]
+            for m in ("boundary_precision", "boundary_recall", "invented_um_per_um2", "erased_um_per_um2"):
+                assert board[f"{m}@x{s}/{net}"].between(0, 1e3).all(), (net, s, m)  # HR's row too
+            orphans = board[f"orphan_fraction@x{s}/{net}"]
+            assert orphans.drop("hr").between(0, 1).all() and pd.isna(orphans["hr"])  # no orphans of HR by itself
+            assert (res / "benchmarks" / "score_hallucination" / f"{net}-bicubic-x{s}.tsv").exists()
+    assert set(tidy.loc[tidy["metric"] == "orphan_fraction", "segmenter"]) == {"superhuman", "mala"}
+    assert "## Hallucination" in md and "### 16x, MALA" in md.split("## Hallucination")[1]
+    page = (res / "report" / "index.html").read_text()
+    assert page.count('title="boundary_precision: higher is better"') == 2 * 2  # per scale and network
+    assert "Hallucination (mala)" in page and page.count('<img class="hallucination"') >= 2
 
 
 def test_rerun_has_nothing_to_do(tiny_run):
@@ -103,6 +152,8 @@ def test_dry_run_lists_the_whole_matrix(tmp_path):
               if len(line.split()) == 2 and line.split()[1].isdigit()}
     n_methods = len([p for p in (REPO / "methods").iterdir() if (p / "method.yaml").exists()])
     assert counts["infer"] == counts["evaluate"] == 2 * n_methods
+    # 2 networks x (HR + every method) x 2 scales
+    assert counts["score_segmentation"] == counts["score_hallucination"] == 2 * (n_methods + 1) * 2
     assert counts["degrade"] == 2 * 3  # train, val, test pieces x 2 scales
     assert counts["phantom"] == 2
 

@@ -135,6 +135,21 @@ def test_leaderboard_marks_the_best_per_column_and_failed_rows(synthetic):
     hr = dict(zip(heads, cells(table, r"HR \(upper bound\)")[3:]))
     assert float(re.search(r'data-v="([^"]+)"', hr["voi_split"][0]).group(1)) == 0.4 and "best" not in hr["voi_split"][0]
     assert "best" not in rcan["parameters"][0] and "best" not in bicubic["parameters"][0]  # cost is not ranked
+    # Hallucination group. bicubic's segmentation (report_helpers.hallucinated), per section: a
+    # 32 px membrane erased, 29 px of it farther than 8 nm (2 px) from a segmentation boundary
+    # (116 nm), one invented, 27 px farther than 8 nm from the cell's own membranes (108 nm);
+    # ground-truth boundary 2 x 3 lines x 128 px x 4 nm = 3072 nm; labelled area 128 x 128 x 16 nm^2.
+    assert f"Hallucination ({NET})" in table and "Boundary precision &uarr;" in table and "Orphan fraction &darr;" in table
+
+    def value(cell):
+        return float(re.search(r'data-v="([^"]+)"', cell[0]).group(1))
+
+    assert value(bicubic["boundary_recall"]) == pytest.approx(1 - 116 / 3072)
+    assert value(bicubic["boundary_precision"]) == pytest.approx(1 - 108 / 3072)
+    assert value(bicubic["invented_um_per_um2"]) == pytest.approx(4 * 0.108 / (4 * 128 * 128 * 16 / 1e6))
+    assert "best" in bicubic["boundary_precision"][0] and "best" not in hr["boundary_precision"][0]
+    assert "n/a" in hr["orphan_fraction"][1] and "not applicable" in hr["orphan_fraction"][0]  # not a fake 0
+    assert "n/a" in rcan["orphan_fraction"][1]  # no segmentation of rcan in this tree
     assert '<span class="ci">[21.10, 21.70]</span>' in rcan["psnr"][1]  # confidence interval under the value
     assert "n/a" in gpemsr["ssim"][1]
     table16 = tables.leaderboard(rows_of(synthetic), 16)
@@ -170,6 +185,28 @@ def test_plots_are_drawn_or_skipped_with_a_reason(synthetic):
     drawn, skipped = plots.draw(no_seg)
     assert [p.name for p in drawn] == ["metrics", "cost_vs_quality"]
     assert skipped == ["PSNR versus VOI sum: no segmentation metrics (VOI split and merge) yet"]
+
+
+def test_pareto_front_matches_brute_force():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(1, 9))
+        cost = rng.integers(0, 4, n).astype(float)  # small ranges: many ties on one axis
+        quality = rng.integers(0, 4, n).astype(float)
+        expected = [not any(cost[j] <= cost[i] and quality[j] >= quality[i] and (cost[j] < cost[i] or quality[j] > quality[i])
+                            for j in range(n)) for i in range(n)]
+        assert plots.pareto_front(cost, quality).tolist() == expected
+    # equal points both stay; a cheaper-and-better point removes the rest
+    assert plots.pareto_front([1, 1, 2], [5, 5, 4]).tolist() == [True, True, False]
+    assert plots.pareto_front([0, 1, 2], [1, 3, 2]).tolist() == [True, True, False]
+
+
+def test_cost_plot_names_the_pareto_front(synthetic):
+    rows = rows_of(synthetic)
+    (cost,) = [p for p in plots.draw(rows)[0] if p.name == "cost_vs_quality"]
+    # bicubic: fewer parameters and faster; RCAN: better PSNR -> both on the 8x front; 16x has bicubic only
+    assert "Params: 8x: Bicubic, RCAN; 16x: Bicubic" in cost.caption
+    assert "Infer s/MP: 8x: Bicubic, RCAN; 16x: Bicubic" in cost.caption
 
 
 def test_regions_are_where_the_methods_differ_most(tmp_path):
@@ -218,6 +255,56 @@ def test_panels_overlay_segmentation_when_it_exists(synthetic):
     assert missing is None
 
 
+def _colour_pixels(png: bytes, rgb) -> int:
+    from PIL import Image
+    import io
+
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=float)
+    return int((np.abs(a - np.array(rgb) * 255).max(axis=2) < 6).sum())
+
+
+def test_hallucination_panels_paint_invented_and_erased_boundaries(synthetic):
+    plan, root = synthetic.plan, synthetic.root
+    methods = [(lbl, (m, str(root / plan.sr_file(m, 8)))) for lbl, m in (("RCAN", "rcan"), ("Bicubic", "bicubic"))]
+    test, seg_dir = str(root / plan.test_file(8)), root / plan.results / "segment"
+    whole = {"crop": 128, "regions": [{"z": 1, "y": 0, "x": 0}]}
+    made, net = panels.panels(8, test, methods, whole, seg_dir, tolerance_nm=8.0)
+    assert net == NET and [p.kind for p in made] == ["images", "hallucination"]
+    assert [p.name for p in made] == ["panel_x8_1", "hallucination_x8_1"]
+    hall = made[1]
+    assert hall.region == made[0].region and "at a tolerance of 8 nm" in hall.caption
+    assert "No segmentation for RCAN." in hall.caption
+    # report_helpers.hallucinated: bicubic's segmentation has one erased and one invented membrane,
+    # both 16 px = 64 nm from any other boundary: at 64 nm every boundary is matched, and only
+    # the legend's patches (the same in both pictures) have the two colours.
+    [_, loose] = panels.panels(8, test, methods, whole, seg_dir, tolerance_nm=64.0)[0]
+    for rgb in (panels.INVENTED_RGB, panels.ERASED_RGB):
+        assert _colour_pixels(hall.png, rgb) > _colour_pixels(loose.png, rgb) + 10 > 10
+    # no hallucination panel without a tolerance (disabled) or without segmentations
+    assert [p.kind for p in panels.panels(8, test, methods, whole, seg_dir)[0]] == ["images"]
+    assert [p.kind for p in panels.panels(8, test, methods, whole, root / "nowhere", tolerance_nm=8.0)[0]] == ["images"]
+
+
+def test_a_crop_scores_what_the_whole_section_scores(synthetic):
+    """The panel computes the error maps on the crop plus a margin: equal to the section's maps."""
+    from emsrbench.io import LABELS_KEY, read_dataset
+    from emsrbench.segment.hallucination import boundary_error_lengths
+
+    plan, root = synthetic.plan, synthetic.root
+    gt, res = read_dataset(root / plan.test_file(8), LABELS_KEY)
+    seg, _ = read_dataset(root / plan.segment_file(NET, "bicubic", 8), "volumes/segmentation")
+    inv, era = boundary_error_lengths(gt[1], seg[1], res, 8.0)
+    y, x, s = 64, 64, 32  # a crop whose edge (x = 64) lies on a membrane
+    m = 3
+    inv_c, era_c = boundary_error_lengths(gt[1, y - m:y + s + m, x - m:x + s + m], seg[1, y - m:y + s + m, x - m:x + s + m],
+                                          res, 8.0)
+    np.testing.assert_array_equal(inv_c[m:-m, m:-m], inv[y:y + s, x:x + s])
+    np.testing.assert_array_equal(era_c[m:-m, m:-m], era[y:y + s, x:x + s])
+    # the invented membrane at x = 79|80 crosses the crop; its ends, within 2 px of the cell's
+    # membranes at y = 63|64 and 95|96, are matched: 32 - 2 - 3 px of 4 nm
+    assert inv[y:y + s, x:x + s].sum() == 27 * 4.0
+
+
 # -- the page ---------------------------------------------------------------------------------
 
 def test_the_page_is_self_contained_and_complete(synthetic):
@@ -227,12 +314,17 @@ def test_the_page_is_self_contained_and_complete(synthetic):
     for scale in (8, 16):
         assert f'id="leaderboard-x{scale}"' in text
     assert text.count('<img class="plot"') == 3 and text.count('<img class="panel"') == 4  # 2 regions x 2 scales
+    assert text.count('<img class="hallucination"') == 4  # one after each panel
+    assert "at a tolerance of 8 nm" in text  # the hallucination panels' captions state the tolerance
+    assert "<dt>Orphan fraction</dt><dd>share of the segmentation&#x27;s 3D segments with no segment of IoU &gt;= 0.5" in text
+    assert "no ground-truth boundary within 8 nm (structure drawn that is not there)" in text
     assert "Failed jobs" in text and "phantom (sample=extra)" in text and "disk full" in text
     assert "Ablations" in text and "supplement Table 2" in text
     assert "git commit" in text and "seaborn" in text and "cpu:test x1 threads" in text
     figures = sorted(p.name for p in (synthetic.root / synthetic.plan.report_figures()).iterdir())
-    assert figures == ["cost_vs_quality.png", "metrics.png", "panel_x16_1.png", "panel_x16_2.png", "panel_x8_1.png",
-                       "panel_x8_2.png", "psnr_vs_voi.png"]
+    assert figures == ["cost_vs_quality.png", "hallucination_x16_1.png", "hallucination_x16_2.png",
+                       "hallucination_x8_1.png", "hallucination_x8_2.png", "metrics.png", "panel_x16_1.png",
+                       "panel_x16_2.png", "panel_x8_1.png", "panel_x8_2.png", "psnr_vs_voi.png"]
     csv = re.search(r'href="data:text/csv;base64,([^"]+)"', text).group(1)
     import base64
     import io

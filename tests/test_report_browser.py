@@ -23,6 +23,7 @@ def check_rendered(page: Path, out: Path, scales=(8, 16)) -> dict:
     text = page.read_text(encoding="utf-8")
     assert external_references(text) == []
     n_plots, n_panels = text.count('<img class="plot"'), text.count('<img class="panel"')
+    n_hallucination = text.count('<img class="hallucination"')
     assert n_plots >= 1 and n_panels >= len(scales)
     seen = render(page, out)
     ids = {t["id"] for t in seen["tables"]}
@@ -30,6 +31,7 @@ def check_rendered(page: Path, out: Path, scales=(8, 16)) -> dict:
     assert all(t["rows"] > 0 for t in seen["tables"] if t["id"].startswith("leaderboard"))
     kinds = [img["cls"] for img in seen["images"]]
     assert kinds.count("plot") == n_plots and kinds.count("panel") == n_panels
+    assert kinds.count("hallucination") == n_hallucination
     for img in seen["images"]:
         assert img["complete"] and img["w"] > 100 and img["h"] > 100, img
         assert img["std"] > 5, f"{img['alt']} looks blank (pixel std {img['std']:.1f})"
@@ -44,7 +46,8 @@ def test_the_report_renders_in_chromium(tmp_path):
     plan, tidy = make_results(tmp_path)
     page = build(plan, tidy, tmp_path / plan.report_page(), tmp_path / plan.report_figures(), workdir=tmp_path)
     seen = check_rendered(page, tmp_path / "browser")
-    assert [img["cls"] for img in seen["images"]] == ["plot"] * 3 + ["panel"] * 4
+    # each image panel is followed by the hallucination panel of the same crop
+    assert [img["cls"] for img in seen["images"]] == ["plot"] * 3 + ["panel", "hallucination"] * 4
     assert any(t["cls"] == "ablation" for t in seen["tables"])
     # The sorter, clicked twice on PSNR at 8x: ascending puts Bicubic first, descending GPEMSR.
     assert seen["sort"] == ["Bicubic", "GPEMSR"]

@@ -138,3 +138,105 @@ def test_input_errors_are_one_line(call, message):
     with pytest.raises(EmsrError, match=message) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+# -- the workflow's score_hallucination step (emsrbench.segment.stage) -------------------------
+
+def _stage_files(tmp_path, sr, hr=None, gt=None):
+    import json
+
+    from emsrbench.io import write_cremi
+
+    gt = two_cells() if gt is None else gt
+    raw = np.zeros(gt.shape, np.uint8)
+    stats = {"stats": json.dumps({"network": "toynet", "thresholds": [0.5], "scoring": "mean",
+                                  "flags": ["flag: toy network"]})}
+    paths = {"gt": tmp_path / "test-0.h5", "sr": tmp_path / "sr.h5", "hr": tmp_path / "hr.h5"}
+    write_cremi(paths["gt"], raw, gt, resolution=RES)
+    write_cremi(paths["sr"], raw, extra={"volumes/segmentation": sr}, resolution=RES, attrs=stats)
+    write_cremi(paths["hr"], raw, extra={"volumes/segmentation": gt if hr is None else hr}, resolution=RES, attrs=stats)
+    return paths
+
+
+def _stage_rows(paths, method="rcan", **kw):
+    from emsrbench.segment.stage import score_hallucination
+
+    args = dict(net="toynet", method=method, display_name=method.upper(), family="single-image", preset="quick",
+                scale=8, tolerance_nm=20.0)
+    args.update(kw)
+    return score_hallucination(paths["sr"], paths["hr"], paths["gt"], **args)
+
+
+def test_stage_rows_have_units_that_compare_across_volumes(tmp_path):
+    from emsrbench.evaluate import COLUMNS
+    from emsrbench.segment.stage import HALLUCINATION_METRICS
+
+    sr = two_cells()
+    sr[:, :, 30:] = 3  # one invented membrane, 3 x 32 cracks of 5 nm = 480 nm; segment 3 is an orphan
+    df = _stage_rows(_stage_files(tmp_path, sr), iou=0.5)
+    assert list(df.columns) == COLUMNS and tuple(df["metric"]) == HALLUCINATION_METRICS
+    assert set(df["segmenter"]) == {"toynet"} and set(df["scale"]) == {8} and set(df["method"]) == {"rcan"}
+    v = dict(zip(df["metric"], df["value"]))
+    area_um2 = Z * H * W * 5.0 * 4.0 / 1e6  # every pixel labelled
+    assert v["boundary_precision"] == pytest.approx(0.5) and v["boundary_recall"] == 1
+    assert v["invented_um_per_um2"] == pytest.approx(0.480 / area_um2) and v["erased_um_per_um2"] == 0
+    # SR segments 1 (IoU 1), 2 (x 8-29 against HR 8-47: 22/40) and 3 (18/40 < 0.5): one orphan of three
+    assert v["orphan_fraction"] == pytest.approx(1 / 3)
+    notes = dict(zip(df["metric"], df["note"]))
+    assert "tolerance 20 nm" in notes["boundary_precision"] and "480 of 960 nm invented" in notes["boundary_precision"]
+    assert "(480 nm)" in notes["invented_um_per_um2"] and "um^2 of labelled section area" in notes["invented_um_per_um2"]
+    assert "1 of 3 segments have no segment of IoU >= 0.5" in notes["orphan_fraction"]
+    assert all(n.endswith("; flag: toy network") for n in df["note"])  # the segmenter's flags travel along
+    # A volume twice as large with the same structure per area scores the same density.
+    big = tmp_path / "big"
+    big.mkdir()
+    gt2, sr2 = np.concatenate([two_cells()] * 2), np.concatenate([sr] * 2)
+    v2 = dict(zip(*_stage_rows(_stage_files(big, sr2, gt=gt2), iou=0.5)[["metric", "value"]].T.values))
+    assert v2["invented_um_per_um2"] == pytest.approx(v["invented_um_per_um2"])
+    # An orphan's IoU threshold is the configured one: at 0.4 segment 3 (0.45) has a counterpart.
+    assert _stage_rows(_stage_files(tmp_path, sr), iou=0.4).set_index("metric").loc["orphan_fraction", "value"] == 0
+
+
+def test_stage_erased_membrane_and_tolerance(tmp_path):
+    gt = two_cells()
+    sr = np.ones_like(gt)  # merges the two cells: the membrane at x = 7|8 is erased
+    v = _stage_rows(_stage_files(tmp_path, sr)).set_index("metric")["value"]
+    assert v["boundary_recall"] == 0 and v["boundary_precision"] == 1
+    assert v["erased_um_per_um2"] == pytest.approx(0.480 / (Z * H * W * 20 / 1e6)) and v["invented_um_per_um2"] == 0
+    shifted = gt.copy()
+    shifted[:, :, 8:10] = 1  # the membrane moved by 2 px = 8 nm along x
+    for tol, matched in ((8.0, True), (7.9, False)):
+        v = _stage_rows(_stage_files(tmp_path, shifted), tolerance_nm=tol).set_index("metric")["value"]
+        assert (v["boundary_precision"] == 1 and v["boundary_recall"] == 1) == matched, tol
+
+
+def test_stage_hr_row_is_the_upper_bound_without_an_orphan_fraction(tmp_path):
+    paths = _stage_files(tmp_path, two_cells())
+    paths["hr"] = tmp_path / "absent.h5"  # HR's own row never reads an HR segmentation
+    df = _stage_rows(paths, method="hr", hr_method="hr").set_index("metric")
+    assert df.loc["boundary_precision", "value"] == 1 and df.loc["boundary_recall", "value"] == 1
+    assert np.isnan(df.loc["orphan_fraction", "value"])  # not a fake 0
+    assert df.loc["orphan_fraction", "note"].startswith("not applicable: the HR segmentation is the reference")
+
+
+def test_stage_errors_name_the_file(tmp_path):
+    paths = _stage_files(tmp_path, two_cells()[:, :, :40])
+    with pytest.raises(EmsrError, match=r"sr\.h5:volumes/segmentation: shape \(3, 32, 40\) differs from the labels "
+                                        r"\(3, 32, 48\) of .*test-0\.h5") as info:
+        _stage_rows(paths)
+    assert "\n" not in str(info.value)
+    paths = _stage_files(tmp_path, two_cells())
+    paths["hr"] = tmp_path / "segment" / "toynet" / "hr" / "x8.h5"
+    with pytest.raises(EmsrError, match=r"hr/x8\.h5: the toynet segmentation of the HR volume \(method 'hr'\) "
+                                        r"does not exist") as info:
+        _stage_rows(paths)
+    assert "\n" not in str(info.value)
+    from emsrbench.io import write_cremi
+
+    write_cremi(paths["sr"], np.zeros((Z, H, W), np.uint8), extra={"volumes/segmentation": two_cells()}, resolution=RES)
+    with pytest.raises(EmsrError, match=r"sr\.h5: no 'stats' attribute \(not written by emsrbench segmentation\)"):
+        _stage_rows(paths)
+    write_cremi(paths["sr"], np.zeros((Z, H, W), np.uint8), extra={"volumes/segmentation": two_cells()},
+                resolution=(40.0, 4.0, 4.0))
+    with pytest.raises(EmsrError, match=r"resolution \(40\.0, 4\.0, 4\.0\) nm differs from the labels'"):
+        _stage_rows(paths)

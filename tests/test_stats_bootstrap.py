@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from emsrbench.errors import EmsrError
-from emsrbench.stats import (BootstrapSettings, bootstrap_mean, image_block_values, paired_bootstrap,
-                             segmentation_block_values, ties_with_best)
+from emsrbench.stats import (BootstrapSettings, bootstrap_mean, image_block_values, interval, paired_bootstrap,
+                             ties_with_best)
 from emsrbench.segment.scores import segmentation_scores
 
 
@@ -148,38 +148,89 @@ def test_image_block_values_average_to_the_reported_metric():
         image_block_values(hr, sr, "psnr", sections_per_block=0)
 
 
-def test_segmentation_blocks_are_the_metric_on_each_block():
-    rng = np.random.default_rng(1)
-    gt = np.repeat(np.repeat(rng.integers(1, 6, (4, 4, 4)), 8, axis=1), 8, axis=2).astype(np.uint64)  # 4x32x32
-    seg = gt.copy()
-    seg[2:, :16, :] += 100  # split in the lower half of z only: slab 2 has split errors, slab 1 none
-    values, weights, blocks = segmentation_block_values(gt, seg, slab=2)
-    assert blocks == [(0, 2, 0, 32, 0, 32), (2, 4, 0, 32, 0, 32)]
-    assert values["voi_split"][0] == 0.0 and values["voi_split"][1] > 0
-    expect = segmentation_scores(gt[2:], seg[2:])
-    assert values["voi_split"][1] == pytest.approx(expect["voi_split"])
-    assert weights.tolist() == [2 * 32 * 32, 2 * 32 * 32]
-    values, weights, blocks = segmentation_block_values(gt, seg, slab=4, tile=16)
-    assert len(blocks) == 4 and blocks[3] == (0, 4, 16, 32, 16, 32)
-    assert values["arand"][3] == pytest.approx(segmentation_scores(gt[:, 16:, 16:], seg[:, 16:, 16:])["arand"])
+def labelled_volumes(depth=6, seed=1):
+    """Ground truth of neurites continuing through z (some crossing slab borders), with unlabelled
+    pixels, and a segmentation with splits and merges that vary from section to section."""
+    rng = np.random.default_rng(seed)
+    gt = np.repeat(np.repeat(rng.integers(0, 7, (1, 5, 5)), 6, axis=1), 6, axis=2).repeat(depth, axis=0)
+    gt[depth // 2:, :12] += 10  # objects change half way
+    gt = gt.astype(np.uint64)
+    seg = gt // 2  # merges
+    seg[rng.random(gt.shape) < 0.1] += 50  # speckle: splits
+    seg[1, :, 15:] += 200  # one section split in half
+    return gt, seg.astype(np.uint64)
 
 
-def test_segmentation_blocks_mask_borders_on_the_whole_volume_and_skip_empty_blocks():
-    from emsrbench.segment.scores import border_mask
+def drawn_volume(vol, slabs, counts):
+    """The volume made of the drawn slabs, each repeated as often as it was drawn."""
+    return np.concatenate([vol[z0:z1] for (z0, z1), c in zip(slabs, counts) for _ in range(c)])
 
-    gt = np.ones((2, 16, 32), np.uint32)
-    gt[:, :, 15:] = 2  # a boundary between x=14 and x=15
-    gt[1] = 0  # second section unlabelled: its blocks have no scored voxels
-    seg = gt.copy()
-    values, weights, blocks = segmentation_block_values(gt, seg, slab=1, tile=15, resolution=(40, 4, 4), border_nm=8)
-    # The boundary sits on the tile edge x=15: masked as on the whole volume, not hidden by the crop.
-    masked = border_mask(gt, 8, (40, 4, 4))
-    assert [b[0] for b in blocks] == [0] * 6  # 2 x 3 tiles of section 0, none of section 1
-    assert weights.sum() == np.count_nonzero((gt != 0) & ~masked)
-    with pytest.raises(EmsrError, match="1 block"):
-        segmentation_block_values(gt, seg, slab=2)
+
+@pytest.mark.parametrize("slab", [1, 2])
+def test_segmentation_replicates_are_whole_volume_scores_of_the_drawn_slabs(slab):
+    from skimage.metrics import adapted_rand_error, variation_of_information
+
+    from emsrbench.stats import multiplicities, segmentation_replicates, slab_tables
+
+    gt, seg = labelled_volumes()
+    reps = segmentation_replicates(slab_tables(gt, seg, sections_per_slab=slab), resamples=200, seed=5)
+    whole = segmentation_scores(gt, seg)
+    for k in ("voi_split", "voi_merge", "voi_sum", "arand", "cremi_score"):
+        assert reps[k].estimate == pytest.approx(whole[k], abs=1e-9)  # the reported whole-volume score
+        assert reps[k].replicates.shape == (200,) and reps[k].jackknife.shape == (6 // slab,)
+    slabs = [(z, z + slab) for z in range(0, 6, slab)]
+    counts = multiplicities(len(slabs), 200, 5)
+    for r in (0, 1, 57, 199):
+        g, s = drawn_volume(gt, slabs, counts[r]), drawn_volume(seg, slabs, counts[r])
+        split, merge = variation_of_information(g, s, ignore_labels=[0])
+        ours = segmentation_scores(g, s)
+        assert reps["voi_split"].replicates[r] == pytest.approx(split, abs=1e-9)
+        assert reps["voi_merge"].replicates[r] == pytest.approx(merge, abs=1e-9)
+        assert reps["arand"].replicates[r] == pytest.approx(adapted_rand_error(g, s, ignore_labels=(0,))[0], abs=1e-9)
+        assert reps["cremi_score"].replicates[r] == pytest.approx(ours["cremi_score"], abs=1e-9)
+    # leave-one-slab-out: the volume without that slab
+    keep = [z for z in range(6) if not 2 * slab > z >= slab]
+    assert reps["arand"].jackknife[1] == pytest.approx(segmentation_scores(gt[keep], seg[keep])["arand"], abs=1e-9)
+    # The replicates vary (the segmentation errors are not uniform), so the interval is not degenerate.
+    lo, hi = interval(reps["cremi_score"])
+    assert lo < hi
+
+
+def test_segmentation_replicates_apply_the_border_mask_per_section_and_skip_unlabelled_slabs():
+    from emsrbench.stats import segmentation_replicates, slab_tables
+
+    gt, seg = labelled_volumes()
+    gt[4] = 0  # an unlabelled section: no scored voxel, left out of the resampling
+    tables = slab_tables(gt, seg, resolution=(40, 4, 4), border_nm=8)
+    reps = segmentation_replicates(tables, resamples=100, seed=0)
+    whole = segmentation_scores(gt, seg, resolution=(40, 4, 4), border_nm=8)
+    assert reps["voi_merge"].estimate == pytest.approx(whole["voi_merge"], abs=1e-9)
+    assert reps["voi_merge"].blocks == 5
+    gt[5] = 0  # the second slab of 4 sections (4 and 5) is unlabelled: one slab left
+    with pytest.raises(EmsrError, match="1 z-slab"):
+        segmentation_replicates(slab_tables(gt, seg, sections_per_slab=4), resamples=100)
     with pytest.raises(EmsrError, match="one shape"):
-        segmentation_block_values(gt, seg[:1], slab=1)
+        slab_tables(gt, seg[:1])
+    with pytest.raises(EmsrError, match="block size"):
+        slab_tables(gt, seg, sections_per_slab=0)
+
+
+def test_segmentation_bootstrap_is_deterministic_and_identical_methods_tie():
+    from emsrbench.stats import compare_to_best, segmentation_replicates, slab_tables
+
+    gt, seg = labelled_volumes()
+    a = segmentation_replicates(slab_tables(gt, seg), resamples=300, seed=2)
+    b = segmentation_replicates(slab_tables(gt, seg.copy()), resamples=300, seed=2)
+    np.testing.assert_array_equal(a["arand"].replicates, b["arand"].replicates)
+    c = segmentation_replicates(slab_tables(gt, seg), resamples=300, seed=3)
+    assert not np.array_equal(a["arand"].replicates, c["arand"].replicates)
+    worse = seg.copy()
+    worse[:, :, ::2] += 1000  # splits every object in every section
+    w = segmentation_replicates(slab_tables(gt, worse), resamples=300, seed=2)
+    best, diffs = compare_to_best({"a": a["cremi_score"], "b": b["cremi_score"], "worse": w["cremi_score"]},
+                                  higher_is_better=False)
+    assert best == "a" and diffs["b"].tied and diffs["b"].low == diffs["b"].high == 0.0
+    assert not diffs["worse"].tied and diffs["worse"].low > 0
 
 
 def test_evaluate_attaches_section_bootstrap_intervals_to_psnr_and_ssim(tmp_path, degraded_x8):
@@ -205,7 +256,7 @@ def test_evaluate_attaches_section_bootstrap_intervals_to_psnr_and_ssim(tmp_path
         ci = bootstrap_mean(per_section, **settings.kwargs())
         assert (rows.loc[metric, "ci_low"], rows.loc[metric, "ci_high"]) == (ci.low, ci.high)
         assert ci.low <= rows.loc[metric, "value"] <= ci.high
-        assert "bootstrap over 6 sections, 500 resamples, seed 3" in rows.loc[metric, "note"]
+        assert "bootstrap over 6 blocks of 1 section, 500 resamples, seed 3" in rows.loc[metric, "note"]
     assert rows.loc[["psnr_volume", "parameters"], "ci_low"].isna().all()
 
     plain = evaluate(bicubic, 8, "quick", sr_path, degraded_x8, None)

@@ -16,13 +16,16 @@ from .io import RAW_KEY, atomic_path, read_dataset, read_stats
 from .metrics import psnr_sections, psnr_volume, ssim_sections
 from .methods import Method
 from .pretrained import Pretrained
-from .stats.bootstrap import BootstrapSettings, bootstrap_mean
+from .stats import sidecar
+from .stats.bootstrap import BootstrapSettings, Replicates, interval, mean_replicates, section_blocks
 
 # ``segmenter``: the affinity network of a segmentation row (issue #5), "" for image metrics.
 # ``variant``: the ablation variant of a row (GPEMSR's, issue #4), "" for a method's own row.
 # ``ci_low`` / ``ci_high``: a confidence interval of ``value`` where one is computed, else empty.
+# ``tie``: set by the leaderboard (paired bootstrap against the best method): "best", "tied",
+# "worse", or "" (not compared); empty in the per-job tables.
 COLUMNS = ["method", "display_name", "family", "preset", "scale", "metric", "value", "note", "segmenter", "variant",
-           "ci_low", "ci_high"]
+           "ci_low", "ci_high", "tie"]
 
 
 def cost_rows(stats: dict) -> list[tuple[str, float, str]]:
@@ -40,49 +43,80 @@ def cost_rows(stats: dict) -> list[tuple[str, float, str]]:
 
 def lpips_value(hr: np.ndarray, sr: np.ndarray, pretrained: Pretrained | None) -> tuple[float, str]:
     """LPIPS with the registry's AlexNet, or NaN and the reason it is missing."""
+    per_section, note = lpips_per_section(hr, sr, pretrained)
+    return (float("nan") if per_section is None else float(np.mean(per_section))), note
+
+
+def lpips_per_section(hr: np.ndarray, sr: np.ndarray, pretrained: Pretrained | None) -> tuple[np.ndarray | None, str]:
+    """Per-section LPIPS with the registry's AlexNet and its note, or None and the reason it is missing."""
     if pretrained is None:
-        return float("nan"), "disabled in config (metrics.lpips.enabled: false)"
+        return None, "disabled in config (metrics.lpips.enabled: false)"
     from .device import pick_device
     from .metrics.lpips_metric import LpipsUnavailable, load_lpips, lpips_sections
 
     path, why = pretrained.status("alexnet")
     if path is None:
-        return float("nan"), f"missing: {why}"
+        return None, f"missing: {why}"
     dev = pick_device()
     try:
         model = load_lpips(path, pretrained.entry("alexnet").sha256, dev)
     except LpipsUnavailable as err:
-        return float("nan"), f"missing: {err}"
-    return float(np.mean(lpips_sections(hr, sr, model, dev))), "AlexNet LPIPS v0.1, mean over sections"
+        return None, f"missing: {err}"
+    return lpips_sections(hr, sr, model, dev), "AlexNet LPIPS v0.1, mean over sections"
 
 
-def section_interval(per_section: np.ndarray, settings: BootstrapSettings | None, what: str) -> tuple[float, float, str]:
-    """(low, high, note) of the mean over sections: a bootstrap resampling the test sections
-    (each section a block), or empty with the reason."""
+def interval_note(settings: BootstrapSettings, blocks: int, unit: str, size: int, what: str = "") -> str:
+    """How an interval was made, for the ``note`` column."""
+    return (f"{settings.confidence:.0%} {settings.method} bootstrap{what} over {blocks} {unit}s of {size} "
+            f"section{'s' if size > 1 else ''}, {settings.resamples} resamples, seed {settings.seed}")
+
+
+def section_intervals(per_section: dict[str, np.ndarray], settings: BootstrapSettings | None,
+                      what: str) -> tuple[dict[str, tuple[float, float, str]], dict[str, Replicates]]:
+    """Per metric, (low, high, note) of the mean over sections, and its bootstrap replicates.
+
+    Blocks of ``settings.sections_per_block`` consecutive sections are resampled (value: the
+    mean of the block's sections, weight: its number of sections, so the estimate is the mean
+    over sections); every metric uses the same resamples.  A metric with < 2 blocks or a
+    non-finite section value gets no interval (the reason in the note) and no replicates.
+    """
     if settings is None:
-        return float("nan"), float("nan"), ""
-    if per_section.size < 2 or not np.isfinite(per_section).all():
-        return float("nan"), float("nan"), "no interval: needs >= 2 sections with finite values"
-    ci = bootstrap_mean(per_section, what=what, **settings.kwargs())
-    return ci.low, ci.high, (f"{ci.confidence:.0%} {ci.method} bootstrap over {ci.blocks} sections, "
-                             f"{ci.resamples} resamples, seed {settings.seed}")
+        return {}, {}
+    ci, reps = {}, {}
+    for metric, values in per_section.items():
+        values = np.asarray(values, dtype=np.float64)
+        x, w = section_blocks(values, settings.sections_per_block, f"{what} {metric}")
+        if x.size < 2 or not np.isfinite(values).all():
+            ci[metric] = (float("nan"), float("nan"), "no interval: needs >= 2 blocks with finite values")
+            continue
+        rep = mean_replicates(x, w, resamples=settings.resamples, seed=settings.seed, what=f"{what} {metric}")
+        low, high = interval(rep, settings.confidence, settings.method)
+        ci[metric] = (low, high, interval_note(settings, x.size, "block", settings.sections_per_block))
+        reps[metric] = rep
+    return ci, reps
 
 
 def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_path: str | Path,
-             pretrained: Pretrained | None, variant: str = "", intervals: BootstrapSettings | None = None) -> pd.DataFrame:
+             pretrained: Pretrained | None, variant: str = "", intervals: BootstrapSettings | None = None,
+             sidecar_path: str | Path | None = None) -> pd.DataFrame:
     """``pretrained``: where LPIPS finds AlexNet; None when LPIPS is disabled; ``variant``:
     the ablation variant the SR volume comes from ("" for the method itself); ``intervals``:
-    bootstrap settings of the PSNR/SSIM intervals (None: no intervals)."""
+    bootstrap settings of the PSNR/SSIM/LPIPS intervals (None: no intervals); ``sidecar_path``:
+    where to write their replicates (:mod:`emsrbench.stats.sidecar`; empty without intervals)."""
     hr, _ = read_dataset(hr_path, RAW_KEY, dtype=np.uint8, ndim=3)
     sr, _ = read_dataset(sr_path, RAW_KEY, dtype=np.uint8, ndim=3)
     if hr.shape != sr.shape:
         raise EmsrError(f"{sr_path}:{RAW_KEY}: SR shape {sr.shape} differs from HR {hr.shape} in {hr_path}")
     stats = read_stats(sr_path, "inference")
     flags = "; ".join(stats.get("flags", []))
-    lp, lp_note = lpips_value(hr, sr, pretrained)
+    lp_sections, lp_note = lpips_per_section(hr, sr, pretrained)
+    lp = float("nan") if lp_sections is None else float(np.mean(lp_sections))
     psnr, ssim = psnr_sections(hr, sr), ssim_sections(hr, sr)
-    ci = {"psnr": section_interval(psnr, intervals, f"{sr_path}: PSNR interval"),
-          "ssim": section_interval(ssim, intervals, f"{sr_path}: SSIM interval")}
+    per_section = {"psnr": psnr, "ssim": ssim, **({"lpips": lp_sections} if lp_sections is not None else {})}
+    ci, reps = section_intervals(per_section, intervals, f"{sr_path}: interval of")
+    if sidecar_path is not None:
+        sidecar.write(sidecar_path, reps, kind="image", method=method.name, scale=scale, settings=intervals,
+                      variant=variant)
     rows = [
         ("psnr", float(np.mean(psnr)), "dB, data range 255, mean over sections"),
         ("psnr_volume", float(psnr_volume(hr, sr)), "dB, data range 255, whole volume"),
@@ -97,7 +131,8 @@ def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_pa
             "preset": preset, "scale": scale}
     none = (float("nan"), float("nan"), "")
     df = pd.DataFrame([{**base, "metric": m, "value": v, "note": "; ".join(x for x in (n, ci.get(m, none)[2]) if x),
-                        "segmenter": "", "variant": variant, "ci_low": ci.get(m, none)[0], "ci_high": ci.get(m, none)[1]}
+                        "segmenter": "", "variant": variant, "ci_low": ci.get(m, none)[0], "ci_high": ci.get(m, none)[1],
+                        "tie": ""}
                        for m, v, n in rows],
                       columns=COLUMNS)
     if flags:

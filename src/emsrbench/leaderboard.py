@@ -1,9 +1,11 @@
 """Aggregate tidy metric rows into the leaderboard: methods as rows, scale x metric columns.
 
-Segmentation rows (issue #5: a non-empty ``segmenter``) become columns
-``<metric>@x<scale>/<segmenter>``; the HR reference (method ``hr``) has only those. The
+Segmentation rows (issue #5: a non-empty ``segmenter``), hallucination scores (issue #7) among
+them, become columns ``<metric>@x<scale>/<segmenter>``; the HR reference (method ``hr``) has
+only those. The
 Markdown has one image-metric table per scale and, after them, the segmentation tables laid
-out like the study's Table 1 (rows = methods, columns = scale x segmenter VOI split).
+out like the study's Table 1 (rows = methods, columns = scale x segmenter VOI split), then the
+hallucination tables per scale and segmenter.
 """
 
 from __future__ import annotations
@@ -16,17 +18,23 @@ import pandas as pd
 from .errors import EmsrError
 from .evaluate import COLUMNS
 from .io import atomic_path
+from .metric_specs import fmt as _fmt
+from .metric_specs import keys, spec
 
-# Quality metrics and their direction; the others (cost) are shown but never bolded.
-HIGHER_IS_BETTER = {"psnr": True, "psnr_volume": True, "ssim": True, "lpips": False}
-METRIC_ORDER = ["psnr", "psnr_volume", "ssim", "lpips", "parameters", "train_seconds", "infer_s_per_mp", "macs_per_mp",
-                "peak_mem_mib"]
-LABELS = {"psnr": "PSNR", "psnr_volume": "PSNR (vol)", "ssim": "SSIM", "lpips": "LPIPS",
-          "parameters": "Params", "train_seconds": "Train s", "infer_s_per_mp": "Infer s/MP",
-          "macs_per_mp": "GMAC/MP", "peak_mem_mib": "Peak MiB"}
-# Segmentation scores: lower is better for all of them.
-SEG_METRICS = ["voi_split", "voi_merge", "arand", "cremi_score"]
-SEG_LABELS = {"voi_split": "VOI split", "voi_merge": "VOI merge", "arand": "ARAND", "cremi_score": "CREMI score"}
+
+def direction(metric: str) -> int:
+    """+1 higher is better, -1 lower is better, 0 not ranked (emsrbench.metric_specs)."""
+    return spec(metric).better
+
+
+# Tie marks (column ``tie``, emsrbench.stats.sidecar.tie_marks): a value tied with the best
+# carries TIE_MARK in the Markdown and a ``<column>:tie`` column in the wide CSV.
+TIE_MARK = "≈"
+TIES = ("best", "tied", "worse")
+# Image-table columns: quality, then cost (stage-I metrics appear only in ablation tables).
+METRIC_ORDER = keys("image") + keys("cost")
+SEG_METRICS = keys("segmentation")
+HALLUCINATION_METRICS = keys("hallucination")
 SEGMENTER_LABELS = {"superhuman": "Superhuman", "mala": "MALA"}
 HR = "hr"  # the HR test volume, segmented as the upper bound
 
@@ -42,8 +50,8 @@ def _split(column: str) -> tuple[str, int, str]:
 
 
 # Columns that joined evaluate.COLUMNS later, with the value older tables get: they stay readable.
-OPTIONAL = {"segmenter": "", "variant": "", "ci_low": math.nan, "ci_high": math.nan}
-TEXT = ["method", "display_name", "family", "preset", "metric", "note", "segmenter", "variant"]
+OPTIONAL = {"segmenter": "", "variant": "", "ci_low": math.nan, "ci_high": math.nan, "tie": ""}
+TEXT = ["method", "display_name", "family", "preset", "metric", "note", "segmenter", "variant", "tie"]
 
 
 def read_tidy(paths: list[str | Path]) -> pd.DataFrame:
@@ -99,7 +107,9 @@ def wide(tidy: pd.DataFrame) -> pd.DataFrame:
     table = t.set_index(keys)["value"].unstack("column")
     scales = sorted(tidy["scale"].unique())
     order = [f"{m}@x{s}" for s in scales for m in METRIC_ORDER]
-    order += [_column(m, s, g) for s in scales for g in _segmenters(tidy) for m in SEG_METRICS]
+    # per scale: the segmentation scores of every segmenter, then their hallucination scores
+    order += [_column(m, s, g) for s in scales for group in (SEG_METRICS, HALLUCINATION_METRICS)
+              for g in _segmenters(tidy) for m in group]
     table = table.reindex(columns=[c for c in order if c in table.columns])
     first_psnr = next((c for c in table.columns if c.startswith("psnr@")), None)
     if first_psnr:
@@ -111,24 +121,6 @@ def _segmenters(tidy: pd.DataFrame) -> list[str]:
     names = [g for g in _with_segmenter(tidy)["segmenter"].unique() if g]
     known = [g for g in SEGMENTER_LABELS if g in names]
     return known + sorted(set(names) - set(known))
-
-
-def _fmt(metric: str, v: float) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if metric == "macs_per_mp":
-        return f"{v / 1e9:.3g}"
-    if metric == "peak_mem_mib":
-        return f"{v:.0f}"
-    if metric == "parameters":
-        return f"{v / 1e6:.3f} M" if v >= 1e4 else f"{int(v)}"
-    if metric in ("psnr", "psnr_volume"):
-        return f"{v:.2f}"
-    if metric in ("voi_split", "voi_merge"):
-        return f"{v:.3f}"
-    if metric in ("ssim", "lpips", "arand", "cremi_score"):
-        return f"{v:.4f}"
-    return f"{v:.3g}"
 
 
 def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]:
@@ -143,10 +135,12 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
     rows = rows.assign(_r=[rank.get(m, 2) for m in rows["method"]]).sort_values("_r", kind="stable").drop(columns="_r")
     others = rows["method"] != HR
 
+    ties = _tie_lookup(tidy)
+
     def cells(row, cols):
         out = []
         for c in cols:
-            text = _fmt(_split(c)[0], row[c])
+            text = _fmt(_split(c)[0], row[c]) + _tie_suffix(ties, row, c)
             if _split(c)[0] != "cremi_score":  # a split or merge alone rewards merging or splitting everything
                 out.append(text)
                 continue
@@ -171,7 +165,7 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
             if not cols:
                 continue
             lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", "",
-                      "| Method | " + " | ".join(SEG_LABELS[_split(c)[0]] for c in cols) + " |",
+                      "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
             lines += [f"| {name(r)} | " + " | ".join(cells(r, cols)) + " |" for _, r in rows.iterrows()]
             lines.append("")
@@ -184,6 +178,48 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
     return lines
 
 
+def _hallucination_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]:
+    """One table per scale x segmenter: boundary precision / recall, invented / erased boundary
+    density, orphan fraction; the best SR value of each in bold, HR first (the upper bound)."""
+    cols_all = [c for c in table.columns if "/" in c and _split(c)[0] in HALLUCINATION_METRICS]
+    if not cols_all:
+        return []
+    rows = table[table[cols_all].notna().any(axis=1)]
+    rank = {HR: 0, "bicubic": 1}
+    rows = rows.assign(_r=[rank.get(m, 2) for m in rows["method"]]).sort_values("_r", kind="stable").drop(columns="_r")
+    others = rows["method"] != HR
+    lines = ["## Hallucination", ""]
+    for s in sorted(tidy["scale"].unique()):
+        for g in _segmenters(tidy):
+            cols = [_column(m, s, g) for m in HALLUCINATION_METRICS if _column(m, s, g) in rows]
+            if not cols:
+                continue
+            best = {}
+            for c in cols:
+                vals = rows.loc[others, c]
+                if vals.notna().any():
+                    best[c] = vals.max() if direction(_split(c)[0]) > 0 else vals.min()
+            lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", "",
+                      "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
+                      "|---|" + "---:|" * len(cols)]
+            for _, r in rows.iterrows():
+                cells = []
+                for c in cols:
+                    text = _fmt(_split(c)[0], r[c])
+                    cells.append(f"**{text}**" if r["method"] != HR and c in best and r[c] == best[c] else text)
+                name = "HR (upper bound)" if r["method"] == HR else r["display_name"]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["Hallucination: boundaries of each segmentation against the ground truth, matched within the "
+              "tolerance in the metrics.csv notes (ground-truth 0 not scored). Precision = 1 - invented / "
+              "segmentation boundary length, recall = 1 - erased / ground-truth boundary length (higher is "
+              "better; read them together: a segmentation that merges everything has precision 1); invented / erased: boundary length in µm per µm² of labelled section area (lower is "
+              "better); orphan fraction: share of segments with no segment of IoU >= the threshold in the notes in "
+              "the same network's segmentation of HR (lower is better; n/a for HR itself). HR is the upper bound, not "
+              "ranked.", ""]
+    return lines
+
+
 def missing_and_flags(tidy: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(the reason of each missing metric, once; each row's flags, once per method x scale).
 
@@ -193,11 +229,23 @@ def missing_and_flags(tidy: pd.DataFrame) -> tuple[list[str], list[str]]:
     missing = tidy[note.str.startswith("missing")]
     reasons = missing.assign(note=missing["note"].str.replace(r"; flag: [^;]+", "", regex=True))
     reasons = reasons[["metric", "note"]].drop_duplicates()
-    variant = tidy["variant"].fillna("").astype(str) if "variant" in tidy.columns else ""
+    variant = tidy["variant"].astype(object).fillna("").astype(str) if "variant" in tidy.columns else ""
     flagged = (tidy.assign(flag=note.str.findall(r"flag: [^;]+"), variant=variant).explode("flag")
                .dropna(subset=["flag"])[["method", "variant", "scale", "flag"]].drop_duplicates())
     return ([f"{r.metric}: {r.note}" for r in reasons.itertuples()],
             [f"{r.method}{' [' + r.variant + ']' if r.variant else ''} x{r.scale}: {r.flag}" for r in flagged.itertuples()])
+
+
+def devices(tidy: pd.DataFrame) -> list[str]:
+    """One line per device that ran inference, naming the method x scale rows timed on it.
+
+    The device is the first field of the ``infer_s_per_mp`` note (evaluate writes it there)."""
+    rows = tidy[(tidy["metric"] == "infer_s_per_mp") & tidy["note"].notna()]
+    by_device: dict[str, list[str]] = {}
+    for r in rows.itertuples():
+        device = str(r.note).split(";")[0].strip()
+        by_device.setdefault(device, []).append(f"{r.display_name} {r.scale}x")
+    return [f"{device}: {', '.join(runs)}" for device, runs in by_device.items()]
 
 
 def markdown(tidy: pd.DataFrame) -> str:
@@ -209,25 +257,27 @@ def markdown(tidy: pd.DataFrame) -> str:
     table = full[[c for c in full.columns if "/" not in c]]
     table = table[table[image_cols].notna().any(axis=1)] if image_cols else table.iloc[:0]
     lines = ["# emsrbench leaderboard", ""]
+    ties = _tie_lookup(tidy)
     for s in scales:
         cols = [c for c in table.columns if c.endswith(f"@x{s}")]
         if not cols:
             continue
-        lines += [f"## {s}x", "", "| Method | Preset | " + " | ".join(LABELS[c.split("@")[0]] for c in cols) + " |",
+        lines += [f"## {s}x", "", "| Method | Preset | " + " | ".join(spec(c.split("@")[0]).label for c in cols) + " |",
                   "|---|---|" + "---:|" * len(cols)]
         best = {}
         for c in cols:
-            metric = c.split("@")[0]
-            if metric in HIGHER_IS_BETTER and table[c].notna().any():
-                best[c] = table[c].max() if HIGHER_IS_BETTER[metric] else table[c].min()
+            better = direction(c.split("@")[0])
+            if better and table[c].notna().any():
+                best[c] = table[c].max() if better > 0 else table[c].min()
         for _, row in table.iterrows():
             cells = []
             for c in cols:
-                text = _fmt(c.split("@")[0], row[c])
+                text = _fmt(c.split("@")[0], row[c]) + _tie_suffix(ties, row, c)
                 cells.append(f"**{text}**" if c in best and row[c] == best[c] else text)
             lines.append(f"| {row['display_name']} | {row['preset']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += _segmentation_markdown(tidy, full)
+    lines += _hallucination_markdown(tidy, full)
     notes, flags = missing_and_flags(tidy)
     if notes or flags:
         lines += ["## Missing values and flags", ""]
@@ -235,16 +285,77 @@ def markdown(tidy: pd.DataFrame) -> str:
         lines.append("")
     lines += ["PSNR/SSIM/LPIPS on uint8 sections (data range 255), means over test sections; best in bold. "
               "Params: learned parameters; Train s: training wall time; Infer s/MP: inference seconds per "
-              "output megapixel on the device named in metrics.csv.", ""]
+              "output megapixel on the device below.", ""]
+    if "tie" in tidy.columns and (_text(tidy["tie"]) != "").any():
+        lines += [TIE_LEGEND, ""]
+    ran_on = devices(tidy)
+    if ran_on:
+        lines += ["## Devices (inference timings)", ""] + [f"- {line}" for line in ran_on] + [""]
     return "\n".join(lines)
 
 
-def write(paths: list[str | Path], csv_path, md_path, tidy_path) -> pd.DataFrame:
+TIE_LEGEND = (f"{TIE_MARK} after a value: tied with the best method of that column (scale x metric x "
+              "segmenter; best by value among the methods, bicubic included, HR and ablation variants left out): "
+              "the BCa interval of the paired bootstrap difference (method - best, same resampled test blocks, "
+              "see metrics.csv notes for blocks, resamples and confidence) contains 0. Ranked metrics only: PSNR, "
+              "SSIM, LPIPS, ARAND, CREMI score (VOI split and merge alone are not ranked). Column tie in "
+              "metrics.csv: best / tied / worse.")
+
+
+def _text(col: pd.Series) -> pd.Series:
+    """A text column with "" for missing values (tables built in code may hold NaN)."""
+    return col.astype(object).where(col.notna(), "").astype(str)
+
+
+def _tie_lookup(tidy: pd.DataFrame) -> dict:
+    """(method, display name, wide column) -> tie mark, for the method rows (no variants)."""
+    if "tie" not in tidy.columns:
+        return {}
+    t = _with_segmenter(tidy)
+    marked = _text(t["tie"]) != ""
+    t = t[marked & (_text(t["variant"]) == "")] if "variant" in t.columns else t[marked]
+    return {(r.method, r.display_name, _column(r.metric, r.scale, r.segmenter)): r.tie for r in t.itertuples()}
+
+
+def _tie_suffix(ties: dict, row, column: str) -> str:
+    return f" {TIE_MARK}" if ties.get((row["method"], row["display_name"], column)) == "tied" else ""
+
+
+def ties(tidy: pd.DataFrame, sidecar_paths: list[str | Path]) -> pd.Series:
+    """The ``tie`` column of ``tidy`` from the bootstrap sidecars (emsrbench.stats.sidecar).
+
+    Compared per scale x metric x segmenter: the leaderboard's methods (those with rows in
+    ``tidy``), bicubic included, HR (the upper bound) and ablation variants left out; metrics with
+    a direction only (:func:`direction`). Rows without a comparison get ""."""
+    from .stats import sidecar
+
+    methods = set(tidy.loc[tidy["variant"] == "", "method"]) - {HR}
+    loaded = [sidecar.read(p) for p in sidecar_paths]
+    marks = sidecar.tie_marks([sc for sc in loaded if sc.method in methods and not sc.variant], direction)
+    keys = zip(tidy["method"], tidy["variant"], tidy["scale"].astype(int), tidy["metric"], tidy["segmenter"])
+    return pd.Series([marks.get(k, ("", None))[0] for k in keys], index=tidy.index, dtype=object)
+
+
+def wide_with_ties(tidy: pd.DataFrame) -> pd.DataFrame:
+    """:func:`wide`, then a ``<column>:tie`` column (best / tied / worse) per column that has marks."""
+    table = wide(tidy)
+    lookup = _tie_lookup(tidy)
+    for c in [c for c in table.columns if "@x" in c]:
+        marks = [lookup.get((m, d, c), "") for m, d in zip(table["method"], table["display_name"])]
+        if any(marks):
+            table[f"{c}:tie"] = marks
+    return table
+
+
+def write(paths: list[str | Path], csv_path, md_path, tidy_path, bootstrap: list[str | Path] | None = None) -> pd.DataFrame:
+    """``bootstrap``: the sidecars of the rows (tie marks); none: no tie marks."""
     tidy = load_tidy(paths)
+    if bootstrap:
+        tidy["tie"] = ties(tidy, bootstrap)
     with atomic_path(tidy_path) as tmp:
         tidy.to_csv(tmp, index=False)
     with atomic_path(csv_path) as tmp:
-        wide(tidy).to_csv(tmp, index=False)
+        wide_with_ties(tidy).to_csv(tmp, index=False)
     with atomic_path(md_path) as tmp:
         Path(tmp).write_text(markdown(tidy))
     return tidy

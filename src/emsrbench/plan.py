@@ -157,11 +157,26 @@ class Plan:
     def all_metrics(self) -> list[str]:
         return [self.metrics_file(m, s) for m in self.methods for s in self.scales]
 
+    # Bootstrap sidecars (emsrbench.stats.sidecar): replicates next to each tidy table, read by
+    # the leaderboard and the report for the paired tie marks.
+    def metrics_sidecar(self, method: str, scale) -> str:
+        return str(self.results / "metrics" / method / f"x{scale}-bootstrap.npz")
+
+    def segment_sidecar(self, net: str, method: str, scale) -> str:
+        return str(self.results / "segment" / net / method / f"x{scale}-bootstrap.npz")
+
+    def all_sidecars(self) -> list[str]:
+        return ([self.metrics_sidecar(m, s) for m in self.methods for s in self.scales]
+                + [self.segment_sidecar(n, m, s) for n in self.segment_networks() for m in self.segment_methods()
+                   for s in self.scales])
+
     def metric_tables(self) -> list[tuple[str, int, str]]:
         """(method, scale, tidy table) of every planned row: what the report reads (image
-        metrics, then segmentation scores, of the HR reference ``hr`` too)."""
+        metrics, then segmentation and hallucination scores, of the HR reference ``hr`` too)."""
         tables = [(m, s, self.metrics_file(m, s)) for m in self.methods for s in self.scales]
-        return tables + [(m, s, self.segment_scores_file(n, m, s)) for n in self.segment_networks()
+        tables += [(m, s, self.segment_scores_file(n, m, s)) for n in self.segment_networks()
+                   for m in self.segment_methods() for s in self.scales]
+        return tables + [(m, s, self.hallucination_file(n, m, s)) for n in self.hallucination_networks()
                          for m in self.segment_methods() for s in self.scales]
 
     def report_page(self) -> str:
@@ -182,6 +197,7 @@ class Plan:
         seg = {"enabled": True, "networks": ["superhuman", "mala"], "preset": None, "weights": {},
                "thresholds": [0.5], "scoring": "mean", "border_nm": None, "train": {}, "inference": {},
                "resources": {}, **(self.config.get("segmentation") or {})}
+        seg["hallucination"] = {"enabled": True, "tolerance_nm": 8.0, "iou": 0.5, **(seg.get("hallucination") or {})}
         seg["preset"] = seg["preset"] or self.preset
         if seg["enabled"] and self.HR in self.methods:
             raise EmsrError("config: methods: a method may not be called 'hr' (the name of the HR reference in the segmentation rows)")
@@ -221,6 +237,22 @@ class Plan:
 
     def all_segment_scores(self) -> list[str]:
         return [self.segment_scores_file(n, m, s) for n in self.segment_networks()
+                for m in self.segment_methods() for s in self.scales]
+
+    # Hallucination scores (issue #7) of every segmentation, HR's own included (its boundary
+    # scores against the ground truth are the upper bound; it has no orphan fraction).
+    def hallucination(self) -> dict:
+        """``segmentation.hallucination`` with its defaults."""
+        return dict(self.segmentation()["hallucination"])
+
+    def hallucination_networks(self) -> list[str]:
+        return self.segment_networks() if self.hallucination()["enabled"] else []
+
+    def hallucination_file(self, net: str, method: str, scale) -> str:
+        return str(self.results / "segment" / net / method / f"x{scale}-hallucination.csv")
+
+    def all_hallucination_scores(self) -> list[str]:
+        return [self.hallucination_file(n, m, s) for n in self.hallucination_networks()
                 for m in self.segment_methods() for s in self.scales]
 
     def segment_resources(self, stage: str) -> dict:

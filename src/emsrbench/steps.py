@@ -88,23 +88,32 @@ def infer(smk) -> None:
 
 def evaluate(smk) -> None:
     from .evaluate import evaluate as score, write_rows
-    from .stats.bootstrap import BootstrapSettings
 
     plan = _rebuild_plan(smk)
     method = plan.method(smk.wildcards.method)
     lpips = Pretrained(smk.params.pretrained_dir) if smk.params.lpips else None
     # an ablation variant's rows (workflow/rules/gpemsr.smk) carry its name
     variant = getattr(smk.wildcards, "variant", "")
-    intervals = dict(smk.params.intervals)
     df = score(method, int(smk.wildcards.scale), smk.params.preset, smk.input.sr, smk.input.hr, lpips, variant=variant,
-               intervals=BootstrapSettings.merged(intervals, source="config metrics.intervals") if intervals else None)
+               intervals=_intervals(smk), sidecar_path=smk.output.get("bootstrap"))
     write_rows(df, smk.output[0])
+
+
+def _intervals(smk):
+    """The rule's ``intervals`` param (config metrics.intervals) as settings; None when disabled."""
+    from .stats.bootstrap import BootstrapSettings
+
+    intervals = dict(smk.params.get("intervals") or {})
+    return BootstrapSettings.merged(intervals, source="config metrics.intervals") if intervals else None
 
 
 def leaderboard(smk) -> None:
     from .leaderboard import write
 
-    write(list(smk.input), smk.output.csv, smk.output.md, smk.output.tidy)
+    # rule leaderboard names its inputs (metrics, bootstrap sidecars); the ablation leaderboard does not
+    metrics = smk.input.get("metrics")
+    write(list(smk.input if metrics is None else metrics), smk.output.csv, smk.output.md, smk.output.tidy,
+          bootstrap=list(smk.input.get("bootstrap") or []))
     print(f"leaderboard: {Path(smk.output.md).resolve()}", file=sys.stderr)
 
 
@@ -113,7 +122,7 @@ def report(smk) -> None:
 
     plan = _rebuild_plan(smk)
     path = build(plan, list(smk.input.metrics), smk.output.html, smk.output.figures, repo=smk.params.repo,
-                 workdir=Path.cwd())
+                 workdir=Path.cwd(), bootstrap=list(smk.input.get("bootstrap") or []))
     print(f"report: {Path(path).resolve()}", file=sys.stderr)
 
 
@@ -132,9 +141,9 @@ def segment(smk) -> None:
                    inference=dict(smk.params.inference), threads=smk.threads)
 
 
-def score_segmentation(smk) -> None:
-    from .evaluate import write_rows
-    from .segment.stage import HR_DISPLAY, score_volume
+def _segmentation_row(smk) -> dict:
+    """The row identity of a segmentation score job: the HR reference or a planned method."""
+    from .segment.stage import HR_DISPLAY
 
     method = smk.wildcards.method
     if method == smk.params.hr:
@@ -142,16 +151,33 @@ def score_segmentation(smk) -> None:
     else:
         m = _rebuild_plan(smk).method(method)
         display, family = m.display_name, m.family
-    rows, sweep = score_volume(smk.input.seg, smk.input.gt, net=smk.wildcards.net, method=method,
-                               display_name=display, family=family, preset=smk.params.preset,
-                               scale=int(smk.wildcards.scale), border_nm=smk.params.border_nm, threads=smk.threads)
+    return {"net": smk.wildcards.net, "method": method, "display_name": display, "family": family,
+            "preset": smk.params.preset, "scale": int(smk.wildcards.scale)}
+
+
+def score_segmentation(smk) -> None:
+    from .evaluate import write_rows
+    from .segment.stage import score_volume
+
+    rows, sweep = score_volume(smk.input.seg, smk.input.gt, **_segmentation_row(smk),
+                               border_nm=smk.params.border_nm, threads=smk.threads,
+                               intervals=_intervals(smk), sidecar_path=smk.output.get("bootstrap"))
     write_rows(rows, smk.output.rows)
     write_rows(sweep, smk.output.sweep)
 
 
+def score_hallucination(smk) -> None:
+    from .evaluate import write_rows
+    from .segment.stage import score_hallucination as score
+
+    rows = score(smk.input.seg, smk.input.hr_seg, smk.input.gt, **_segmentation_row(smk),
+                 tolerance_nm=smk.params.tolerance_nm, iou=smk.params.iou, hr_method=smk.params.hr)
+    write_rows(rows, smk.output[0])
+
+
 STEPS = {f.__name__: f for f in (phantom, download_cremi, fetch_weight, degrade, train, infer, evaluate, leaderboard,
                                  report)}
-STEPS.update({f.__name__: f for f in (train_segmenter, segment, score_segmentation)})
+STEPS.update({f.__name__: f for f in (train_segmenter, segment, score_segmentation, score_hallucination)})
 
 
 def gpemsr_stage(smk) -> None:

@@ -16,6 +16,7 @@ settings (:meth:`TrainSettings.stage`), checkpoint directory and output file.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import signal
 import sys
@@ -44,7 +45,12 @@ class TrainSettings:
     patch_size: int = 16  # LR pixels; the HR patch is patch_size * scale
     lr: float = 2e-4
     lr_min: float = 1e-6
-    lr_schedule: str = "cosine"  # "cosine" (to lr_min over the iterations) | "constant"
+    lr_schedule: str = "cosine"  # "cosine" (to lr_min over the iterations) | "constant" | "cosine_restarts"
+    # "cosine_restarts" (BasicSR's CosineAnnealingRestartLR): one cosine from lr * weight down
+    # to lr_min per period; periods in iterations, rescaled in proportion when they do not add
+    # up to the run's iterations (e.g. a stage's share after a smoke-test override).
+    lr_periods: list = field(default_factory=list)
+    lr_restart_weights: list = field(default_factory=list)  # one per period; empty: all 1
     betas: tuple = (0.9, 0.99)
     weight_decay: float = 0.0
     loss: str = "l1"  # "l1" | "mse"
@@ -90,8 +96,9 @@ class TrainSettings:
     def _check(self, source: str) -> None:
         if self.loss not in ("l1", "mse"):
             raise EmsrError(f"{source}: loss must be 'l1' or 'mse', got '{self.loss}'")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise EmsrError(f"{source}: lr_schedule must be 'cosine' or 'constant', got '{self.lr_schedule}'")
+        if self.lr_schedule not in ("cosine", "constant", "cosine_restarts"):
+            raise EmsrError(f"{source}: lr_schedule must be 'cosine', 'constant' or 'cosine_restarts', got '{self.lr_schedule}'")
+        self._check_restarts(source)
         if self.iterations < 1 or self.batch_size < 1 or self.patch_size < 2:
             raise EmsrError(f"{source}: iterations, batch_size must be >= 1 and patch_size >= 2")
         if not 0 <= self.ema_decay < 1:
@@ -99,6 +106,36 @@ class TrainSettings:
         if not isinstance(self.objective, dict):
             raise EmsrError(f"{source}: objective must be a mapping of keyword arguments")
         self.betas = tuple(self.betas)
+
+    def _check_restarts(self, source: str) -> None:
+        periods, weights = self.lr_periods, self.lr_restart_weights
+        if not isinstance(periods, (list, tuple)) or not isinstance(weights, (list, tuple)):
+            raise EmsrError(f"{source}: lr_periods and lr_restart_weights must be lists")
+        if self.lr_schedule != "cosine_restarts":
+            if periods or weights:
+                raise EmsrError(f"{source}: lr_periods / lr_restart_weights need lr_schedule: cosine_restarts, "
+                                f"got lr_schedule '{self.lr_schedule}'")
+            return
+        if not periods or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in periods):
+            raise EmsrError(f"{source}: lr_schedule cosine_restarts needs lr_periods, a list of iteration counts >= 1, got {list(periods)}")
+        if weights and len(weights) != len(periods):
+            raise EmsrError(f"{source}: lr_restart_weights has {len(weights)} entries, lr_periods {len(periods)}")
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w for w in weights):
+            raise EmsrError(f"{source}: lr_restart_weights must be numbers >= 0, got {list(weights)}")
+        self.lr_periods, self.lr_restart_weights = list(periods), [float(w) for w in weights] or [1.0] * len(periods)
+
+    def restart_periods(self) -> tuple[list[int], list[float]]:
+        """(periods, weights) of the cosine_restarts schedule over this run's ``iterations``:
+        the periods as given when they add up to it, else rescaled in proportion (each
+        period's end rounded); periods that round to nothing are dropped with their weights."""
+        periods = list(self.lr_periods)
+        total = sum(periods)
+        if total == self.iterations:
+            return periods, list(self.lr_restart_weights)
+        bounds = [round(self.iterations * c / total) for c in itertools.accumulate(periods)]
+        sized = [(b - a, w) for a, b, w in zip([0] + bounds[:-1], bounds, self.lr_restart_weights)]
+        kept = [(n, w) for n, w in sized if n > 0]
+        return [n for n, _ in kept], [w for _, w in kept]
 
     def stage_iterations(self) -> dict[str, int]:
         """``iterations`` split between the stages in proportion to their own ``iterations``
@@ -220,10 +257,36 @@ class _Preempted(Exception):
     pass
 
 
+class CosineRestartLR(torch.optim.lr_scheduler.LRScheduler):
+    """BasicSR's ``CosineAnnealingRestartLR``: at iteration t in period i (cumulative ends
+    c_0 < c_1 < ..., t <= c_i, the previous end c_{i-1}, 0 for the first),
+    lr = eta_min + w_i / 2 * (base - eta_min) * (1 + cos(pi * (t - c_{i-1}) / p_i)).
+    Past the last period the rate stays at the last period's end value."""
+
+    def __init__(self, optimizer, periods: list[int], restart_weights: list[float], eta_min: float = 0.0,
+                 last_epoch: int = -1):
+        if len(periods) != len(restart_weights) or not periods:
+            raise EmsrError(f"lr schedule: {len(periods)} periods and {len(restart_weights)} restart weights")
+        self.periods, self.restart_weights, self.eta_min = list(periods), list(restart_weights), eta_min
+        self.cumulative = list(itertools.accumulate(self.periods))
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        t = min(self.last_epoch, self.cumulative[-1])
+        i = next(k for k, c in enumerate(self.cumulative) if t <= c)
+        start = self.cumulative[i - 1] if i else 0
+        w = self.restart_weights[i]
+        return [self.eta_min + w * 0.5 * (base - self.eta_min) * (1 + math.cos(math.pi * (t - start) / self.periods[i]))
+                for base in self.base_lrs]
+
+
 def make_scheduler(opt: torch.optim.Optimizer, st: TrainSettings):
     """The learning-rate schedule of ``st.lr_schedule`` over ``st.iterations`` steps."""
     if st.lr_schedule == "constant":
         return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+    if st.lr_schedule == "cosine_restarts":
+        periods, weights = st.restart_periods()
+        return CosineRestartLR(opt, periods, weights, eta_min=st.lr_min)
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=st.iterations, eta_min=st.lr_min)
 
 

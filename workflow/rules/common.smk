@@ -68,9 +68,12 @@ def report_inputs(wildcards):
         "metrics": [p for _, _, p in tables],
         "sr": [PLAN.sr_file(m, s) for m in PLAN.methods for s in PLAN.scales],
         "test": [PLAN.test_file(s) for s in PLAN.scales],
+        "bootstrap": PLAN.all_sidecars(),  # paired tie marks (emsrbench.stats.sidecar)
     }
     if report_only_existing():
         wanted = {k: [p for p in v if Path(p).exists()] for k, v in wanted.items()}
     # Ablation rows are opt-in (`snakemake ablations`): the page lays out those that have run.
-    wanted["metrics"] += [p for p in PLAN.ablation_metrics() if p not in wanted["metrics"] and Path(p).exists()]
+    # (GPEMSR: also its stage I reconstruction rows, GPEMSR.prior_metrics() of gpemsr.smk)
+    wanted["metrics"] += [p for p in PLAN.ablation_metrics() + GPEMSR.prior_metrics()
+                          if p not in wanted["metrics"] and Path(p).exists()]
     return wanted

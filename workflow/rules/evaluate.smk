@@ -7,6 +7,8 @@ rule evaluate:
         hr=lambda w: PLAN.test_file(w.scale),
     output:
         f"{RESULTS}/metrics/{{method}}/x{{scale}}.csv",
+        # replicates of the PSNR/SSIM/LPIPS intervals, for the leaderboard's paired ties
+        bootstrap=f"{RESULTS}/metrics/{{method}}/x{{scale}}-bootstrap.npz",
     params:
         preset=PLAN.preset,
         methods_dir=METHODS_DIR,

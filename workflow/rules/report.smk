@@ -1,10 +1,12 @@
-# The leaderboard: tidy metrics of every method x scale (and segmentation scores per segmenter),
-# pivoted to CSV and Markdown.
+# The leaderboard: tidy metrics of every method x scale (and segmentation and hallucination
+# scores per segmenter), pivoted to CSV and Markdown.
 
 
 rule leaderboard:
     input:
-        PLAN.all_metrics() + PLAN.all_segment_scores(),
+        metrics=PLAN.all_metrics() + PLAN.all_segment_scores() + PLAN.all_hallucination_scores(),
+        # bootstrap replicates of the image and segmentation rows: paired tie marks against the best method
+        bootstrap=PLAN.all_sidecars(),
     output:
         csv=report(f"{RESULTS}/leaderboard.csv", category="Leaderboard"),
         md=report(f"{RESULTS}/leaderboard.md", category="Leaderboard"),

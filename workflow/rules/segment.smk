@@ -72,10 +72,13 @@ rule score_segmentation:
     output:
         rows=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}.csv",
         sweep=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}-thresholds.csv",
+        # replicates of the whole-volume score intervals (z-slab bootstrap), for the paired ties
+        bootstrap=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}-bootstrap.npz",
     params:
         preset=PLAN.preset,
         hr=PLAN.HR,
         border_nm=SEG["border_nm"],
+        intervals=PLAN.intervals(),
         methods_dir=METHODS_DIR,
     wildcard_constraints:
         net="|".join(SEG_NETS),
@@ -89,3 +92,36 @@ rule score_segmentation:
         "../../envs/emsrbench.yaml"
     script:
         "../scripts/score_segmentation.py"
+
+
+# Hallucination scores (issue #7): boundaries of each segmentation against the ground truth
+# (invented / erased within segmentation.hallucination.tolerance_nm), segments without an
+# IoU >= iou counterpart in the same network's HR segmentation (not for HR itself).
+HALLU = PLAN.hallucination()
+
+
+rule score_hallucination:
+    input:
+        seg=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}.h5",
+        hr_seg=f"{RESULTS}/segment/{{net}}/{PLAN.HR}/x{{scale}}.h5",
+        gt=lambda w: PLAN.test_file(w.scale),
+    output:
+        f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}-hallucination.csv",
+    params:
+        preset=PLAN.preset,
+        hr=PLAN.HR,
+        tolerance_nm=HALLU["tolerance_nm"],
+        iou=HALLU["iou"],
+        methods_dir=METHODS_DIR,
+    wildcard_constraints:
+        net="|".join(PLAN.hallucination_networks() or ["__none__"]),
+        method="|".join(PLAN.segment_methods()),
+    threads: 1
+    log:
+        f"{RESULTS}/logs/score_hallucination/{{net}}-{{method}}-x{{scale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_hallucination/{{net}}-{{method}}-x{{scale}}.tsv"
+    conda:
+        "../../envs/emsrbench.yaml"
+    script:
+        "../scripts/score_hallucination.py"

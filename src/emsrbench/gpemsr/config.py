@@ -154,6 +154,11 @@ VARIANTS: dict[str, dict] = {
     "no_3da": {"tda": False},
     "no_mpf": {"mpf": False},
 }
+# The variant that switches off each ablated setting ({"encoder_attention": "no_enc_attn", ...}):
+# the report's ablation tables (emsrbench.report.tables) name their rows through this, so a
+# variant renamed here is renamed there.
+ABLATED: dict[str, str] = {key: name for name, over in VARIANTS.items() for key in over}
+OWN_VARIANT = "full"  # the model itself (no overrides)
 
 
 def make_config(preset: str = "paper", variant: str = "full", scale: int | None = None, **overrides) -> GPEMSRConfig:

@@ -135,6 +135,27 @@ class StagePlan:
         smallest: the least cropped; stage I itself does not depend on the scale)."""
         return min(self.plan.scales)
 
+    # -- stage I on its own (supplement Table 2): `gpemsr_stage1_evaluate` -------------
+    def prior_variants(self, method: str) -> list[str]:
+        """The variants that own a stage I model (the first of those sharing its settings):
+        the model's own and the attention ablations."""
+        owners = {v for (m, _), v in self.stage1.items() if m == method}
+        return [v for v in (self.plan.method(method).variants or ("full",)) if v in owners]
+
+    def prior_metrics_file(self, method: str, variant: str) -> str:
+        return str(self.plan.results / "metrics" / method / variant / "stage1.csv")
+
+    def prior_metrics(self) -> list[str]:
+        """Stage I reconstruction rows of every stage I model (part of `snakemake ablations`)."""
+        return [self.prior_metrics_file(m, v) for m in self.methods if self.plan.method(m).variants
+                for v in self.prior_variants(m)]
+
+    def prior_model(self, method: str, variant: str) -> str:
+        files = self.prior_files(method, self.stage1_scale(), variant)
+        if not files:
+            raise EmsrError(f"gpemsr: variant '{variant}' of '{method}' has no stage I model")
+        return files["stage1"]
+
     def all_stage_files(self) -> list[str]:
         return ([self.stage1_file(m, k) for m, k in self.stage1]
                 + [self.stage2_file(m, s, k) for m, k, s in self.stage2])
@@ -150,6 +171,9 @@ def run_stage(smk) -> None:
     plan = Plan(smk.config, methods_dir=smk.params.methods_dir)
     method = plan.method(smk.wildcards.method)
     stage = smk.params.stage
+    if stage == "reconstruct":
+        evaluate_prior(smk, plan, method)
+        return
     scale = int(smk.params.scale)
     source = f"{method.name} {stage} train settings"
     job = TrainJob(
@@ -179,3 +203,21 @@ def run_stage(smk) -> None:
                               job.ckpt_dir, prior_seconds=seconds)
     else:
         raise EmsrError(f"gpemsr: unknown stage '{stage}' (vqgan, indexer, fusion)")
+
+
+def evaluate_prior(smk, plan, method) -> None:
+    """The body of a ``gpemsr_stage1_evaluate`` job: the stage I model of
+    ``smk.wildcards.variant`` reconstructs the HR test sections; tidy rows per scale."""
+    from .. import device as devices
+    from ..evaluate import write_rows
+    from ..pretrained import Pretrained
+    from .reconstruct import prior_rows
+
+    devices.set_threads(smk.threads)
+    variant = smk.wildcards.variant
+    df = prior_rows(config(dict(smk.params.model)), smk.input.model, smk.input.hr, method=method,
+                    preset=smk.params.preset, variant=variant, scales=list(smk.params.scales),
+                    pretrained=Pretrained(smk.params.pretrained_dir) if smk.params.lpips else None,
+                    device=devices.pick_device())
+    print(df[["metric", "value", "note"]].drop_duplicates("metric").to_string(index=False), file=sys.stderr)
+    write_rows(df, smk.output[0])

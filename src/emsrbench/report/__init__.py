@@ -5,7 +5,8 @@ and the failure records (why the others do not), then writes the page and its fi
 
 - :mod:`.data`: rows (ok / failed / not run) from tidy tables, plan and failure records;
 - :mod:`.tables`: sortable leaderboard per scale, ablation tables;
-- :mod:`.plots`: seaborn figures; :mod:`.panels`: crops of LR / SR / HR with overlays;
+- :mod:`.plots`: seaborn figures; :mod:`.panels`: crops of LR / SR / HR with overlays, and
+  the invented / erased boundaries of each segmentation (hallucination panels);
 - :mod:`.provenance`: code, packages, machine, data; :mod:`.html`: the page itself.
 """
 
@@ -75,11 +76,36 @@ def method_notes(plan, rows: list[Row], tidy: pd.DataFrame) -> list[tuple[str, s
     return out
 
 
+def hallucination_definitions(plan, tidy: pd.DataFrame) -> list[tuple[str, str]]:
+    """The hallucination scores defined under the leaderboard, when the rows have them
+    (README, Hallucination scores; emsrbench.segment.hallucination)."""
+    if not tidy["metric"].isin(["boundary_precision", "orphan_fraction"]).any():
+        return []
+    h = plan.hallucination()
+    tol, iou = f"{float(h['tolerance_nm']):g} nm", f"{float(h['iou']):g}"
+    return [
+        ("Hallucination scores", "Boundaries of each network's segmentation (first threshold) against the ground "
+         "truth, per section: a boundary is a crack between 4-neighbouring pixels with different labels, its length "
+         f"the pixel size along it; matched when a boundary of the other side lies within {tol} (ground-truth label 0 "
+         "is not scored). HR's own segmentation is the upper bound."),
+        ("Invented, Erased (µm/µm²)", f"segmentation boundary with no ground-truth boundary within {tol} (structure "
+         f"drawn that is not there), ground-truth boundary with no segmentation boundary within {tol} (structure "
+         "missed); length in µm per µm² of labelled section area. Lower is better."),
+        ("Boundary precision, recall", "1 - invented / segmentation boundary length, 1 - erased / ground-truth "
+         "boundary length. Higher is better; read together: a segmentation that merges everything has precision 1."),
+        ("Orphan fraction", f"share of the segmentation's 3D segments with no segment of IoU >= {iou} in the same "
+         "network's segmentation of HR (invented objects, and pieces of split ones). Lower is better; none for HR "
+         "itself."),
+    ]
+
+
 def _panels(plan, rows: list[Row], settings: dict, workdir: Path) -> tuple[list, list[str]]:
     out, skipped = [], []
     if int(settings.get("auto_regions", 2)) == 0 and not settings.get("regions"):
         return [], ["Panels are off (report.panels.auto_regions: 0 and no regions)."]
     segment_dir = workdir / plan.results / "segment"
+    hallucination = plan.hallucination()
+    tolerance = float(hallucination["tolerance_nm"]) if hallucination["enabled"] else None
     for scale in plan.scales:
         test = Path(plan.test_file(scale))
         ok = [r for r in rows if r.scale == scale and r.status == "ok" and not r.variant]
@@ -92,16 +118,20 @@ def _panels(plan, rows: list[Row], settings: dict, workdir: Path) -> tuple[list,
             skipped.append(f"{scale}x: no panels, no method has an SR volume at this scale.")
             continue
         made, _ = panels.panels(scale, str(workdir / test), [(lbl, (m, str(workdir / p))) for lbl, (m, p) in methods],
-                                settings, segment_dir)
+                                settings, segment_dir, tolerance_nm=tolerance)
         out += made
     return out, skipped
 
 
 def build(plan, metric_paths: list[str], html_path: str | Path, figures_dir: str | Path, repo: str | Path = ".",
-          workdir: str | Path = ".") -> Path:
+          workdir: str | Path = ".", bootstrap: list[str] | None = None) -> Path:
     """Write the page and its figures (PNG files, for ``snakemake --report``); returns the page's path."""
     workdir = Path(workdir)
     tidy = load_tidy(metric_paths)
+    if bootstrap:  # paired tie marks against the best method, as in the leaderboard
+        from ..leaderboard import ties
+
+        tidy["tie"] = ties(tidy, bootstrap)
     records = failure_records.load(workdir / plan.results)
     planned = Planned({n: (m.display_name, m.family) for n, m in plan.methods.items()}, plan.scales, plan.preset)
     rows = build_rows(tidy, planned, records)
@@ -121,6 +151,7 @@ def build(plan, metric_paths: list[str], html_path: str | Path, figures_dir: str
         title=settings.get("title") or "emsrbench report",
         subtitle=subtitle,
         boards=[(s, tables.leaderboard(rows, s)) for s in plan.scales],
+        definitions=hallucination_definitions(plan, tidy),
         csv=wide_csv(rows),
         failures=[(f.job, f.reason, f.log) for f in records],
         flags=flags(tidy),
@@ -142,7 +173,7 @@ def build(plan, metric_paths: list[str], html_path: str | Path, figures_dir: str
     for p in figs:
         (figures_dir / f"{p.name}.png").write_bytes(p.png)
     for p in panel_list:
-        (figures_dir / f"panel_x{p.scale}_{p.title.rsplit(' ', 1)[-1]}.png").write_bytes(p.png)
+        (figures_dir / f"{p.name}.png").write_bytes(p.png)
     with atomic_path(html_path) as tmp:
         Path(tmp).write_text(html.render(page), encoding="utf-8")
     return Path(html_path)

@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import EmsrError
 from ..failures import Failure
 from ..leaderboard import missing_and_flags, read_tidy
-from .columns import sort_key
+from ..metric_specs import sort_key
 
 # The HR test volume's own segmentation scores: the upper bound, shown but never ranked.
 REFERENCE = "hr"
@@ -42,6 +42,7 @@ class Cell:
     note: str = ""
     ci_low: float = math.nan
     ci_high: float = math.nan
+    tie: str = ""  # "best" | "tied" | "worse" | "": paired bootstrap against the best (emsrbench.leaderboard.ties)
 
 
 @dataclass
@@ -89,7 +90,7 @@ def build_rows(tidy: pd.DataFrame, planned: Planned, failures: list[Failure]) ->
         first = g.iloc[0]
         row = Row(method, first["display_name"], first["family"], first["preset"], int(scale), variant)
         for r in g.itertuples():
-            row.cells[(r.metric, r.segmenter)] = Cell(r.value, r.note, r.ci_low, r.ci_high)
+            row.cells[(r.metric, r.segmenter)] = Cell(r.value, r.note, r.ci_low, r.ci_high, r.tie)
         rows[(method, variant, int(scale))] = row
     for method, (display, family) in planned.methods.items():
         for scale in planned.scales:

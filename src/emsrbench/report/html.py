@@ -21,7 +21,7 @@ th{background:#f4f6fa;vertical-align:bottom}th.group{text-align:center;backgroun
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.best{font-weight:700;background:#dff3e2}
 td.missing{color:#8a93a3}td.failed-cell{color:#b3261e;font-weight:600}
 tr.reference td{background:#f3f0fa;font-style:italic}tr.failed td{background:#fdecea}tr.not-run td{background:#f6f6f6;color:#6b7280}td.reason{color:#b3261e;text-align:left}
-.ci{display:block;font-size:11px;color:#5b6475;font-weight:400}.warn{color:#c77700;cursor:help}
+.ci{display:block;font-size:11px;color:#5b6475;font-weight:400}.tie{color:#1b7a3a;font-weight:700;cursor:help}td.tied{background:#f0f8f1}.legend{font-size:12px;color:#5b6475;margin:4px 0 12px}.warn{color:#c77700;cursor:help}
 table.sortable th:not(.group){cursor:pointer;user-select:none}table.sortable th[aria-sort=ascending]::after{content:" \\25B4"}
 table.sortable th[aria-sort=descending]::after{content:" \\25BE"}
 figure{margin:10px 0 22px}figure img{max-width:100%;border:1px solid #d5dce8}figcaption{color:#4b5566;font-size:13px;max-width:1100px}
@@ -67,6 +67,7 @@ class Page:
     title: str
     subtitle: str
     boards: list = field(default_factory=list)  # (scale, table html)
+    definitions: list = field(default_factory=list)  # (term, text): metrics defined under the leaderboard
     csv: str = ""
     failures: list = field(default_factory=list)  # (job, reason, log)
     flags: tuple = ((), ())  # (missing-value reasons, per-row flags)
@@ -100,6 +101,9 @@ def render(page: Page) -> str:
                      "Download these rows as CSV</a></p>")
     for scale, table in page.boards:
         board += [f"<h3>{scale}x</h3>", table]
+    if page.definitions:
+        board.append('<dl class="kv legend">' + "".join(f"<dt>{escape(t)}</dt><dd>{escape(d)}</dd>"
+                                                         for t, d in page.definitions) + "</dl>")
     if not page.boards:
         board.append('<p class="skipped">No rows: no method and scale is planned.</p>')
     missing, flagged = page.flags
@@ -122,7 +126,8 @@ def render(page: Page) -> str:
     sections.append(("plots", "Plots", "".join(plots) + "</section>"))
 
     panels = ['<section id="panels"><h2>Visual comparison</h2>']
-    panels += [_figure(p.png, p.title, p.caption, "panel") for p in page.panels]
+    # image panels have class "panel", hallucination panels "hallucination" (the browser test counts both)
+    panels += [_figure(p.png, p.title, p.caption, "panel" if p.kind == "images" else p.kind) for p in page.panels]
     panels += [f'<p class="skipped">{escape(s)}</p>' for s in page.panels_skipped]
     sections.append(("panels", "Visual comparison", "".join(panels) + "</section>"))
 

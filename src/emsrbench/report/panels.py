@@ -6,11 +6,17 @@ crop-sized window); with one method, where it is furthest from HR. When a segmen
 the SR volume exists (``<results>/segment/<net>/<method>/x<scale>.h5``, ``volumes/segmentation``)
 a second row overlays it; the HR column shows the segmentation of HR (method ``hr``) and the
 LR column the ground-truth labels.
+
+With ``tolerance_nm`` (``segmentation.hallucination``), each crop also gets a hallucination
+panel: every method's SR crop with the invented (vermillion) and erased (blue) boundaries of
+its segmentation against the ground truth (:func:`emsrbench.segment.hallucination.boundary_error_lengths`,
+computed on the crop plus a margin so that it agrees with the scores of the whole section).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +51,13 @@ class Panel:
     title: str
     caption: str
     png: bytes
+    index: int = 1  # the region's number at this scale
+    kind: str = "images"  # "images" (LR / SR / HR, segmentation) | "hallucination"
+
+    @property
+    def name(self) -> str:
+        """File name (without .png) of the panel among the report's figures."""
+        return f"{'panel' if self.kind == 'images' else self.kind}_x{self.scale}_{self.index}"
 
 
 def _check_shape(path, key, shape, expected, what):
@@ -195,9 +208,95 @@ def render(scale: int, region: Region, test_file: str, methods: list[tuple[str, 
     return buf.getvalue(), no_seg
 
 
+# Okabe-Ito vermillion and blue: told apart with every common colour-vision deficiency.
+INVENTED_RGB = (0.835, 0.369, 0.0)
+ERASED_RGB = (0.0, 0.447, 0.698)
+GT_RGB = (0.94, 0.89, 0.26)  # ground-truth boundaries in the first column
+
+
+def _read_window(path, key, z: int, ys: slice, xs: slice, shape) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        if key not in f:
+            raise EmsrError(f"{path}:{key}: missing dataset")
+        _check_shape(path, key, f[key].shape, shape, "hallucination panel")
+        return np.asarray(f[key][z, ys, xs])
+
+
+def _paint(ax, image: np.ndarray, layers) -> None:
+    """``image`` in grey with each (mask, rgb) of ``layers`` painted opaque on top."""
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    rgba = np.zeros(image.shape + (4,))
+    for mask, rgb in layers:
+        rgba[mask] = (*rgb, 1.0)
+    ax.imshow(rgba, interpolation="nearest")
+
+
+def render_hallucination(scale: int, region: Region, test_file: str, methods: list[tuple[str, str]], shape: tuple,
+                         segment_dir: Path, net: str, tolerance_nm: float) -> tuple[bytes, list[str]] | None:
+    """PNG of one row: HR with the ground-truth boundaries, then every method's SR crop and the
+    HR segmentation's own errors, invented and erased boundaries painted; None when neither
+    a method nor HR has a segmentation. Also the labels of methods without a segmentation."""
+    from ..segment.hallucination import boundary_error_lengths, boundary_lengths
+
+    with h5py.File(test_file, "r") as f:
+        if LABELS_KEY not in f:
+            return None
+        res = f[LABELS_KEY].attrs.get("resolution")
+    if res is None:
+        raise EmsrError(f"{test_file}:{LABELS_KEY}: no resolution attribute (needed for the tolerance in nm)")
+    ry, rx = float(res[-2]), float(res[-1])
+    s = region.size
+    # a margin of the tolerance (and one pixel for the cracks) keeps the crop's maps equal to the section's
+    m = int(math.ceil(tolerance_nm / min(ry, rx))) + 1
+    y0, x0 = max(region.y - m, 0), max(region.x - m, 0)
+    ys, xs = slice(y0, min(region.y + s + m, shape[1])), slice(x0, min(region.x + s + m, shape[2]))
+    inner = (slice(region.y - y0, region.y - y0 + s), slice(region.x - x0, region.x - x0 + s))
+    gt = _read_window(test_file, LABELS_KEY, region.z, ys, xs, shape)
+    hr = _read_crop(test_file, RAW_KEY, region, shape)
+    tiles = []
+    for label, (name, path) in methods:
+        tiles.append((label, _read_crop(path, RAW_KEY, region, shape), segmentation_file(segment_dir, net, name, scale)))
+    tiles.append(("HR (its own segmentation)", hr, segmentation_file(segment_dir, net, HR_METHOD, scale)))
+    if all(t[2] is None for t in tiles):
+        return None
+    ncols = len(tiles) + 1
+    fig, axes = plt.subplots(1, ncols, figsize=(1.9 * ncols, 2.6), squeeze=False)
+    gt_edges = boundary_lengths(gt, (ry, rx), ignore_zero=True)[inner] > 0
+    _paint(axes[0, 0], hr, [(gt_edges, GT_RGB)])
+    axes[0, 0].set_title("HR, ground-truth\nboundaries", fontsize=8)
+    no_seg = []
+    for j, (label, image, seg_path) in enumerate(tiles, start=1):
+        ax = axes[0, j]
+        if seg_path is None:
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest", alpha=0.5)
+            ax.set_title(f"{label}\nno segmentation", fontsize=8, color="firebrick")
+            no_seg.append(label)
+            continue
+        seg = _read_window(seg_path, SEG_KEY, region.z, ys, xs, shape)
+        invented, erased = boundary_error_lengths(gt, seg, (ry, rx), tolerance_nm, where=str(seg_path))
+        invented, erased = invented[inner], erased[inner]
+        _paint(ax, image, [(erased > 0, ERASED_RGB), (invented > 0, INVENTED_RGB)])
+        ax.set_title(f"{label}\ninvented {invented.sum() / 1e3:.2f} µm, erased {erased.sum() / 1e3:.2f} µm", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=INVENTED_RGB, label=f"invented: {net} boundary, no ground-truth boundary within {tolerance_nm:g} nm"),
+               Patch(color=ERASED_RGB, label=f"erased: ground-truth boundary, no {net} boundary within {tolerance_nm:g} nm"),
+               Patch(color=GT_RGB, label="ground-truth boundary (first column)")]
+    fig.tight_layout(pad=0.3, rect=(0, 0.12, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=3 if ncols >= 6 else 1, fontsize=7, frameon=False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue(), no_seg
+
+
 def panels(scale: int, test_file: str, methods: list[tuple[str, tuple[str, str]]], settings: dict,
-           segment_dir: Path | None) -> tuple[list[Panel], str | None]:
+           segment_dir: Path | None, tolerance_nm: float | None = None) -> tuple[list[Panel], str | None]:
     """Panels of one scale. ``methods``: (label, (method name, SR file)) in leaderboard order.
+    ``tolerance_nm``: also a hallucination panel after each crop's panel (None: not).
 
     Returns the panels and the segmentation network overlaid (None when there is none).
     """
@@ -228,5 +327,21 @@ def panels(scale: int, test_file: str, methods: list[tuple[str, tuple[str, str]]
             caption += f" No segmentation by '{wanted}' under {seg_root}: images only."
         else:
             caption += " No segmentation available: images only."
-        out.append(Panel(scale, region, f"{scale}x, region {i + 1}", caption, png))
+        out.append(Panel(scale, region, f"{scale}x, region {i + 1}", caption, png, index=i + 1))
+        if net and tolerance_nm is not None:
+            made = render_hallucination(scale, region, test_file, methods, shape, seg_root, net, tolerance_nm)
+            if made is not None:
+                png, no_seg = made
+                caption = (f"The crop above (section z={region.z}, y={region.y}:{region.y + size}, "
+                           f"x={region.x}:{region.x + size}), boundaries of the {net} segmentation of each volume "
+                           f"against the ground truth at a tolerance of {tolerance_nm:g} nm. Invented (vermillion): "
+                           f"segmentation boundary pixels with no ground-truth boundary within {tolerance_nm:g} nm, "
+                           f"structure the segmentation draws that is not there. Erased (blue): ground-truth "
+                           f"boundary pixels with no segmentation boundary within {tolerance_nm:g} nm, structure it "
+                           f"misses. Lengths in the titles are within the crop; first column: HR with the "
+                           f"ground-truth boundaries (yellow); last: the segmentation of HR itself (the upper bound).")
+                if no_seg:
+                    caption += f" No segmentation for {', '.join(no_seg)}."
+                out.append(Panel(scale, region, f"{scale}x, region {i + 1}: hallucination", caption, png,
+                                 index=i + 1, kind="hallucination"))
     return out, net

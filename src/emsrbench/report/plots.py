@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .columns import sort_key, spec  # noqa: E402
+from ..metric_specs import sort_key, spec  # noqa: E402
 from .data import Row  # noqa: E402
 
 DPI = 100
@@ -156,21 +156,61 @@ def psnr_vs_voi(df: pd.DataFrame, order: list[str]) -> Plot | str:
                 "segmentation against the ground truth. Down and to the right is better.", _png(fig))
 
 
+def pareto_front(cost, quality) -> np.ndarray:
+    """Boolean mask of the points no other point dominates (cost lower is better, quality higher).
+
+    A point is dominated when another is at least as good on both axes and strictly better on
+    one; equal points do not dominate each other, so both stay on the front.
+    """
+    c = np.asarray(cost, dtype=float)
+    q = np.asarray(quality, dtype=float)
+    if c.shape != q.shape or c.ndim != 1:
+        raise ValueError(f"pareto_front: cost {c.shape} and quality {q.shape} must be 1-D of one length")
+    no_worse = (c[None, :] <= c[:, None]) & (q[None, :] >= q[:, None])  # [i, j]: j is no worse than i
+    better = (c[None, :] < c[:, None]) | (q[None, :] > q[:, None])
+    return ~(no_worse & better).any(axis=1)
+
+
+# Device-independent cost first: MACs and parameters compare across machines, seconds do not.
+COSTS = ("macs_per_mp", "parameters", "infer_s_per_mp")
+
+
+def _front(ax, d: pd.DataFrame, cost: str) -> list[str]:
+    """Draw the Pareto front of each scale on ``ax``; return 'scale: labels' lines."""
+    pts = d.pivot_table(index=["label", "scale"], columns="metric", values="value").dropna(subset=[cost, "psnr"])
+    lines = []
+    pts = pts.reset_index()
+    for scale in sorted(pts["scale"].unique(), key=lambda s: int(s[:-1])):
+        g = pts[pts["scale"] == scale]
+        on = g[pareto_front(g[cost].to_numpy(), g["psnr"].to_numpy())].sort_values([cost, "psnr"])
+        # A staircase: from each front point, quality holds until the next (costlier, better) one.
+        ax.step(on[cost], on["psnr"], where="post", color="black", lw=1, ls="--", zorder=1)
+        ax.scatter(on[cost], on["psnr"], s=160, facecolors="none", edgecolors="black", lw=1.2, zorder=3)
+        lines.append(f"{scale}: {', '.join(on['label'])}")
+    return lines
+
+
 def cost_vs_quality(df: pd.DataFrame, order: list[str]) -> Plot | str:
-    costs = [c for c in ("infer_s_per_mp", "parameters") if (df["metric"] == c).any()]
+    costs = [c for c in COSTS if (df["metric"] == c).any()]
     if not costs or not (df["metric"] == "psnr").any():
         return "no cost or PSNR values"
     fig, axes = plt.subplots(1, len(costs), figsize=(5.5 * len(costs), 4.2), squeeze=False)
+    fronts = []
     for ax, cost in zip(axes.flat, costs):
-        _scatter(ax, df[df["metric"].isin([cost, "psnr"])], cost, "psnr", order)
+        d = df[df["metric"].isin([cost, "psnr"])]
+        _scatter(ax, d, cost, "psnr", order)
+        fronts.append(f"{spec(cost).label}: " + "; ".join(_front(ax, d, cost)))
         # bicubic has 0 parameters and near-0 time: symlog keeps it on a log-like axis.
         positive = df.loc[(df["metric"] == cost) & (df["value"] > 0), "value"]
         ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
         ax.set_xlim(left=0)
     fig.tight_layout()
     return Plot("cost_vs_quality", "Cost versus quality",
-                "PSNR against inference seconds per output megapixel (on the device each job ran on) and against "
-                "learned parameters. Up and to the left is better.", _png(fig))
+                "PSNR against multiply-accumulates per output megapixel, learned parameters and inference seconds "
+                "per output megapixel (on the device each job ran on). Up and to the left is better. Ringed points "
+                "joined by the dashed staircase are the Pareto front of each scale: no other method is both "
+                "cheaper (or as cheap) and better (or as good). Front, cheapest first: " + " | ".join(fronts) + ".",
+                _png(fig))
 
 
 def draw(rows: list[Row]) -> tuple[list[Plot], list[str]]:

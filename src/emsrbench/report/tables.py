@@ -6,11 +6,21 @@ Cells carry their raw value in ``data-v`` for the page's sorter; missing values 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 
-from .columns import GROUP_LABELS, fmt, is_missing, spec
+from ..gpemsr.config import ABLATED as GPEMSR_ABLATED
+from ..gpemsr.config import OWN_VARIANT as GPEMSR_OWN
+from ..leaderboard import TIE_MARK
+from ..metric_specs import GROUP_LABELS, fmt, is_missing, spec
 from .data import Row, columns
+
+# The tie mark of a value tied with the best (emsrbench.leaderboard.ties) and its legend.
+TIE_TITLE = "tied with the best: the paired bootstrap interval of the difference contains 0"
+TIE_LEGEND_HTML = ("tied with the best value of its column (in bold): the confidence interval of the paired "
+                   "bootstrap difference to the best method (BCa, same resampled test blocks for both) contains 0. "
+                   "Ranked metrics only; the HR row is not compared. The small [low, high] under a value is its "
+                   "own confidence interval (notes in each cell's tooltip).")
 
 
 def _header(metric: str, segmenter: str, inline: bool = False) -> str:
@@ -48,8 +58,12 @@ def _cell(row: Row, metric: str, seg: str, best: dict) -> str:
     ci = ""
     if not (is_missing(cell.ci_low) or is_missing(cell.ci_high)):
         ci = f'<span class="ci">[{fmt(metric, cell.ci_low)}, {fmt(metric, cell.ci_high)}]</span>'
+    tie = ""
+    if cell.tie == "tied" and not row.reference:
+        classes.append("tied")
+        tie = f' <span class="tie" title="{escape(TIE_TITLE)}">{TIE_MARK}</span>'
     title = f' title="{escape(cell.note)}"' if cell.note else ""
-    return f'<td class="{" ".join(classes)}" data-v="{cell.value!r}"{title}>{fmt(metric, cell.value)}{ci}</td>'
+    return f'<td class="{" ".join(classes)}" data-v="{cell.value!r}"{title}>{fmt(metric, cell.value)}{tie}{ci}</td>'
 
 
 def _name_cell(row: Row) -> str:
@@ -87,8 +101,11 @@ def leaderboard(rows: list[Row], scale: int) -> str:
         else:
             ref = ' class="reference"' if r.reference else ""
             body.append(f'<tr data-status="ok"{ref}>{lead}' + "".join(_cell(r, m, s, best) for m, s in cols) + "</tr>")
+    legend = ""
+    if any(c.tie for r in rows for c in r.cells.values()):
+        legend = f'<p class="legend"><span class="tie">{TIE_MARK}</span> {escape(TIE_LEGEND_HTML)}</p>'
     return (f'<div class="scroll"><table class="board sortable" id="leaderboard-x{scale}"><thead><tr>{top}</tr>'
-            f'<tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
+            f'<tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>{legend}')
 
 
 # -- ablations ---------------------------------------------------------------------------
@@ -108,20 +125,27 @@ class Ablation:
     metrics: tuple  # metric keys; "voi_split" expands to one column per segmenter
 
 
+# Variant names come from GPEMSR's config (ABLATED: the variant switching off each setting), the
+# one list of them. Table 2 shows stage I alone (prior_psnr / prior_lpips: its VQGAN's
+# reconstruction of the HR sections, emsrbench.gpemsr.reconstruct), then the SR result.
 ABLATIONS = [
     Ablation("Attention in the stage-I encoder and decoder (as supplement Table 2)",
-             (Component("Encoder", "no_encoder_attention", "w Att.", "w/o Att."),
-              Component("Decoder", "no_decoder_attention", "w Att.", "w/o Att.")),
-             ("psnr", "lpips")),
+             (Component("Encoder", GPEMSR_ABLATED["encoder_attention"], "w Att.", "w/o Att."),
+              Component("Decoder", GPEMSR_ABLATED["decoder_attention"], "w Att.", "w/o Att.")),
+             ("prior_psnr", "prior_lpips", "psnr", "lpips")),
     Ablation("The mask in the MPF module (as supplement Table 5)",
-             (Component("Method", "no_mpf_mask", "w mask", "w/o mask"),),
+             (Component("Method", GPEMSR_ABLATED["mpf_mask"], "w mask", "w/o mask"),),
              ("psnr", "lpips", "voi_split")),
     Ablation("Stage-III modules (as supplement Fig. 6)",
-             (Component("MPF", "no_mpf", "&#10003;", "&#10007;"), Component("POD", "no_pod", "&#10003;", "&#10007;"),
-              Component("3DA", "no_3da", "&#10003;", "&#10007;")),
+             (Component("MPF", GPEMSR_ABLATED["mpf"], "&#10003;", "&#10007;"),
+              Component("POD", GPEMSR_ABLATED["pod"], "&#10003;", "&#10007;"),
+              Component("3DA", GPEMSR_ABLATED["tda"], "&#10003;", "&#10007;")),
              ("psnr", "ssim", "lpips", "voi_split")),
 ]
 KNOWN_VARIANTS = {c.variant for a in ABLATIONS for c in a.components}
+# Rows of variant "full" are the model's own stage I rows (emsrbench.gpemsr.reconstruct): the
+# tables add them to the model's row instead of showing a variant.
+OWN_VARIANT = GPEMSR_OWN
 
 
 def _expand(metrics, rows: list[Row]) -> list[tuple[str, str]]:
@@ -157,6 +181,13 @@ def ablations(rows: list[Row]) -> list[tuple[str, str]]:
     for method, scale in sorted({(r.method, r.scale) for r in variant_rows}):
         mine = [r for r in variant_rows if (r.method, r.scale) == (method, scale)]
         full = next((r for r in rows if (r.method, r.scale, r.variant) == (method, scale, "") and r.status == "ok"), None)
+        own = next((r for r in mine if r.variant == OWN_VARIANT), None)
+        if own is not None:  # the model's stage I rows join its own row (copies: the leaderboard's rows stay as they are)
+            mine.remove(own)
+            base = full if full is not None else own
+            full = replace(base, variant="", cells={**own.cells, **base.cells})
+        if not mine:
+            continue
         name = mine[0].display_name
         for ab in ABLATIONS:
             present = [r for r in mine if r.variant in {c.variant for c in ab.components}]

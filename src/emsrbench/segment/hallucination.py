@@ -46,7 +46,8 @@ from scipy import ndimage
 
 from ..errors import EmsrError
 
-__all__ = ["boundary_lengths", "boundary_scores", "boundary_error_maps", "orphan_segments", "hallucination_scores"]
+__all__ = ["boundary_lengths", "boundary_scores", "boundary_error_maps", "boundary_error_lengths", "orphan_segments",
+           "hallucination_scores"]
 
 REL_EPS = 1e-9  # tolerance slack for float rounding in the distance transform
 
@@ -147,20 +148,31 @@ def boundary_scores(gt, sr_seg, resolution, tolerance_nm: float, where: str = "b
     return {**tot, "boundary_precision": precision, "boundary_recall": recall, "tolerance_nm": tol, "per_section": per}
 
 
+def boundary_error_lengths(gt, sr_seg, resolution, tolerance_nm: float,
+                           where: str = "boundary_error_lengths") -> tuple[np.ndarray, np.ndarray]:
+    """(invented, erased) boundary length in nm owned by each pixel, 0 elsewhere, with the
+    input's shape: summed over a window they give that window's share of ``invented_nm`` and
+    ``erased_nm`` (the report's panels)."""
+    tol = _tolerance(tolerance_nm, where)
+    ry, rx = _lateral(resolution, where)
+    squeeze = np.ndim(gt) == 2
+    gt, sr = _volumes(gt, sr_seg, where)
+    invented = np.zeros(gt.shape)
+    erased = np.zeros(gt.shape)
+    for z in range(gt.shape[0]):
+        ref_len, cand_len, inv, era = _section(gt[z], sr[z], ry, rx, tol)
+        invented[z] = np.where(inv, cand_len, 0.0)
+        erased[z] = np.where(era, ref_len, 0.0)
+    return (invented[0], erased[0]) if squeeze else (invented, erased)
+
+
 def boundary_error_maps(gt, sr_seg, resolution, tolerance_nm: float,
                         where: str = "boundary_error_maps") -> tuple[np.ndarray, np.ndarray]:
     """Boolean (invented, erased) boundary-pixel maps with the input's shape, for pictures:
     invented = SR boundary pixels counted in ``invented_nm``, erased = ground-truth boundary
     pixels counted in ``erased_nm``."""
-    tol = _tolerance(tolerance_nm, where)
-    ry, rx = _lateral(resolution, where)
-    squeeze = np.ndim(gt) == 2
-    gt, sr = _volumes(gt, sr_seg, where)
-    invented = np.zeros(gt.shape, bool)
-    erased = np.zeros(gt.shape, bool)
-    for z in range(gt.shape[0]):
-        _, _, invented[z], erased[z] = _section(gt[z], sr[z], ry, rx, tol)
-    return (invented[0], erased[0]) if squeeze else (invented, erased)
+    invented, erased = boundary_error_lengths(gt, sr_seg, resolution, tolerance_nm, where)
+    return invented > 0, erased > 0
 
 
 def orphan_segments(hr_seg, sr_seg, iou: float = 0.5, where: str = "orphan_segments") -> dict:

@@ -2,36 +2,44 @@
 
 Definitions
 -----------
-* A *block* is a unit of the test volume that is resampled as a whole: a section (or a slab of
-  consecutive sections) for image metrics, a z-slab (optionally cut into xy tiles) for
-  segmentation metrics.  Each block carries one value of the metric (see
-  :func:`image_block_values` and :func:`segmentation_block_values`) and a weight.
-* The estimate is the weighted mean of the block values, ``sum(w * x) / sum(w)`` (unweighted:
-  all ``w = 1``).  A bootstrap replicate draws ``n`` blocks with replacement out of the ``n``
-  blocks and recomputes that weighted mean (a ratio of sums, so unequal blocks are handled
-  without bias towards small ones).
-* Interval: BCa (bias-corrected and accelerated, Efron 1987) by default, percentile on request.
-  BCa corrects the percentile interval's known under-coverage for skewed block values (PSNR
-  of a few bad sections) at the cost of one jackknife, which for a weighted mean is exact and
-  vectorised (leave-one-out sums).  The bias correction uses the share of replicates below the
-  estimate (ties count half), clipped to [1/(2B), 1 - 1/(2B)] so it stays finite.
-* All replicates of one call come from one ``numpy.random.Generator(PCG64(seed))`` index matrix
-  (B x n): the same seed and number of blocks give the same resamples for every method, so the
-  intervals of different methods and their paired differences are drawn on identical resamples.
-* Paired comparison of methods A and B over the same blocks: the interval of the weighted mean
-  of the per-block differences ``a - b`` (resampling blocks keeps each pair together, so the
-  block-to-block variation that both methods share cancels).  ``tied`` means the interval
-  contains 0 (the difference is not significant at the chosen confidence).
-* A degenerate sample (every replicate equal, e.g. identical methods) gives the interval
-  ``[estimate, estimate]``.
+* A *block* is a unit of the test volume that is resampled as a whole: a section or a slab of
+  ``k`` consecutive sections (the last one may be shorter).  ``n`` blocks.
+* A *resample* draws ``n`` blocks with replacement.  It is described by its *multiplicities*:
+  how many times each block was drawn (a row of the ``B x n`` matrix of
+  :func:`multiplicities`).  All resamples come from one ``numpy.random.Generator(PCG64(seed))``
+  index matrix, so the same seed and number of blocks give the same resamples for every
+  statistic and every method: the replicates of two methods can be subtracted (a paired
+  bootstrap).
+* A *statistic* maps a multiplicity matrix ``M`` (rows: resamples, columns: blocks, float) to
+  one value per row and per score (a dict).  The estimate is the statistic of the all-ones row
+  (every block once: the test volume itself), the replicates those of the ``B`` resamples, the
+  jackknife values those of the ``n`` leave-one-block-out rows (``1 - I``).  Two statistics:
+
+  - :class:`WeightedMean` of per-block values (image metrics: a block's value is the mean of
+    its sections, its weight the number of sections, so the estimate is the mean over
+    sections that the leaderboard reports);
+  - :class:`TableScores`, the whole-volume segmentation scores (VOI split/merge/sum, ARAND,
+    CREMI score): the contingency table of a resampled volume (the drawn slabs concatenated
+    along z) is the sum of the slab tables weighted by the multiplicities, and every score is
+    a function of that table.  Its estimate is exactly the reported whole-volume score.
+
+* Interval (:func:`interval`): BCa (bias-corrected and accelerated, Efron 1987) by default,
+  percentile on request, from (estimate, replicates, jackknife).  The bias correction uses the
+  share of replicates below the estimate (ties count half), clipped to [1/(2B), 1 - 1/(2B)].
+  A degenerate sample (every replicate equal, e.g. identical methods) gives
+  ``[estimate, estimate]``; a sample with a non-finite replicate gives no interval (NaN).
+* Paired comparison of methods A and B over the same blocks: the interval of the statistic
+  ``A - B`` whose replicates and jackknife values are the differences of A's and B's (same
+  resamples).  ``tied`` means the interval contains 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import sparse
 from scipy.special import ndtr, ndtri
 
 from ..errors import EmsrError
@@ -41,32 +49,56 @@ __all__ = [
     "BootstrapSettings",
     "Interval",
     "PairedDifference",
+    "Replicates",
+    "TableScores",
+    "WeightedMean",
+    "bootstrap_statistic",
     "bootstrap_mean",
-    "paired_bootstrap",
-    "ties_with_best",
+    "compare_to_best",
     "image_block_values",
-    "segmentation_block_values",
+    "interval",
+    "mean_replicates",
+    "multiplicities",
+    "paired_bootstrap",
+    "paired_interval",
+    "section_blocks",
+    "segmentation_replicates",
+    "slab_tables",
+    "ties_with_best",
 ]
 
 METHODS = ("bca", "percentile")
-INDEX_BUDGET = 2**22  # resample indices held at once (32 MiB of int64); more resamples go in row chunks
+INDEX_BUDGET = 2**22  # resample indices drawn at once (32 MiB of int64); more resamples go in row chunks
+CELL_BUDGET = 2**23  # (gt, seg) pairs x resamples held at once by TableScores (64 MiB per float64 array)
+TABLE_SCORES = ("voi_split", "voi_merge", "voi_sum", "arand", "cremi_score")
 
 
 @dataclass
 class BootstrapSettings:
+    """``metrics.intervals`` of the config: the bootstrap and its blocks.
+
+    ``sections_per_block``: sections per block of the image metrics; ``sections_per_slab``:
+    sections per z-slab of the segmentation scores (both default 1).
+    """
+
     resamples: int = 2000
     confidence: float = 0.95
     seed: int = 0
     method: str = "bca"
+    sections_per_block: int = 1
+    sections_per_slab: int = 1
 
     @classmethod
     def merged(cls, *layers: dict, source: str = "bootstrap") -> "BootstrapSettings":
         s = merge_layers(cls, layers, source, "bootstrap")
         _check_settings(s.resamples, s.confidence, s.method, source)
+        for key in ("sections_per_block", "sections_per_slab"):
+            _check_block_size(getattr(s, key), f"{source}: {key}")
         return s
 
     def kwargs(self) -> dict:
-        return asdict(self)
+        """The keyword arguments of :func:`bootstrap_mean` / :func:`paired_bootstrap`."""
+        return {"resamples": self.resamples, "confidence": self.confidence, "seed": self.seed, "method": self.method}
 
 
 @dataclass(frozen=True)
@@ -85,11 +117,32 @@ class Interval:
 
 @dataclass(frozen=True)
 class PairedDifference(Interval):
-    """Interval of mean(a - b); ``tied`` is True when it contains 0."""
+    """Interval of the statistic of A minus that of B; ``tied`` is True when it contains 0."""
 
     tied: bool = False
 
 
+@dataclass(frozen=True, eq=False)
+class Replicates:
+    """A statistic's value on the test volume, on each resample and on each leave-one-block-out."""
+
+    estimate: float
+    replicates: np.ndarray  # (B,)
+    jackknife: np.ndarray  # (n,)
+
+    @property
+    def blocks(self) -> int:
+        return int(self.jackknife.size)
+
+    def __sub__(self, other: "Replicates") -> "Replicates":
+        if self.replicates.shape != other.replicates.shape or self.jackknife.shape != other.jackknife.shape:
+            raise EmsrError(f"paired bootstrap: {self.replicates.size} resamples of {self.blocks} blocks against "
+                            f"{other.replicates.size} of {other.blocks}; a paired bootstrap needs the same resamples")
+        return Replicates(self.estimate - other.estimate, self.replicates - other.replicates,
+                          self.jackknife - other.jackknife)
+
+
+# ------------------------------------------------------------------ checks
 def _check_settings(resamples, confidence, method, where):
     if not isinstance(resamples, (int, np.integer)) or isinstance(resamples, bool) or resamples < 100:
         raise EmsrError(f"{where}: resamples must be an integer >= 100, got {resamples!r}")
@@ -97,6 +150,11 @@ def _check_settings(resamples, confidence, method, where):
         raise EmsrError(f"{where}: confidence must be a number between 0 and 1 (e.g. 0.95), got {confidence!r}")
     if method not in METHODS:
         raise EmsrError(f"{where}: unknown bootstrap method {method!r} (known: {', '.join(METHODS)})")
+
+
+def _check_block_size(size, where: str) -> None:
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise EmsrError(f"{where}: block size must be a positive number of sections, got {size!r}")
 
 
 def _as_values(values, name: str, where: str) -> np.ndarray:
@@ -126,66 +184,139 @@ def _as_weights(weights, n: int, where: str) -> np.ndarray:
     return w
 
 
-def _replicates(x: np.ndarray, w: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """Weighted means of ``resamples`` bootstrap samples (rows of one seeded index matrix)."""
-    rng = np.random.default_rng(seed)
-    n = x.size
-    wx = w * x
-    out = np.empty(resamples)
-    rows = max(1, INDEX_BUDGET // n)
+# ------------------------------------------------------------------ resamples
+def multiplicities(blocks: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, blocks) int32: how often each block is drawn in each resample.
+
+    Row ``r`` counts the indices of row ``r`` of ``Generator(PCG64(seed)).integers(0, blocks,
+    (resamples, blocks))``, drawn in row chunks of at most :data:`INDEX_BUDGET` indices (the
+    same numbers as one draw).  Same seed and ``blocks``: same resamples.
+    """
+    rng = np.random.Generator(np.random.PCG64(seed))
+    out = np.zeros((resamples, blocks), dtype=np.int32)
+    rows = max(1, INDEX_BUDGET // blocks)
     for r0 in range(0, resamples, rows):
         r1 = min(resamples, r0 + rows)
-        idx = rng.integers(0, n, size=(r1 - r0, n))
-        out[r0:r1] = wx[idx].sum(axis=1) / w[idx].sum(axis=1)
+        idx = rng.integers(0, blocks, size=(r1 - r0, blocks))
+        idx += (np.arange(r1 - r0) * blocks)[:, None]
+        out[r0:r1] = np.bincount(idx.ravel(), minlength=(r1 - r0) * blocks).reshape(r1 - r0, blocks)
     return out
 
 
-def _interval(x: np.ndarray, w: np.ndarray, resamples: int, confidence: float, seed: int,
-              method: str) -> tuple[float, float, float]:
-    est = float(np.dot(w, x) / w.sum())
-    boot = _replicates(x, w, resamples, seed)
+Statistic = Callable[[np.ndarray], dict]
+
+
+def _evaluate(statistic, m: np.ndarray) -> dict:
+    rows = max(1, int(getattr(statistic, "max_rows", m.shape[0]) or m.shape[0]))
+    parts: dict[str, list] = {}
+    for r0 in range(0, m.shape[0], rows):
+        for k, v in statistic(np.asarray(m[r0:r0 + rows], dtype=np.float64)).items():
+            parts.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def bootstrap_statistic(statistic: Statistic, blocks: int, resamples: int, seed: int) -> dict[str, Replicates]:
+    """Estimate, replicates and jackknife of every score of ``statistic`` (see the module doc).
+
+    ``statistic(M)`` takes a float (rows, ``blocks``) multiplicity matrix and returns
+    ``{score: (rows,) values}``; an optional ``max_rows`` attribute bounds the rows per call.
+    """
+    if blocks < 2:
+        raise EmsrError(f"bootstrap: {blocks} block(s); a bootstrap needs at least 2")
+    est = _evaluate(statistic, np.ones((1, blocks)))
+    boot = _evaluate(statistic, multiplicities(blocks, resamples, seed))
+    jack = _evaluate(statistic, 1.0 - np.eye(blocks))
+    return {k: Replicates(float(est[k][0]), boot[k], jack[k]) for k in est}
+
+
+def interval(rep: Replicates, confidence: float = 0.95, method: str = "bca") -> tuple[float, float]:
+    """(low, high) of the BCa or percentile interval; NaN when a value is not finite."""
+    est, boot, jack = rep.estimate, rep.replicates, rep.jackknife
+    if not (np.isfinite(est) and np.isfinite(boot).all() and np.isfinite(jack).all()):
+        return float("nan"), float("nan")
     if np.ptp(boot) <= 1e-12 * max(1.0, abs(est)):
-        return est, est, est
+        return est, est
     alpha = (1.0 - confidence) / 2.0
     if method == "percentile":
         lo_q, hi_q = alpha, 1.0 - alpha
     else:
-        share = (np.count_nonzero(boot < est) + 0.5 * np.count_nonzero(boot == est)) / resamples
-        z0 = float(ndtri(np.clip(share, 0.5 / resamples, 1.0 - 0.5 / resamples)))
-        # Jackknife of the weighted mean: leave-one-out sums, no loop.
-        loo = (np.dot(w, x) - w * x) / (w.sum() - w)
-        d = loo.mean() - loo
+        b = boot.size
+        share = (np.count_nonzero(boot < est) + 0.5 * np.count_nonzero(boot == est)) / b
+        z0 = float(ndtri(np.clip(share, 0.5 / b, 1.0 - 0.5 / b)))
+        d = jack.mean() - jack
         den = 6.0 * float(np.dot(d, d)) ** 1.5
         acc = float(np.sum(d**3)) / den if den > 0 else 0.0
-        qs = []
-        for z in (ndtri(alpha), ndtri(1.0 - alpha)):
-            qs.append(float(ndtr(z0 + (z0 + z) / (1.0 - acc * (z0 + z)))))
-        lo_q, hi_q = qs
+        lo_q, hi_q = (float(ndtr(z0 + (z0 + z) / (1.0 - acc * (z0 + z)))) for z in (ndtri(alpha), ndtri(1.0 - alpha)))
     low, high = np.quantile(boot, [lo_q, hi_q])
-    return est, float(low), float(high)
+    return float(low), float(high)
+
+
+def _interval(rep: Replicates, confidence: float, resamples: int, method: str) -> Interval:
+    low, high = interval(rep, confidence, method)
+    return Interval(rep.estimate, low, high, float(confidence), int(resamples), rep.blocks, method)
+
+
+def paired_interval(a: Replicates, b: Replicates, confidence: float = 0.95, method: str = "bca") -> PairedDifference:
+    """Interval of A - B from two statistics' replicates on the same resamples, and the tie."""
+    d = a - b
+    low, high = interval(d, confidence, method)
+    tied = bool(low <= 0.0 <= high)  # False for NaN
+    return PairedDifference(d.estimate, low, high, float(confidence), int(d.replicates.size), d.blocks, method,
+                            tied=tied)
+
+
+# ------------------------------------------------------------------ the weighted mean
+class WeightedMean:
+    """``sum(m * w * x) / sum(m * w)`` per row of multiplicities ``m``: the mean over sections
+    when ``x`` are section-mean block values and ``w`` their numbers of sections."""
+
+    def __init__(self, values: np.ndarray, weights: np.ndarray, name: str = "mean"):
+        self.wx = weights * values
+        self.w = weights
+        self.name = name
+        self.max_rows = max(1, INDEX_BUDGET // values.size)
+
+    def __call__(self, m: np.ndarray) -> dict:
+        return {self.name: (m * self.wx).sum(axis=1) / (m * self.w).sum(axis=1)}
+
+
+def mean_replicates(values, weights=None, *, resamples: int = 2000, seed: int = 0,
+                    what: str = "bootstrap") -> Replicates:
+    """Replicates of the (weighted) mean of per-block ``values``."""
+    x = _as_values(values, "block values", what)
+    w = _as_weights(weights, x.size, what)
+    return bootstrap_statistic(WeightedMean(x, w), x.size, int(resamples), seed)["mean"]
 
 
 def bootstrap_mean(values, weights=None, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
                    method: str = "bca", what: str = "bootstrap") -> Interval:
     """Confidence interval of the (weighted) mean of per-block ``values``; ``what`` prefixes errors."""
     _check_settings(resamples, confidence, method, what)
-    x = _as_values(values, "block values", what)
-    w = _as_weights(weights, x.size, what)
-    est, lo, hi = _interval(x, w, int(resamples), float(confidence), seed, method)
-    return Interval(est, lo, hi, float(confidence), int(resamples), x.size, method)
+    rep = mean_replicates(values, weights, resamples=resamples, seed=seed, what=what)
+    return _interval(rep, confidence, resamples, method)
 
 
 def paired_bootstrap(a, b, weights=None, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
                      method: str = "bca", what: str = "paired bootstrap") -> PairedDifference:
-    """Interval of the (weighted) mean of ``a - b`` over the same blocks, and whether it is a tie."""
+    """Interval of the (weighted) mean of ``a`` minus that of ``b`` over the same blocks, and the tie."""
     _check_settings(resamples, confidence, method, what)
     xa = _as_values(a, "first method's block values", what)
     xb = _as_values(b, "second method's block values", what)
     if xa.shape != xb.shape:
         raise EmsrError(f"{what}: the two methods have {xa.size} and {xb.size} blocks; a paired bootstrap needs the same blocks")
-    w = _as_weights(weights, xa.size, what)
-    est, lo, hi = _interval(xa - xb, w, int(resamples), float(confidence), seed, method)
-    return PairedDifference(est, lo, hi, float(confidence), int(resamples), xa.size, method, tied=bool(lo <= 0.0 <= hi))
+    ra = mean_replicates(xa, weights, resamples=resamples, seed=seed, what=what)
+    rb = mean_replicates(xb, weights, resamples=resamples, seed=seed, what=what)
+    return paired_interval(ra, rb, confidence, method)
+
+
+def compare_to_best(reps: Mapping[str, Replicates], higher_is_better: bool, confidence: float = 0.95,
+                    method: str = "bca", what: str = "compare_to_best") -> tuple[str, dict[str, PairedDifference]]:
+    """The best method by estimate (first one on equal estimates) and, per method, method - best."""
+    if not reps:
+        raise EmsrError(f"{what}: no methods to compare")
+    sign = 1.0 if higher_is_better else -1.0
+    best = max(reps, key=lambda k: sign * reps[k].estimate)
+    return best, {name: paired_interval(r, reps[best], confidence, method) for name, r in reps.items()}
 
 
 def ties_with_best(block_values: Mapping[str, np.ndarray], higher_is_better: bool, weights=None,
@@ -198,32 +329,39 @@ def ties_with_best(block_values: Mapping[str, np.ndarray], higher_is_better: boo
     what = kw.pop("what", "ties_with_best")
     if not block_values:
         raise EmsrError(f"{what}: no methods to compare")
-    means = {}
-    for name, vals in block_values.items():
-        x = _as_values(vals, f"{name}'s block values", what)
-        w = _as_weights(weights, x.size, what)
-        means[name] = float(np.dot(w, x) / w.sum())
-    pick = max if higher_is_better else min
-    best = pick(means, key=lambda k: means[k])
-    return best, {name: paired_bootstrap(vals, block_values[best], weights, what=f"{what}: {name} vs {best}", **kw)
-                  for name, vals in block_values.items()}
+    resamples, confidence, seed, method = (kw.get("resamples", 2000), kw.get("confidence", 0.95), kw.get("seed", 0),
+                                           kw.get("method", "bca"))
+    _check_settings(resamples, confidence, method, what)
+    reps = {name: mean_replicates(v, weights, resamples=resamples, seed=seed, what=f"{what}: {name}")
+            for name, v in block_values.items()}
+    sizes = {r.blocks for r in reps.values()}
+    if len(sizes) > 1:
+        raise EmsrError(f"{what}: the methods have {sorted(sizes)} blocks; a paired bootstrap needs the same blocks")
+    return compare_to_best(reps, higher_is_better, confidence, method, what)
 
 
-# ------------------------------------------------------------------ per-block values
+# ------------------------------------------------------------------ image blocks
 def _slabs(depth: int, size: int, where: str) -> list[tuple[int, int]]:
-    if not isinstance(size, (int, np.integer)) or size < 1:
-        raise EmsrError(f"{where}: block size must be a positive number of sections, got {size!r}")
+    _check_block_size(size, where)
     return [(z, min(z + size, depth)) for z in range(0, depth, size)]
+
+
+def section_blocks(per_section: np.ndarray, sections_per_block: int = 1,
+                   what: str = "section_blocks") -> tuple[np.ndarray, np.ndarray]:
+    """(values, weights) of blocks of ``sections_per_block`` consecutive sections: the mean of
+    the block's section values, and its number of sections (the weighted mean of the blocks is
+    the mean over sections)."""
+    per_section = np.asarray(per_section, dtype=np.float64)
+    slabs = _slabs(per_section.size, sections_per_block, what)
+    values = np.array([per_section[z0:z1].mean() for z0, z1 in slabs])
+    weights = np.array([z1 - z0 for z0, z1 in slabs], dtype=np.float64)
+    return values, weights
 
 
 def image_block_values(hr: np.ndarray, sr: np.ndarray, metric: str, sections_per_block: int = 1,
                        what: str = "image_block_values") -> tuple[np.ndarray, np.ndarray]:
-    """Per-block (values, weights) of ``psnr`` or ``ssim``.
+    """Per-block (values, weights) of ``psnr`` or ``ssim`` (see :func:`section_blocks`).
 
-    A block is a slab of ``sections_per_block`` consecutive sections (the last one may be
-    shorter); its value is the mean of its section values and its weight the number of
-    sections, so the weighted mean of the blocks is exactly the reported metric (the mean over
-    sections).  Slabs of several sections keep correlated neighbouring sections together.
     PSNR of an identical section is inf, which the bootstrap rejects with a one-line error.
     """
     from ..metrics import psnr_sections, ssim_sections
@@ -231,59 +369,101 @@ def image_block_values(hr: np.ndarray, sr: np.ndarray, metric: str, sections_per
     funcs = {"psnr": psnr_sections, "ssim": ssim_sections}
     if metric not in funcs:
         raise EmsrError(f"{what}: no per-section values for metric {metric!r} (known: {', '.join(funcs)})")
-    per_section = funcs[metric](hr, sr, what)
-    slabs = _slabs(per_section.size, sections_per_block, what)
-    values = np.array([per_section[z0:z1].mean() for z0, z1 in slabs])
-    weights = np.array([z1 - z0 for z0, z1 in slabs], dtype=np.float64)
-    return values, weights
+    return section_blocks(funcs[metric](hr, sr, what), sections_per_block, what)
 
 
-def segmentation_block_values(gt, seg, *, slab: int, tile: int | None = None, resolution=None,
-                              border_nm: float | None = None, threads: int | None = None,
-                              what: str = "segmentation_block_values") -> tuple[dict[str, np.ndarray], np.ndarray, list]:
-    """Per-block segmentation scores: ({score: values}, weights, blocks).
+# ------------------------------------------------------------------ segmentation: whole-volume scores
+def slab_tables(gt, seg, *, sections_per_slab: int = 1, resolution=None, border_nm: float | None = None,
+                threads: int | None = None, what: str = "slab_tables"):
+    """Contingency tables (:class:`emsrbench.segment.scores.Contingency`) of the z-slabs of
+    ``sections_per_slab`` sections, CREMI border mask applied per section as on the whole volume.
 
-    Blocks: z-slabs of ``slab`` sections, cut into ``tile`` x ``tile`` pixel tiles in xy when
-    ``tile`` is given (edge blocks may be smaller).  The block statistic is
-    :func:`emsrbench.segment.scores.segmentation_scores` computed on the block alone: a neuron
-    that crosses a block boundary is a separate object in each block, so VOI and ARAND of a
-    block describe errors *within* the block, and the mean over blocks is not the
-    whole-volume VOI/ARAND (neither is additive over blocks).  The interval is therefore the
-    interval of the voxel-weighted mean block score, reported next to (not instead of) the
-    whole-volume score.  Weights are the block's scored voxels (ground truth != 0 after the
-    border mask); blocks with none are left out (their scores are undefined).
-
-    With ``border_nm`` the CREMI border mask is computed once on the whole volume (per section,
-    so exactly as the whole-volume score applies it) and then cropped, so a tile edge never
-    creates or hides a masked boundary.  ``blocks`` lists ``(z0, z1, y0, y1, x0, x1)``.
+    ``gt`` / ``seg`` are (z, y, x) arrays or datasets of one shape.  Their sum is the
+    whole volume's table.
     """
-    from ..segment.scores import SCORE_KEYS, border_mask, segmentation_scores
+    from ..segment.scores import contingency
 
-    gt = np.asarray(gt)
-    seg = np.asarray(seg)
-    if gt.shape != seg.shape or gt.ndim != 3:
-        raise EmsrError(f"{what}: ground truth {gt.shape} and segmentation {seg.shape} must be (z,y,x) volumes of one shape")
-    if border_nm is not None:
-        gt = gt.copy()
-        gt[border_mask(gt, border_nm, resolution)] = 0
-    depth, h, w = gt.shape
-    if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
-        raise EmsrError(f"{what}: tile must be a positive number of pixels or None, got {tile!r}")
-    ty = tx = tile or max(h, w)
-    values: dict[str, list] = {k: [] for k in SCORE_KEYS}
-    weights, blocks = [], []
-    for z0, z1 in _slabs(depth, slab, what):
-        for y0 in range(0, h, ty):
-            for x0 in range(0, w, tx):
-                box = (z0, z1, y0, min(y0 + ty, h), x0, min(x0 + tx, w))
-                sl = np.s_[box[0]:box[1], box[2]:box[3], box[4]:box[5]]
-                s = segmentation_scores(gt[sl], seg[sl], threads=threads, where=what)
-                if s["voxels"] == 0:
-                    continue
-                for k in SCORE_KEYS:
-                    values[k].append(s[k])
-                weights.append(float(s["voxels"]))
-                blocks.append(box)
-    if len(blocks) < 2:
-        raise EmsrError(f"{what}: {len(blocks)} block(s) with scored voxels; use smaller slabs or tiles")
-    return {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}, np.asarray(weights), blocks
+    shape_g, shape_s = tuple(getattr(gt, "shape", np.shape(gt))), tuple(getattr(seg, "shape", np.shape(seg)))
+    if shape_g != shape_s or len(shape_g) != 3:
+        raise EmsrError(f"{what}: ground truth {shape_g} and segmentation {shape_s} must be (z,y,x) volumes of one shape")
+    return [contingency(gt[z0:z1], seg[z0:z1], resolution=resolution, border_nm=border_nm, threads=threads, where=what)
+            for z0, z1 in _slabs(shape_g[0], sections_per_slab, what)]
+
+
+def _sum_xlogx(x: np.ndarray) -> np.ndarray:
+    """Column sums of x * log2(x), 0 log 0 = 0."""
+    lg = np.zeros_like(x)
+    np.log2(x, out=lg, where=x > 0)
+    lg *= x
+    return lg.sum(axis=0)
+
+
+class TableScores:
+    """Whole-volume VOI split/merge/sum, ARAND and CREMI score of a resampled volume.
+
+    ``tables``: one contingency table per slab (ground truth 0 dropped).  The (gt, seg) pairs of
+    all slabs are unified into a sparse pairs x slabs count matrix ``C``; a row ``m`` of
+    multiplicities gives the table ``C @ m`` of the volume made of the drawn slabs, and its
+    marginals (segment sizes) by summing pairs over the gt or the seg label (sparse indicator
+    matrices).  The scores follow :func:`emsrbench.segment.scores.scores_from_table`:
+    ``voi_split = (sum_i a_i log a_i - sum_ij n_ij log n_ij) / N`` (bits),
+    ``voi_merge`` likewise with the segment sizes ``b_j``, ARAND from the pair counts
+    ``sum n**2 - N``.  A resample without scored voxels gives NaN.
+    """
+
+    def __init__(self, tables):
+        tables = [t.scored() for t in tables]
+        slab = np.concatenate([np.full(t.counts.size, k, np.int64) for k, t in enumerate(tables)]) \
+            if tables else np.zeros(0, np.int64)
+        g = np.concatenate([t.gt_ids for t in tables]) if tables else np.zeros(0, np.int64)
+        s = np.concatenate([t.seg_ids for t in tables]) if tables else np.zeros(0, np.int64)
+        c = np.concatenate([t.counts for t in tables]).astype(np.float64) if tables else np.zeros(0)
+        gu, gi = np.unique(g, return_inverse=True)
+        su, si = np.unique(s, return_inverse=True)
+        pu, pi = np.unique(gi.astype(np.int64) * max(len(su), 1) + si, return_inverse=True)
+        n_pairs, n_slabs = len(pu), len(tables)
+        self.counts = sparse.csr_matrix((c, (pi, slab)), shape=(n_pairs, n_slabs))
+        pair_gt, pair_seg = pu // max(len(su), 1), pu % max(len(su), 1)
+        ones = np.ones(n_pairs)
+        self.gt_of = sparse.csr_matrix((ones, (pair_gt, np.arange(n_pairs))), shape=(len(gu), n_pairs))
+        self.seg_of = sparse.csr_matrix((ones, (pair_seg, np.arange(n_pairs))), shape=(len(su), n_pairs))
+        self.slab_voxels = np.asarray(self.counts.sum(axis=0)).ravel()
+        self.max_rows = max(1, CELL_BUDGET // max(n_pairs, 1))
+
+    def __call__(self, m: np.ndarray) -> dict:
+        n = np.asarray(self.counts @ m.T)  # pairs x rows: the resampled tables
+        a = np.asarray(self.gt_of @ n)
+        b = np.asarray(self.seg_of @ n)
+        total = n.sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nlogn = _sum_xlogx(n)
+            voi_split = np.maximum((_sum_xlogx(a) - nlogn) / total, 0.0)
+            voi_merge = np.maximum((_sum_xlogx(b) - nlogn) / total, 0.0)
+            both = (n * n).sum(axis=0) - total
+            den = 0.5 * ((a * a).sum(axis=0) - total) + 0.5 * ((b * b).sum(axis=0) - total)
+            arand = np.where(den > 0, 1.0 - both / np.where(den > 0, den, 1.0), np.nan)
+            voi_sum = voi_split + voi_merge
+            cremi = np.sqrt(voi_sum * arand)
+        empty = total == 0
+        out = {"voi_split": voi_split, "voi_merge": voi_merge, "voi_sum": voi_sum, "arand": arand, "cremi_score": cremi}
+        for v in out.values():
+            v[empty] = np.nan
+        return out
+
+
+def segmentation_replicates(tables, *, resamples: int = 2000, seed: int = 0,
+                            what: str = "segmentation bootstrap") -> dict[str, Replicates]:
+    """Replicates of the whole-volume scores (:data:`TABLE_SCORES`) from per-slab tables.
+
+    Slabs without scored voxels (ground truth 0 everywhere after the border mask) are left out:
+    they add nothing to any table, and which they are depends on the ground truth alone, so
+    every method of one test volume keeps the same slabs.  Needs >= 2 slabs with scored voxels.
+    """
+    stat = TableScores(tables)
+    keep = np.flatnonzero(stat.slab_voxels > 0)
+    if keep.size < 2:
+        raise EmsrError(f"{what}: {keep.size} z-slab(s) with scored voxels (ground truth != 0); "
+                        "a bootstrap needs at least 2 (use thinner slabs)")
+    if keep.size < len(tables):
+        stat = TableScores([tables[k] for k in keep])
+    return bootstrap_statistic(stat, keep.size, int(resamples), seed)

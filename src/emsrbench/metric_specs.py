@@ -1,7 +1,8 @@
-"""What each metric is called on the page, which way is better, and how it is printed.
+"""What each tidy metric is called, which way is better, which group it belongs to, and how it
+is printed: the one definition the Markdown leaderboard, the tie marks and the HTML report share.
 
 A metric that is not listed here (a column added later) is still shown, under its own name,
-never highlighted as best, so new tidy rows reach the page without touching the report.
+never highlighted as best or ranked, so new tidy rows reach the tables without touching them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ class Metric:
     key: str
     label: str
     better: int  # +1 higher is better, -1 lower is better, 0 not ranked (cost, counts)
-    group: str  # "image" | "segmentation" | "cost" | "other"
+    group: str  # "image" | "segmentation" | "hallucination" | "cost" | "other"
     digits: int = 3
     unit: str = ""
 
@@ -25,6 +26,10 @@ METRICS = {m.key: m for m in [
     Metric("psnr_volume", "PSNR (vol)", +1, "image", 2, "dB"),
     Metric("ssim", "SSIM", +1, "image", 4),
     Metric("lpips", "LPIPS", -1, "image", 4),
+    # GPEMSR's stage I alone (emsrbench.gpemsr.reconstruct: its VQGAN reconstructing the HR
+    # test sections, supplement Table 2); only ablation rows carry them.
+    Metric("prior_psnr", "Stage-I PSNR", +1, "image", 2, "dB"),
+    Metric("prior_lpips", "Stage-I LPIPS", -1, "image", 4),
     # Split and merge alone are not ranked: a segmentation that merges everything has zero
     # split (bicubic's at 16x does), one that splits every voxel zero merge. Their sum,
     # ARAND and the CREMI score weigh both.
@@ -33,14 +38,27 @@ METRICS = {m.key: m for m in [
     Metric("voi_sum", "VOI sum", -1, "segmentation", 4, "bits"),
     Metric("arand", "ARAND", -1, "segmentation", 4),
     Metric("cremi_score", "CREMI score", -1, "segmentation", 4),
+    # Hallucination (issue #7; emsrbench.segment.stage.score_hallucination): boundaries of the
+    # segmentation against the ground truth within a tolerance, orphans against HR's segmentation.
+    Metric("boundary_precision", "Boundary precision", +1, "hallucination", 3),
+    Metric("boundary_recall", "Boundary recall", +1, "hallucination", 3),
+    Metric("invented_um_per_um2", "Invented µm/µm²", -1, "hallucination", 3, "µm/µm²"),
+    Metric("erased_um_per_um2", "Erased µm/µm²", -1, "hallucination", 3, "µm/µm²"),
+    Metric("orphan_fraction", "Orphan fraction", -1, "hallucination", 3),
     Metric("parameters", "Params", 0, "cost"),
     Metric("train_seconds", "Train s", 0, "cost"),
     Metric("infer_s_per_mp", "Infer s/MP", 0, "cost"),
-    Metric("macs_per_mp", "MACs/MP", 0, "cost"),
+    Metric("macs_per_mp", "GMAC/MP", 0, "cost"),  # printed in 1e9 multiply-accumulates
     Metric("peak_mem_mib", "Peak MiB", 0, "cost"),
 ]}
-GROUP_ORDER = ["image", "segmentation", "cost", "other"]
-GROUP_LABELS = {"image": "Image quality", "segmentation": "Segmentation", "cost": "Cost", "other": "Other"}
+GROUP_ORDER = ["image", "segmentation", "hallucination", "cost", "other"]
+GROUP_LABELS = {"image": "Image quality", "segmentation": "Segmentation", "hallucination": "Hallucination",
+                "cost": "Cost", "other": "Other"}
+
+
+def keys(group: str) -> list[str]:
+    """The metrics of a group, in table order."""
+    return [k for k, m in METRICS.items() if m.group == group]
 
 
 def spec(key: str) -> Metric:
@@ -63,7 +81,11 @@ def fmt(key: str, v) -> str:
     v = float(v)
     if key == "parameters":
         return f"{v / 1e6:.3f} M" if v >= 1e4 else f"{int(v)}"
+    if key == "macs_per_mp":
+        return f"{v / 1e9:.3g}"
+    if key == "peak_mem_mib":
+        return f"{v:.0f}"
     m = spec(key)
-    if m.group in ("image", "segmentation"):
+    if m.group in ("image", "segmentation", "hallucination"):
         return f"{v:.{m.digits}f}"
     return f"{v:.3g}"
