@@ -1,6 +1,7 @@
 """Device choice: CUDA with bf16 autocast when present, CPU (full precision) otherwise."""
 
 import contextlib
+import os
 
 import torch
 
@@ -29,3 +30,13 @@ def test_threads_follow_the_job(monkeypatch):
         assert device.set_threads(None) == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_cpu_description_names_the_model_and_threads():
+    from emsrbench.device import cpu_name, describe
+
+    name = cpu_name()
+    assert name and "\n" not in name
+    if os.path.exists("/proc/cpuinfo") and "model name" in open("/proc/cpuinfo").read():
+        assert name not in ("x86_64", "aarch64")  # the model, not just the architecture
+    assert describe(torch.device("cpu")) == f"cpu:{name} x{torch.get_num_threads()} threads"

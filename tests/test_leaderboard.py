@@ -103,7 +103,7 @@ def test_segmentation_columns_and_table1_layout(with_segmentation):
     assert lines[4] == "| RCAN | 0.9000 | 0.9000 | 0.9000 | 0.9000 |"  # VOI split alone is never bolded
     assert "### 16x, MALA" in seg and "| VOI split | VOI merge | ARAND | CREMI score |" in seg
     x16_mala = seg.split("### 16x, MALA")[1]
-    assert "| RCAN | 0.9000 | 0.5000 | 0.0900 | **0.3550** |" in x16_mala  # best SR CREMI score
+    assert "| RCAN | 0.9000 | 0.5000 | **0.0900** | **0.3550** |" in x16_mala  # best SR ARAND and CREMI score
     assert "| HR (upper bound) | 0.1000 | 0.5000 | 0.0100 | 0.0775 |" in x16_mala  # the bound is never bold
 
 
@@ -138,7 +138,9 @@ def hallucination_rows(method, scale, segmenter, precision, orphan):
     base = {"method": method, "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
             "family": "reference" if method == "hr" else "single-image", "preset": "quick", "scale": scale,
             "segmenter": segmenter, "note": "tolerance 8 nm"}
-    values = {"boundary_precision": precision, "boundary_recall": precision - 0.1,
+    recall = precision - 0.1
+    values = {"boundary_precision": precision, "boundary_recall": recall,
+              "boundary_f1": 2 * precision * recall / (precision + recall),
               "invented_um_per_um2": 10 * (1 - precision), "erased_um_per_um2": 10 * (1.1 - precision),
               "orphan_fraction": orphan}
     return [{**base, "metric": m, "value": v} for m, v in values.items()]
@@ -154,18 +156,19 @@ def test_hallucination_columns_and_tables(with_segmentation):
     table = wide(data).set_index("method")
     cols = [c for c in table.columns if "/" in c]
     # per scale: every segmentation score, then the hallucination scores, per segmenter
-    assert cols[8:13] == ["boundary_precision@x8/superhuman", "boundary_recall@x8/superhuman",
-                          "invented_um_per_um2@x8/superhuman", "erased_um_per_um2@x8/superhuman",
-                          "orphan_fraction@x8/superhuman"] and len(cols) == 36
+    assert cols[8:14] == ["boundary_precision@x8/superhuman", "boundary_recall@x8/superhuman",
+                          "boundary_f1@x8/superhuman", "invented_um_per_um2@x8/superhuman",
+                          "erased_um_per_um2@x8/superhuman", "orphan_fraction@x8/superhuman"] and len(cols) == 40
     assert pd.isna(table.loc["hr", "orphan_fraction@x16/mala"]) and table.loc["rcan", "orphan_fraction@x16/mala"] == 0.65
     md = markdown(data)
     assert md.index("## Segmentation: VOI split") < md.index("## Hallucination")
     hall = md.split("## Hallucination")[1]
     assert hall.count("### ") == 4 and "### 16x, MALA" in hall
-    assert ("| Method | Boundary precision | Boundary recall | Invented µm/µm² | Erased µm/µm² | Orphan fraction |"
-            in hall)
+    assert ("| Method | Boundary precision | Boundary recall | Boundary F1 | Invented µm/µm² | Erased µm/µm² "
+            "| Orphan fraction |" in hall)
     x8 = hall.split("### 8x, Superhuman")[1].split("###")[0]
-    # higher precision/recall, lower invented/erased/orphan is better; HR is the bound, never bold
-    assert "| HR (upper bound) | 0.990 | 0.890 | 0.100 | 1.100 | n/a |" in x8
-    assert "| BICUBIC | 0.700 | 0.600 | 3.000 | 4.000 | **0.600** |" in x8
-    assert "| RCAN | **0.800** | **0.700** | **2.000** | **3.000** | 0.650 |" in x8
+    # only F1 (higher) and the orphan fraction (lower) are ranked: precision, recall, invented and
+    # erased alone are won by merging or splitting everything; HR is the bound, never bold
+    assert "| HR (upper bound) | 0.990 | 0.890 | 0.937 | 0.100 | 1.100 | n/a |" in x8
+    assert "| BICUBIC | 0.700 | 0.600 | 0.646 | 3.000 | 4.000 | **0.600** |" in x8
+    assert "| RCAN | 0.800 | 0.700 | **0.747** | 2.000 | 3.000 | 0.650 |" in x8

@@ -139,7 +139,8 @@ def test_leaderboard_marks_the_best_per_column_and_failed_rows(synthetic):
     # 32 px membrane erased, 29 px of it farther than 8 nm (2 px) from a segmentation boundary
     # (116 nm), one invented, 27 px farther than 8 nm from the cell's own membranes (108 nm);
     # ground-truth boundary 2 x 3 lines x 128 px x 4 nm = 3072 nm; labelled area 128 x 128 x 16 nm^2.
-    assert f"Hallucination ({NET})" in table and "Boundary precision &uarr;" in table and "Orphan fraction &darr;" in table
+    assert f"Hallucination ({NET})" in table and "Boundary F1 &uarr;" in table and "Orphan fraction &darr;" in table
+    assert "Boundary precision &uarr;" not in table  # won alone by merging everything: shown, not ranked
 
     def value(cell):
         return float(re.search(r'data-v="([^"]+)"', cell[0]).group(1))
@@ -147,7 +148,10 @@ def test_leaderboard_marks_the_best_per_column_and_failed_rows(synthetic):
     assert value(bicubic["boundary_recall"]) == pytest.approx(1 - 116 / 3072)
     assert value(bicubic["boundary_precision"]) == pytest.approx(1 - 108 / 3072)
     assert value(bicubic["invented_um_per_um2"]) == pytest.approx(4 * 0.108 / (4 * 128 * 128 * 16 / 1e6))
-    assert "best" in bicubic["boundary_precision"][0] and "best" not in hr["boundary_precision"][0]
+    p, r = 1 - 108 / 3072, 1 - 116 / 3072
+    assert value(bicubic["boundary_f1"]) == pytest.approx(2 * p * r / (p + r))
+    assert "best" in bicubic["boundary_f1"][0] and "best" not in hr["boundary_f1"][0]
+    assert "best" not in bicubic["boundary_precision"][0]
     assert "n/a" in hr["orphan_fraction"][1] and "not applicable" in hr["orphan_fraction"][0]  # not a fake 0
     assert "n/a" in rcan["orphan_fraction"][1]  # no segmentation of rcan in this tree
     assert '<span class="ci">[21.10, 21.70]</span>' in rcan["psnr"][1]  # confidence interval under the value

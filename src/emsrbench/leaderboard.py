@@ -123,6 +123,15 @@ def _segmenters(tidy: pd.DataFrame) -> list[str]:
     return known + sorted(set(names) - set(known))
 
 
+def _best(values: pd.Series, metric: str):
+    """The best value of a column, or None when the metric is not ranked or no two values
+    differ (bold on every row says nothing)."""
+    better, v = direction(metric), values.dropna()
+    if not better or v.nunique() < 2:
+        return None
+    return v.max() if better > 0 else v.min()
+
+
 def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     """Table 1 of the study (VOI split per scale x segmenter), then every score per scale."""
     scales = sorted(tidy["scale"].unique())
@@ -141,11 +150,7 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
         out = []
         for c in cols:
             text = _fmt(_split(c)[0], row[c]) + _tie_suffix(ties, row, c)
-            if _split(c)[0] != "cremi_score":  # a split or merge alone rewards merging or splitting everything
-                out.append(text)
-                continue
-            vals = rows.loc[others, c]
-            best = vals.min() if vals.notna().any() else None
+            best = _best(rows.loc[others, c], _split(c)[0])  # VOI split or merge alone: not ranked
             out.append(f"**{text}**" if row["method"] != HR and best is not None and row[c] == best else text)
         return out
 
@@ -173,7 +178,8 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
               "and every method's SR test volume; 2D fragments + waterz agglomeration (scoring function and "
               "threshold in the metrics.csv notes). VOI in bits (ground-truth 0 ignored); ARAND: adapted Rand "
               "error; CREMI score: sqrt(VOI sum x ARAND). Lower is better; a low VOI split alone can mean "
-              "that everything was merged (high VOI merge), so only the best SR CREMI score is in bold; HR "
+              "that everything was merged (high VOI merge), so only ARAND and the CREMI score are ranked (best SR "
+              "value in bold where the values differ); HR "
               "is the upper bound.", ""]
     return lines
 
@@ -194,11 +200,7 @@ def _hallucination_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str
             cols = [_column(m, s, g) for m in HALLUCINATION_METRICS if _column(m, s, g) in rows]
             if not cols:
                 continue
-            best = {}
-            for c in cols:
-                vals = rows.loc[others, c]
-                if vals.notna().any():
-                    best[c] = vals.max() if direction(_split(c)[0]) > 0 else vals.min()
+            best = {c: _best(rows.loc[others, c], _split(c)[0]) for c in cols}
             lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", "",
                       "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
@@ -206,17 +208,19 @@ def _hallucination_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str
                 cells = []
                 for c in cols:
                     text = _fmt(_split(c)[0], r[c])
-                    cells.append(f"**{text}**" if r["method"] != HR and c in best and r[c] == best[c] else text)
+                    cells.append(f"**{text}**" if r["method"] != HR and best[c] is not None and r[c] == best[c] else text)
                 name = "HR (upper bound)" if r["method"] == HR else r["display_name"]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
     lines += ["Hallucination: boundaries of each segmentation against the ground truth, matched within the "
               "tolerance in the metrics.csv notes (ground-truth 0 not scored). Precision = 1 - invented / "
-              "segmentation boundary length, recall = 1 - erased / ground-truth boundary length (higher is "
-              "better; read them together: a segmentation that merges everything has precision 1); invented / erased: boundary length in µm per µm² of labelled section area (lower is "
-              "better); orphan fraction: share of segments with no segment of IoU >= the threshold in the notes in "
-              "the same network's segmentation of HR (lower is better; n/a for HR itself). HR is the upper bound, not "
-              "ranked.", ""]
+              "segmentation boundary length, recall = 1 - erased / ground-truth boundary length; invented / "
+              "erased: boundary length in µm per µm² of labelled section area. Those four are not ranked: merging "
+              "everything draws no boundary (precision 1, nothing invented), splitting everything misses none; "
+              "their harmonic mean, boundary F1, is (higher is better). Orphan fraction: share of segments with "
+              "no segment of IoU >= the threshold in the notes in the same network's segmentation of HR (lower is "
+              "better; n/a for HR itself). Best SR value in bold where the values differ; HR is the upper bound, "
+              "not ranked.", ""]
     return lines
 
 
@@ -264,16 +268,12 @@ def markdown(tidy: pd.DataFrame) -> str:
             continue
         lines += [f"## {s}x", "", "| Method | Preset | " + " | ".join(spec(c.split("@")[0]).label for c in cols) + " |",
                   "|---|---|" + "---:|" * len(cols)]
-        best = {}
-        for c in cols:
-            better = direction(c.split("@")[0])
-            if better and table[c].notna().any():
-                best[c] = table[c].max() if better > 0 else table[c].min()
+        best = {c: _best(table[c], c.split("@")[0]) for c in cols}
         for _, row in table.iterrows():
             cells = []
             for c in cols:
                 text = _fmt(c.split("@")[0], row[c]) + _tie_suffix(ties, row, c)
-                cells.append(f"**{text}**" if c in best and row[c] == best[c] else text)
+                cells.append(f"**{text}**" if best[c] is not None and row[c] == best[c] else text)
             lines.append(f"| {row['display_name']} | {row['preset']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += _segmentation_markdown(tidy, full)

@@ -40,10 +40,14 @@ METRICS = {m.key: m for m in [
     Metric("cremi_score", "CREMI score", -1, "segmentation", 4),
     # Hallucination (issue #7; emsrbench.segment.stage.score_hallucination): boundaries of the
     # segmentation against the ground truth within a tolerance, orphans against HR's segmentation.
-    Metric("boundary_precision", "Boundary precision", +1, "hallucination", 3),
-    Metric("boundary_recall", "Boundary recall", +1, "hallucination", 3),
-    Metric("invented_um_per_um2", "Invented µm/µm²", -1, "hallucination", 3, "µm/µm²"),
-    Metric("erased_um_per_um2", "Erased µm/µm²", -1, "hallucination", 3, "µm/µm²"),
+    # Like VOI split and merge, precision (and invented length) alone is won by merging
+    # everything, recall (and erased length) by splitting everything: shown, not ranked; their
+    # harmonic mean is.
+    Metric("boundary_precision", "Boundary precision", 0, "hallucination", 3),
+    Metric("boundary_recall", "Boundary recall", 0, "hallucination", 3),
+    Metric("boundary_f1", "Boundary F1", +1, "hallucination", 3),
+    Metric("invented_um_per_um2", "Invented µm/µm²", 0, "hallucination", 3, "µm/µm²"),
+    Metric("erased_um_per_um2", "Erased µm/µm²", 0, "hallucination", 3, "µm/µm²"),
     Metric("orphan_fraction", "Orphan fraction", -1, "hallucination", 3),
     Metric("parameters", "Params", 0, "cost"),
     Metric("train_seconds", "Train s", 0, "cost"),

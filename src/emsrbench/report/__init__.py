@@ -90,9 +90,10 @@ def hallucination_definitions(plan, tidy: pd.DataFrame) -> list[tuple[str, str]]
          "is not scored). HR's own segmentation is the upper bound."),
         ("Invented, Erased (µm/µm²)", f"segmentation boundary with no ground-truth boundary within {tol} (structure "
          f"drawn that is not there), ground-truth boundary with no segmentation boundary within {tol} (structure "
-         "missed); length in µm per µm² of labelled section area. Lower is better."),
-        ("Boundary precision, recall", "1 - invented / segmentation boundary length, 1 - erased / ground-truth "
-         "boundary length. Higher is better; read together: a segmentation that merges everything has precision 1."),
+         "missed); length in µm per µm² of labelled section area. Not ranked: merging everything invents nothing."),
+        ("Boundary precision, recall, F1", "1 - invented / segmentation boundary length, 1 - erased / ground-truth "
+         "boundary length, and their harmonic mean 2PR/(P+R). Only F1 is ranked (higher is better): a segmentation "
+         "that merges everything has precision 1, one that splits everything recall 1."),
         ("Orphan fraction", f"share of the segmentation's 3D segments with no segment of IoU >= {iou} in the same "
          "network's segmentation of HR (invented objects, and pieces of split ones). Lower is better; none for HR "
          "itself."),

@@ -47,8 +47,10 @@ def machine() -> dict[str, str]:
         mem = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30:.1f} GiB"
     except (ValueError, OSError, AttributeError):
         mem = "unknown"
+    from ..device import cpu_name
+
     return {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpus": str(os.cpu_count()), "memory": mem}
+            "cpu": cpu_name(), "cpus": str(os.cpu_count()), "memory": mem}
 
 
 def devices(sr_files: dict) -> dict[str, str]:

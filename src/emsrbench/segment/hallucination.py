@@ -27,7 +27,9 @@ Definitions (per section, lateral only; the z resolution is not used)
   (scored or not) within the tolerance (ground-truth structure the SR segmentation misses).
   ``boundary_precision = 1 - invented_nm / candidate_nm``, ``boundary_recall = 1 - erased_nm
   / reference_nm`` (length-weighted); with nothing to score (0 / 0) they are 1: nothing was
-  invented, nothing was there to erase.
+  invented, nothing was there to erase.  Each alone can be won by a degenerate segmentation
+  (merging everything draws no boundary: precision 1; splitting every pixel: recall 1), so
+  the ranked score is their harmonic mean ``boundary_f1 = 2 P R / (P + R)`` (0 when both are 0).
 * Orphan segments: over the whole volume (segments are 3D), an SR segment has a counterpart
   when some segment of the HR segmentation (the same segmenter on the HR image) overlaps it
   with IoU >= ``iou`` (default 0.5, which makes the counterpart unique).  ``orphan_fraction``
@@ -145,7 +147,9 @@ def boundary_scores(gt, sr_seg, resolution, tolerance_nm: float, where: str = "b
     tot = {k: float(v.sum()) for k, v in per.items()}
     precision = 1.0 - tot["invented_nm"] / tot["candidate_nm"] if tot["candidate_nm"] else 1.0
     recall = 1.0 - tot["erased_nm"] / tot["reference_nm"] if tot["reference_nm"] else 1.0
-    return {**tot, "boundary_precision": precision, "boundary_recall": recall, "tolerance_nm": tol, "per_section": per}
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {**tot, "boundary_precision": precision, "boundary_recall": recall, "boundary_f1": f1,
+            "tolerance_nm": tol, "per_section": per}
 
 
 def boundary_error_lengths(gt, sr_seg, resolution, tolerance_nm: float,

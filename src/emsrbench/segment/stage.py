@@ -35,8 +35,8 @@ SWEEP_GROUP = "volumes/segmentations"
 SCORE_METRICS = ("voi_split", "voi_merge", "arand", "cremi_score")
 # boundary precision / recall (fractions of boundary length), invented / erased boundary length
 # per labelled section area (um per um^2), orphan fraction (of SR segments); see hallucination.py
-HALLUCINATION_METRICS = ("boundary_precision", "boundary_recall", "invented_um_per_um2", "erased_um_per_um2",
-                         "orphan_fraction")
+HALLUCINATION_METRICS = ("boundary_precision", "boundary_recall", "boundary_f1", "invented_um_per_um2",
+                         "erased_um_per_um2", "orphan_fraction")
 HR_DISPLAY = "HR (upper bound)"
 
 
@@ -250,13 +250,14 @@ def score_hallucination(seg_path: str | Path, hr_seg_path: str | Path, gt_path: 
          f"1 - invented/SR boundary length ({b['invented_nm']:.0f} of {b['candidate_nm']:.0f} nm invented); {common}"),
         ("boundary_recall", b["boundary_recall"],
          f"1 - erased/GT boundary length ({b['erased_nm']:.0f} of {b['reference_nm']:.0f} nm erased); {common}"),
+        ("boundary_f1", b["boundary_f1"], f"harmonic mean of boundary precision and recall; {common}"),
         ("invented_um_per_um2", density(b["invented_nm"]),
          f"um of SR boundary with no GT boundary within tolerance ({b['invented_nm']:.0f} nm), {per_area}; {common}"),
         ("erased_um_per_um2", density(b["erased_nm"]),
          f"um of GT boundary with no SR boundary within tolerance ({b['erased_nm']:.0f} nm), {per_area}; {common}"),
     ]
     if area_um2 == 0:
-        rows[2:] = [(m, v, f"missing: {gt_path} has no labelled (non-zero) ground truth") for m, v, _ in rows[2:]]
+        rows[3:] = [(m, v, f"missing: {gt_path} has no labelled (non-zero) ground truth") for m, v, _ in rows[3:]]
     if hr_seg is None:
         rows.append(("orphan_fraction", float("nan"),
                      "not applicable: the HR segmentation is the reference of the orphan fraction"))
