@@ -172,3 +172,14 @@ def test_hallucination_columns_and_tables(with_segmentation):
     assert "| HR (upper bound) | 0.990 | 0.890 | 0.937 | 0.100 | 1.100 | n/a |" in x8
     assert "| BICUBIC | 0.700 | 0.600 | 0.646 | 3.000 | 4.000 | **0.600** |" in x8
     assert "| RCAN | 0.800 | 0.700 | **0.747** | 2.000 | 3.000 | 0.650 |" in x8
+
+
+def test_bold_only_where_a_ranked_column_has_differing_values():
+    from emsrbench.metric_specs import best_value
+
+    assert best_value("psnr", [20.0, 21.0, float("nan")]) == 21.0
+    assert best_value("lpips", [0.3, 0.2]) == 0.2
+    assert best_value("psnr", [20.0]) == 20.0  # a single method is the best one
+    assert best_value("cremi_score", [2.1, 2.1, 2.1]) is None  # all equal: bold on every row says nothing
+    assert best_value("voi_split", [0.1, 0.5]) is None  # not ranked
+    assert best_value("psnr", [float("nan")]) is None

@@ -13,7 +13,7 @@ import pytest
 from emsrbench.errors import EmsrError
 from emsrbench.evaluate import COLUMNS
 from emsrbench.io import write_cremi
-from emsrbench.leaderboard import TIE_MARK, markdown, write
+from emsrbench.leaderboard import TIE_MARK, write
 from emsrbench.stats import BootstrapSettings, mean_replicates, sidecar
 
 SETTINGS = BootstrapSettings.merged({"resamples": 400, "seed": 4})

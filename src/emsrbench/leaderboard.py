@@ -19,7 +19,7 @@ from .errors import EmsrError
 from .evaluate import COLUMNS
 from .io import atomic_path
 from .metric_specs import fmt as _fmt
-from .metric_specs import keys, spec
+from .metric_specs import best_value, keys, spec
 
 
 def direction(metric: str) -> int:
@@ -123,15 +123,6 @@ def _segmenters(tidy: pd.DataFrame) -> list[str]:
     return known + sorted(set(names) - set(known))
 
 
-def _best(values: pd.Series, metric: str):
-    """The best value of a column, or None when the metric is not ranked or no two values
-    differ (bold on every row says nothing)."""
-    better, v = direction(metric), values.dropna()
-    if not better or v.nunique() < 2:
-        return None
-    return v.max() if better > 0 else v.min()
-
-
 def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     """Table 1 of the study (VOI split per scale x segmenter), then every score per scale."""
     scales = sorted(tidy["scale"].unique())
@@ -150,7 +141,7 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
         out = []
         for c in cols:
             text = _fmt(_split(c)[0], row[c]) + _tie_suffix(ties, row, c)
-            best = _best(rows.loc[others, c], _split(c)[0])  # VOI split or merge alone: not ranked
+            best = best_value(_split(c)[0], rows.loc[others, c])  # VOI split or merge alone: not ranked
             out.append(f"**{text}**" if row["method"] != HR and best is not None and row[c] == best else text)
         return out
 
@@ -200,7 +191,7 @@ def _hallucination_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str
             cols = [_column(m, s, g) for m in HALLUCINATION_METRICS if _column(m, s, g) in rows]
             if not cols:
                 continue
-            best = {c: _best(rows.loc[others, c], _split(c)[0]) for c in cols}
+            best = {c: best_value(_split(c)[0], rows.loc[others, c]) for c in cols}
             lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", "",
                       "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
@@ -268,7 +259,7 @@ def markdown(tidy: pd.DataFrame) -> str:
             continue
         lines += [f"## {s}x", "", "| Method | Preset | " + " | ".join(spec(c.split("@")[0]).label for c in cols) + " |",
                   "|---|---|" + "---:|" * len(cols)]
-        best = {c: _best(table[c], c.split("@")[0]) for c in cols}
+        best = {c: best_value(c.split("@")[0], table[c]) for c in cols}
         for _, row in table.iterrows():
             cells = []
             for c in cols:

@@ -75,6 +75,16 @@ def sort_key(key: str) -> tuple:
     return GROUP_ORDER.index(m.group), keys.index(key) if key in keys else len(keys), key
 
 
+def best_value(key: str, values):
+    """The best of a column's values (NaN skipped), or None when the metric is not ranked, has
+    no value, or several values are all equal (bold on every row would say nothing)."""
+    better = spec(key).better
+    v = [float(x) for x in values if not is_missing(x) and not math.isnan(float(x))]
+    if not better or not v or (len(v) > 1 and len(set(v)) == 1):
+        return None
+    return max(v) if better > 0 else min(v)
+
+
 def is_missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 

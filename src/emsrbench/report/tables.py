@@ -5,14 +5,13 @@ Cells carry their raw value in ``data-v`` for the page's sorter; missing values 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from html import escape
 
 from ..gpemsr.config import ABLATED as GPEMSR_ABLATED
 from ..gpemsr.config import OWN_VARIANT as GPEMSR_OWN
 from ..leaderboard import TIE_MARK
-from ..metric_specs import GROUP_LABELS, fmt, is_missing, spec
+from ..metric_specs import GROUP_LABELS, best_value, fmt, is_missing, spec
 from .data import Row, columns
 
 # The tie mark of a value tied with the best (emsrbench.leaderboard.ties) and its legend.
@@ -36,11 +35,9 @@ def _header(metric: str, segmenter: str, inline: bool = False) -> str:
 def _best(rows: list[Row], cols) -> dict:
     best = {}
     for metric, seg in cols:
-        better = spec(metric).better
-        values = [r.value(metric, seg) for r in rows if r.status == "ok" and not r.reference]
-        values = [v for v in values if not math.isnan(v)]
-        if better and values:
-            best[(metric, seg)] = max(values) if better > 0 else min(values)
+        v = best_value(metric, [r.value(metric, seg) for r in rows if r.status == "ok" and not r.reference])
+        if v is not None:
+            best[(metric, seg)] = v
     return best
 
 
