@@ -143,3 +143,13 @@ def test_plan_routes_gpemsr_to_its_stage_rules_with_variants_and_scale_overrides
     assert ckpt == stages.checkpoints("m", "stage3", "gpemsr", 8, "full") != stages.checkpoints("m", "stage3", "gpemsr", 8, "no_pod")
     other = StagePlan(Plan({**config, "methods": ["gpemsr"], "preset": "paper", "train_override": {"iterations": 7}}))
     assert other.checkpoints("m", "stage3", "gpemsr", 8, "full") != ckpt
+
+
+def test_ablations_without_a_method_with_variants_says_so(tmp_path):
+    config = tiny_config(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["methods"] = ["bicubic"]
+    config.write_text(yaml.safe_dump(cfg))
+    run = snakemake(tmp_path, config, "ablations", "-n")
+    assert run.returncode != 0
+    assert "ablations: no method of this run has variants (methods: bicubic)" in run.stdout + run.stderr

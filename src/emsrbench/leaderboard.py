@@ -338,9 +338,14 @@ def wide_with_ties(tidy: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def write(paths: list[str | Path], csv_path, md_path, tidy_path, bootstrap: list[str | Path] | None = None) -> pd.DataFrame:
-    """``bootstrap``: the sidecars of the rows (tie marks); none: no tie marks."""
+def write(paths: list[str | Path], csv_path, md_path, tidy_path, bootstrap: list[str | Path] | None = None,
+          own_variant: str = "") -> pd.DataFrame:
+    """``bootstrap``: the sidecars of the rows (tie marks); none: no tie marks. ``own_variant``:
+    the variant name of a method's own model (GPEMSR's "full", whose stage-I rows carry it):
+    those rows join the method's own row."""
     tidy = load_tidy(paths)
+    if own_variant:
+        tidy.loc[tidy["variant"] == own_variant, "variant"] = ""
     if bootstrap:
         tidy["tie"] = ties(tidy, bootstrap)
     with atomic_path(tidy_path) as tmp:

@@ -113,7 +113,7 @@ def leaderboard(smk) -> None:
     # rule leaderboard names its inputs (metrics, bootstrap sidecars); the ablation leaderboard does not
     metrics = smk.input.get("metrics")
     write(list(smk.input if metrics is None else metrics), smk.output.csv, smk.output.md, smk.output.tidy,
-          bootstrap=list(smk.input.get("bootstrap") or []))
+          bootstrap=list(smk.input.get("bootstrap") or []), own_variant=smk.params.get("own_variant", ""))
     print(f"leaderboard: {Path(smk.output.md).resolve()}", file=sys.stderr)
 
 

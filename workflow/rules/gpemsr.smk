@@ -9,6 +9,7 @@
 # models/<m>/<variant>/x<s>/, their own infer/evaluate rules, and `snakemake ablations`
 # (results/ablations/leaderboard.md). Keys name the settings a stage depends on
 # (emsrbench.gpemsr.config.stage_key), so variants share stage I/II files where they can.
+from emsrbench.gpemsr.config import OWN_VARIANT as GPEMSR_OWN_VARIANT
 from emsrbench.gpemsr.workflow import StagePlan
 
 try:
@@ -233,13 +234,23 @@ rule gpemsr_stage1_evaluate:
 
 # The methods with variants, each variant a row (display name "GPEMSR [no_pod]"); the stage I
 # rows go to the tidy metrics.csv (the leaderboard tables show the SR metrics only).
+def ablation_inputs(wildcards):
+    files = PLAN.ablation_metrics() + GPEMSR.prior_metrics()
+    if not files:
+        raise EmsrError(f"ablations: no method of this run has variants (methods: {', '.join(PLAN.methods)}); "
+                        "add one whose method.yaml lists `variants:` (gpemsr) to `methods` in the config")
+    return files
+
+
 rule ablation_leaderboard:
     input:
-        PLAN.ablation_metrics() + GPEMSR.prior_metrics(),
+        ablation_inputs,
     output:
         csv=f"{RESULTS}/ablations/leaderboard.csv",
         md=f"{RESULTS}/ablations/leaderboard.md",
         tidy=f"{RESULTS}/ablations/metrics.csv",
+    params:
+        own_variant=GPEMSR_OWN_VARIANT,  # its stage-I rows join the model's own row
     log:
         f"{RESULTS}/logs/ablation_leaderboard.log",
     conda:
