@@ -126,7 +126,7 @@ def test_tiny_run_scores_segmentation(tiny_run):
             rows = pd.read_csv(res / "segment" / net / "rcan" / f"x{s}-hallucination.csv").set_index("metric")
             assert set(rows["segmenter"]) == {net} and "tolerance 8 nm" in rows.loc["boundary_recall", "note"]
             assert "of IoU >= 0.5" in rows.loc["orphan_fraction", "note"]
-            for m in ("boundary_precision", "boundary_recall", "invented_um_per_um2", "erased_um_per_um2"):
+            for m in ("boundary_precision", "boundary_recall", "boundary_f1", "invented_um_per_um2", "erased_um_per_um2"):
                 assert board[f"{m}@x{s}/{net}"].between(0, 1e3).all(), (net, s, m)  # HR's row too
             orphans = board[f"orphan_fraction@x{s}/{net}"]
             assert orphans.drop("hr").between(0, 1).all() and pd.isna(orphans["hr"])  # no orphans of HR by itself
@@ -134,7 +134,8 @@ def test_tiny_run_scores_segmentation(tiny_run):
     assert set(tidy.loc[tidy["metric"] == "orphan_fraction", "segmenter"]) == {"superhuman", "mala"}
     assert "## Hallucination" in md and "### 16x, MALA" in md.split("## Hallucination")[1]
     page = (res / "report" / "index.html").read_text()
-    assert page.count('title="boundary_precision: higher is better"') == 2 * 2  # per scale and network
+    assert page.count('title="boundary_f1: higher is better"') == 2 * 2  # per scale and network
+    assert page.count('title="boundary_precision: not ranked"') == 2 * 2
     assert "Hallucination (mala)" in page and page.count('<img class="hallucination"') >= 2
 
 

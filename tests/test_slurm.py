@@ -93,7 +93,11 @@ def test_pipeline_on_slurm_with_gpu_requests(slurm_cluster, tmp_path):
     assert slurm_cluster.gpus > 0, "start the test cluster with EMSR_SLURM_GPUS >= 1"
     # Replace the test overlay's set-resources (which zeroes GPUs) with memory caps only,
     # so the GPU requests come from method.yaml as on a real cluster.
-    res = run_snakemake_on_slurm(tmp_path, ["--configfile", str(REPO_ROOT / "config" / "test.yaml"),
+    # Hallucination scoring is tested in test_pipeline; here its 12 jobs would only add SLURM
+    # round trips (about 10 s each on the CI machine) to the longest test of the suite.
+    overlay = tmp_path / "no-hallucination.yaml"
+    overlay.write_text("segmentation:\n  hallucination:\n    enabled: false\n")
+    res = run_snakemake_on_slurm(tmp_path, ["--configfile", str(REPO_ROOT / "config" / "test.yaml"), str(overlay),
                                             "--set-resources", "train:mem_mb=1000", "infer:mem_mb=1000",
                                             "train_segmenter:mem_mb=1000", "segment:mem_mb=1000"], timeout=900)
     assert res.returncode == 0, res.tail()
