@@ -150,6 +150,15 @@ class StagePlan:
         return [self.prior_metrics_file(m, v) for m in self.methods if self.plan.method(m).variants
                 for v in self.prior_variants(m)]
 
+    def ablation_inputs(self) -> list[str]:
+        """The rows of `snakemake ablations`: every method with variants, its variants and
+        stage I models; a one-line error when no planned method has variants."""
+        files = self.plan.ablation_metrics() + self.prior_metrics()
+        if not files:
+            raise EmsrError(f"ablations: no method of this run has variants (methods: {', '.join(self.plan.methods)}); "
+                            "add one whose method.yaml lists `variants:` (gpemsr) to `methods` in the config")
+        return files
+
     def prior_model(self, method: str, variant: str) -> str:
         files = self.prior_files(method, self.stage1_scale(), variant)
         if not files:
