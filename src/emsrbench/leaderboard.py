@@ -72,7 +72,7 @@ def read_tidy(paths: list[str | Path]) -> pd.DataFrame:
         frames.append(df[COLUMNS])
     tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     for col in TEXT:
-        tidy[col] = tidy[col].astype(object).where(tidy[col].notna(), "").astype(str)
+        tidy[col] = _text(tidy[col])
     for col in ("value", "ci_low", "ci_high"):
         tidy[col] = pd.to_numeric(tidy[col], errors="coerce")
     return tidy
@@ -123,6 +123,31 @@ def _segmenters(tidy: pd.DataFrame) -> list[str]:
     return known + sorted(set(names) - set(known))
 
 
+def _reference_first(table: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """The rows with a value in ``cols``: HR (the upper bound) first, bicubic, then the
+    image-table order (PSNR)."""
+    rows = table[table[cols].notna().any(axis=1)]
+    rank = {HR: 0, "bicubic": 1}
+    return rows.assign(_r=[rank.get(m, 2) for m in rows["method"]]).sort_values("_r", kind="stable").drop(columns="_r")
+
+
+def _row_name(row) -> str:
+    return "HR (upper bound)" if row["method"] == HR else row["display_name"]
+
+
+def _scored_cells(rows: pd.DataFrame, row, cols: list[str], ties: dict | None = None) -> list[str]:
+    """``row``'s cells in ``cols``: the best SR value of a ranked column in bold (HR, the upper
+    bound, never), tie marks where ``ties`` has them."""
+    others = rows["method"] != HR
+    out = []
+    for c in cols:
+        metric = _split(c)[0]
+        text = _fmt(metric, row[c]) + (_tie_suffix(ties, row, c) if ties else "")
+        best = best_value(metric, rows.loc[others, c])
+        out.append(f"**{text}**" if row["method"] != HR and best is not None and row[c] == best else text)
+    return out
+
+
 def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     """Table 1 of the study (VOI split per scale x segmenter), then every score per scale."""
     scales = sorted(tidy["scale"].unique())
@@ -130,29 +155,17 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
     seg_cols = [c for c in table.columns if "/" in c]
     if not seg_cols:
         return []
-    rows = table[table[seg_cols].notna().any(axis=1)]
-    rank = {HR: 0, "bicubic": 1}  # then the image-table order (PSNR)
-    rows = rows.assign(_r=[rank.get(m, 2) for m in rows["method"]]).sort_values("_r", kind="stable").drop(columns="_r")
-    others = rows["method"] != HR
-
+    rows = _reference_first(table, seg_cols)
     ties = _tie_lookup(tidy)
 
     def cells(row, cols):
-        out = []
-        for c in cols:
-            text = _fmt(_split(c)[0], row[c]) + _tie_suffix(ties, row, c)
-            best = best_value(_split(c)[0], rows.loc[others, c])  # VOI split or merge alone: not ranked
-            out.append(f"**{text}**" if row["method"] != HR and best is not None and row[c] == best else text)
-        return out
-
-    def name(row):
-        return "HR (upper bound)" if row["method"] == HR else row["display_name"]
+        return _scored_cells(rows, row, cols, ties)
 
     t1 = [(s, g) for s in scales for g in segmenters if _column("voi_split", s, g) in rows]
     lines = ["## Segmentation: VOI split (Table 1 layout)", "",
              "| Method | " + " | ".join(f"{s}x {SEGMENTER_LABELS.get(g, g)}" for s, g in t1) + " |",
              "|---|" + "---:|" * len(t1)]
-    lines += [f"| {name(r)} | " + " | ".join(cells(r, [_column("voi_split", s, g) for s, g in t1])) + " |"
+    lines += [f"| {_row_name(r)} | " + " | ".join(cells(r, [_column("voi_split", s, g) for s, g in t1])) + " |"
               for _, r in rows.iterrows()]
     lines.append("")
     for s in scales:
@@ -163,7 +176,7 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
             lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", "",
                       "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
-            lines += [f"| {name(r)} | " + " | ".join(cells(r, cols)) + " |" for _, r in rows.iterrows()]
+            lines += [f"| {_row_name(r)} | " + " | ".join(cells(r, cols)) + " |" for _, r in rows.iterrows()]
             lines.append("")
     lines += ["Segmentation: affinities of each network (trained once on HR training data) on the HR, bicubic "
               "and every method's SR test volume; 2D fragments + waterz agglomeration (scoring function and "
@@ -181,27 +194,18 @@ def _hallucination_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str
     cols_all = [c for c in table.columns if "/" in c and _split(c)[0] in HALLUCINATION_METRICS]
     if not cols_all:
         return []
-    rows = table[table[cols_all].notna().any(axis=1)]
-    rank = {HR: 0, "bicubic": 1}
-    rows = rows.assign(_r=[rank.get(m, 2) for m in rows["method"]]).sort_values("_r", kind="stable").drop(columns="_r")
-    others = rows["method"] != HR
+    rows = _reference_first(table, cols_all)
     lines = ["## Hallucination", ""]
     for s in sorted(tidy["scale"].unique()):
         for g in _segmenters(tidy):
             cols = [_column(m, s, g) for m in HALLUCINATION_METRICS if _column(m, s, g) in rows]
             if not cols:
                 continue
-            best = {c: best_value(_split(c)[0], rows.loc[others, c]) for c in cols}
             lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", "",
                       "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
-            for _, r in rows.iterrows():
-                cells = []
-                for c in cols:
-                    text = _fmt(_split(c)[0], r[c])
-                    cells.append(f"**{text}**" if r["method"] != HR and best[c] is not None and r[c] == best[c] else text)
-                name = "HR (upper bound)" if r["method"] == HR else r["display_name"]
-                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines += [f"| {_row_name(r)} | " + " | ".join(_scored_cells(rows, r, cols)) + " |"
+                      for _, r in rows.iterrows()]
             lines.append("")
     lines += ["Hallucination: boundaries of each segmentation against the ground truth, matched within the "
               "tolerance in the metrics.csv notes (ground-truth 0 not scored). Precision = 1 - invented / "
