@@ -10,6 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from emsrbench.io import write_cremi
 
@@ -136,3 +137,30 @@ def http_server():
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def random_vgg19(tmp_path_factory):
+    """A registry whose vgg19 entry is a checksum-valid file of randomly initialised
+    torchvision VGG19 weights (the real ImageNet file cannot be downloaded here); its spynet
+    entry names a file that is absent."""
+    import hashlib
+
+    import torchvision
+    import yaml
+
+    from emsrbench.pretrained import Pretrained
+
+    root = tmp_path_factory.mktemp("vgg")
+    torch.manual_seed(0)
+    state = torchvision.models.vgg19(weights=None).state_dict()
+    path = root / "w" / "vgg19-dcbb9e9d.pth"
+    path.parent.mkdir()
+    torch.save(state, path)
+    reg = root / "registry.yaml"
+    reg.write_text(yaml.safe_dump({
+        "vgg19": {"file": path.name, "url": "https://example.invalid/vgg19.pth",
+                  "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+        "spynet": {"file": "spynet_sintel_final-3d2a1287.pth", "url": "https://example.invalid/spynet.pth",
+                   "sha256": "3d2a1287"}}))
+    return Pretrained(root / "w", reg), state

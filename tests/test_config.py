@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from emsrbench.config import check_config
+from emsrbench.config import check_config, take_data_from_user
 from emsrbench.errors import EmsrError
 from emsrbench.plan import Plan
 
@@ -116,3 +119,67 @@ def test_hallucination_settings():
     assert plan.all_hallucination_scores() == [] and plan.hallucination()["tolerance_nm"] == 8.0
     cfg["segmentation"] = {"enabled": False, "hallucination": {"enabled": True}}
     assert Plan(cfg, methods_dir=REPO / "methods").all_hallucination_scores() == []  # nothing to score
+
+
+# ---------------------------------------------------------------------------------------------
+# data from one config layer (issue 12, part 4)
+
+
+def test_user_data_replaces_the_default_data_whole():
+    cfg = load("config.yaml")
+    user = {"methods": ["bicubic"],
+            "data": {"source": "path", "path": {"samples": {"vol": "vol.h5"}},
+                     "splits": {"train": [{"sample": "vol"}], "test": [{"sample": "vol"}]}}}
+    assert take_data_from_user(cfg, user)
+    assert cfg["data"] == user["data"] and cfg["data"] is not user["data"]
+    assert "val" not in cfg["data"]["splits"] and "phantom" not in cfg["data"]
+    assert cfg["segmentation"]["networks"] == ["superhuman", "mala"]  # other sections are not touched here
+    untouched = load("config.yaml")
+    assert not take_data_from_user(untouched, {"methods": ["bicubic"]})  # no user data: the default's stays
+    assert untouched == load("config.yaml")
+
+
+def test_data_resolution_and_gt_labels_keys():
+    assert "data.resolution" in errors_for(lambda c: c["data"].update(resolution=[40, 4]))
+    assert "data.resolution" in errors_for(lambda c: c["data"].update(resolution=[40, 0, 4]))
+    assert "segmentation.gt_labels" in errors_for(lambda c: c["segmentation"].update(gt_labels="2d"))
+    cfg = load("config.yaml")
+    assert Plan(cfg, methods_dir=REPO / "methods").segmentation()["gt_labels"] == "auto"
+    cfg["segmentation"]["gt_labels"] = "per_section"
+    cfg["data"]["resolution"] = [30, 5, 5]
+    check_config(cfg, SCHEMA)
+    assert Plan(cfg, methods_dir=REPO / "methods").segmentation()["gt_labels"] == "per_section"
+
+
+def _dry_run(workdir: Path, configfile: Path) -> subprocess.CompletedProcess:
+    """``snakemake -n`` as a user runs it: the Snakefile's default config/config.yaml (copied
+    into the working directory, where Snakemake looks for it) with ``--configfile`` over it."""
+    (workdir / "config").mkdir(exist_ok=True)
+    shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "-n",
+           "--cores", "1", "--configfile", str(configfile)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_user_configfile_gets_exactly_its_own_splits(tmp_path):
+    """A --configfile with its own data.source and splits (no val) plans with exactly those:
+    the default's val split (a phantom sample) must not leak in."""
+    import numpy as np
+
+    from emsrbench.io import write_cremi
+
+    vol = tmp_path / "vol.h5"
+    write_cremi(vol, np.zeros((6, 64, 64), np.uint8), np.ones((6, 64, 64), np.uint64), resolution=(40, 4, 4))
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({
+        "methods": ["bicubic"],
+        "data": {"source": "path", "path": {"samples": {"vol": str(vol)}},
+                 "splits": {"train": [{"sample": "vol", "z": [0, 4]}], "test": [{"sample": "vol", "z": [4, 6]}]}},
+    }))
+    run = _dry_run(tmp_path, mine)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    degraded = {line.split("/")[-1].strip() for line in out.splitlines() if "results/degraded/x" in line
+                and line.strip().startswith("output:")}
+    assert degraded == {"train-0.h5", "test-0.h5"}, degraded
+    assert "val-" not in out and "rule phantom" not in out

@@ -138,11 +138,12 @@ def test_plan_routes_gpemsr_to_its_stage_rules_with_variants_and_scale_overrides
     assert stages.prior_files("gpemsr", 16, "no_mpf") == {}
     assert stages.model_file("gpemsr", 8, "full") == plan.model_file("gpemsr", 8)
     assert stages.model_file("gpemsr", 8, "no_3da").endswith("models/gpemsr/no_3da/x8/model.pt")
-    # a settings change gets a fresh checkpoint folder (no resuming another setting's weights)
-    ckpt = stages.checkpoints("m", "stage3", "gpemsr", 8, "full")
-    assert ckpt == stages.checkpoints("m", "stage3", "gpemsr", 8, "full") != stages.checkpoints("m", "stage3", "gpemsr", 8, "no_pod")
-    other = StagePlan(Plan({**config, "methods": ["gpemsr"], "preset": "paper", "train_override": {"iterations": 7}}))
-    assert other.checkpoints("m", "stage3", "gpemsr", 8, "full") != ckpt
+    # the pretrained files each stage job reads (its params, so a new file reruns exactly these)
+    assert stages.pretrained_names("fusion", "gpemsr", 8, "full") == ["vgg19", "spynet"]
+    assert stages.pretrained_names("fusion", "gpemsr", 8, "no_pod") == ["vgg19"]
+    assert stages.pretrained_names("fusion", "gpemsr", 8, "mpf_no_mask") == ["spynet"]
+    assert stages.pretrained_names("fusion", "gpemsr", 8, "no_mpf") == ["spynet"]
+    assert stages.pretrained_names("vqgan", "gpemsr", 8, "full") == stages.pretrained_names("indexer", "gpemsr", 8, "full") == []
 
 
 def test_ablations_without_a_method_with_variants_says_so(tmp_path):

@@ -75,6 +75,43 @@ def test_settings_errors():
         InferSettings.merged({"tiles": 3})
     with pytest.raises(EmsrError, match="overlap < tile"):
         InferSettings.merged({"tile": 16, "overlap": 16})
+    with pytest.raises(EmsrError, match=r"^rcan inference settings: precision must be one of fp32, bf16, fp16, got 'half'$"):
+        InferSettings.merged({"precision": "half"}, source="rcan inference settings")
+    assert InferSettings.merged({}).precision == "fp32"
+
+
+def precision_probe(folder):
+    """A method whose model records (dtype of a conv output, cuDNN TF32 allowed) at every forward."""
+    folder.mkdir()
+    (folder / "method.yaml").write_text(
+        "display_name: Probe\ncitation: x\nfamily: single-image\nscales: [8]\ntrains: false\n"
+        "presets: {quick: {}, paper: {}}\n")
+    (folder / "model.py").write_text(
+        "import torch\nSEEN = []\nclass M(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.conv = torch.nn.Conv2d(1, 1, 1)\n"
+        "    def forward(self, x):\n        y = self.conv(x)\n"
+        "        SEEN.append((y.dtype, torch.backends.cudnn.allow_tf32))\n"
+        "        return x.repeat_interleave(8, 2).repeat_interleave(8, 3)\n"
+        "def build(scale):\n    return M()\n")
+    return load_method(folder)
+
+
+def test_inference_and_its_mac_count_run_in_the_configured_precision(tmp_path, degraded_x8):
+    method = precision_probe(tmp_path / "probe")
+    seen = method.module().SEEN
+    stats = infer_file(method, 8, {}, InferSettings.merged({}), degraded_x8, tmp_path / "fp32.h5")
+    assert set(seen) == {(torch.float32, False)}  # every forward, the MAC counter's included: fp32, no TF32
+    assert stats["precision"] == "fp32" and stats["flags"] == []
+    seen.clear()
+    stats = infer_file(method, 8, {}, InferSettings.merged({"precision": "bf16"}), degraded_x8, tmp_path / "bf16.h5")
+    assert {dtype for dtype, _ in seen} == {torch.bfloat16}
+    assert stats["precision"] == "bf16" and stats["flags"] == ["flag: inference in bf16 autocast, not comparable with fp32 rows"]
+    with h5py.File(tmp_path / "bf16.h5") as f:
+        assert json.loads(f.attrs["stats"])["precision"] == "bf16"
+    with pytest.raises(EmsrError, match="^probe inference settings: precision fp16 needs a CUDA device, got cpu"):
+        infer_file(method, 8, {}, InferSettings.merged({"precision": "fp16", "device": "cpu"}), degraded_x8,
+                   tmp_path / "fp16.h5")
+    assert not (tmp_path / "fp16.h5").exists()
 
 
 def test_bicubic_inference_file(tmp_path, degraded_x8):

@@ -214,8 +214,8 @@ def test_wrong_labels_rank(tmp_path):
     _one_line_error(excinfo, path, LABELS_KEY, "3D")
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_labels_of_float_dtype(tmp_path, dtype):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.bool_])
+def test_labels_of_non_integer_dtype(tmp_path, dtype):
     path = _write_h5(
         tmp_path / "f.h5",
         {RAW_KEY: _raw(), LABELS_KEY: _labels().astype(dtype)},
@@ -223,19 +223,28 @@ def test_labels_of_float_dtype(tmp_path, dtype):
     )
     with pytest.raises(EmsrError) as excinfo:
         read_cremi(path)
-    _one_line_error(excinfo, path, LABELS_KEY, "dtype", np.dtype(dtype).name)
+    # says what is accepted, signed included
+    _one_line_error(excinfo, path, LABELS_KEY, np.dtype(dtype).name, "integer dtype", "signed with ids >= 0")
 
 
-@pytest.mark.parametrize("dtype", [np.uint32, np.int64, np.uint16])
+@pytest.mark.parametrize("dtype", [np.uint32, np.int64, np.uint16, np.int32, np.int16, np.uint8, np.int8])
 def test_other_integer_labels_become_uint64(tmp_path, dtype):
-    path = _write_h5(
-        tmp_path / "f.h5",
-        {RAW_KEY: _raw(), LABELS_KEY: (np.arange(np.prod(SHAPE)) % 1000).astype(dtype).reshape(SHAPE)},
-        _res_attrs(RAW_KEY, LABELS_KEY),
-    )
+    labels = (np.arange(np.prod(SHAPE)) % 100).astype(dtype).reshape(SHAPE)
+    path = _write_h5(tmp_path / "f.h5", {RAW_KEY: _raw(), LABELS_KEY: labels}, _res_attrs(RAW_KEY, LABELS_KEY))
     vol = read_cremi(path, need_labels=True)
     assert vol.labels.dtype == np.uint64
-    np.testing.assert_array_equal(vol.labels, (np.arange(np.prod(SHAPE)) % 1000).reshape(SHAPE))
+    np.testing.assert_array_equal(vol.labels, (np.arange(np.prod(SHAPE)) % 100).reshape(SHAPE))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_negative_label_ids_are_an_error(tmp_path, dtype):
+    labels = np.ones(SHAPE, dtype)
+    labels[3, 2, 1] = -5  # would wrap to 2**64 - 5 as uint64
+    path = _write_h5(tmp_path / "f.h5", {RAW_KEY: _raw(), LABELS_KEY: labels}, _res_attrs(RAW_KEY, LABELS_KEY))
+    with pytest.raises(EmsrError) as excinfo:
+        read_cremi(path, need_labels=True)
+    _one_line_error(excinfo, path, LABELS_KEY, ">= 0", "-5")
+    assert read_cremi(path, z=(0, 3), need_labels=True).labels.max() == 1  # only the sections read are checked
 
 
 def test_shape_mismatch_without_offset(tmp_path):
@@ -250,14 +259,49 @@ def test_shape_mismatch_without_offset(tmp_path):
     assert "(6, 8, 12)" in msg and str(SHAPE) in msg
 
 
-def test_missing_resolution_warns_and_defaults(tmp_path):
+def test_missing_resolution_is_an_error(tmp_path):
     path = _write_h5(tmp_path / "f.h5", {RAW_KEY: _raw()})
-    with pytest.warns(UserWarning) as record:
-        vol = read_cremi(path)
-    messages = [str(w.message) for w in record]
-    assert any(str(path) in m and RAW_KEY in m and "resolution" in m for m in messages), messages
-    assert vol.resolution == (40, 4, 4)
-    assert vol.resolution == DEFAULT_RESOLUTION
+    with pytest.raises(EmsrError) as excinfo:
+        read_cremi(path)
+    _one_line_error(excinfo, path, RAW_KEY, "no 'resolution' attribute", "data.resolution in the config")
+
+
+def test_missing_resolution_taken_from_the_config(tmp_path):
+    path = _write_h5(tmp_path / "f.h5", {RAW_KEY: _raw()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_cremi(path, resolution=[30, 5, 5]).resolution == (30.0, 5.0, 5.0)
+
+
+@pytest.mark.parametrize("res", [(30, 5), (30, 0, 5)])
+def test_bad_configured_resolution(tmp_path, res):
+    path = _write_h5(tmp_path / "f.h5", {RAW_KEY: _raw()})
+    with pytest.raises(EmsrError) as excinfo:
+        read_cremi(path, resolution=res)
+    _one_line_error(excinfo, "data.resolution", "3 positive numbers")
+
+
+def test_configured_resolution_must_agree_with_the_attribute(tmp_path):
+    path = _write_h5(tmp_path / "f.h5", {RAW_KEY: _raw()}, _res_attrs(RAW_KEY, res=(40, 4, 4)))
+    assert read_cremi(path, resolution=(40, 4, 4)).resolution == (40.0, 4.0, 4.0)
+    with pytest.raises(EmsrError) as excinfo:
+        read_cremi(path, resolution=(30, 5, 5))
+    _one_line_error(excinfo, path, RAW_KEY, "(40.0, 4.0, 4.0)", "data.resolution", "(30, 5, 5)")
+
+
+def test_degrade_file_uses_the_configured_resolution(tmp_path):
+    from emsrbench.degrade import Degradation, degrade_file
+
+    src = _write_h5(tmp_path / "src.h5", {RAW_KEY: _raw((2, 16, 16)), LABELS_KEY: np.ones((2, 16, 16), np.int32)})
+    out = tmp_path / "x8.h5"
+    with pytest.raises(EmsrError) as excinfo:
+        degrade_file(src, out, 8, Degradation.from_config({}))
+    _one_line_error(excinfo, src, RAW_KEY, "no 'resolution' attribute")
+    assert not out.exists()
+    degrade_file(src, out, 8, Degradation.from_config({}), resolution=(30, 5, 5))
+    assert read_dataset(out, RAW_KEY)[1] == (30.0, 5.0, 5.0)
+    assert read_dataset(out, "volumes/lr")[1] == (30.0, 40.0, 40.0)
+    assert read_dataset(out, LABELS_KEY, dtype=np.uint64)[1] == (30.0, 5.0, 5.0)
 
 
 @pytest.mark.parametrize("res", [(4.0, 4.0), (40.0, 4.0, 4.0, 1.0), (40.0, 0.0, 4.0), (40.0, -4.0, 4.0)])
@@ -470,11 +514,11 @@ def test_read_dataset_missing_key_and_file(tmp_path):
     _one_line_error(excinfo, tmp_path / "absent.h5", "not found")
 
 
-def test_read_dataset_missing_resolution_warns(tmp_path):
+def test_read_dataset_missing_resolution_is_an_error(tmp_path):
     path = _write_h5(tmp_path / "f.h5", {"x": np.zeros((2, 2), np.float32)})
-    with pytest.warns(UserWarning, match="resolution"):
-        arr, res = read_dataset(path, "x", dtype=np.float32, ndim=2)
-    assert res == DEFAULT_RESOLUTION and arr.shape == (2, 2)
+    with pytest.raises(EmsrError) as excinfo:
+        read_dataset(path, "x", dtype=np.float32, ndim=2)
+    _one_line_error(excinfo, path, "x", "no 'resolution' attribute")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -348,3 +348,13 @@ def test_a_run_with_nothing_yet_still_builds_a_page(tmp_path):
     page = build(plan, [], tmp_path / "index.html", tmp_path / "figs", workdir=tmp_path).read_text()
     assert page.count('data-status="not run"') == 4  # bicubic and rcan at 8x and 16x
     assert "Not drawn: no metrics yet" in page and "no panels, the test file" in page
+
+
+def test_provenance_names_the_device_and_precision_of_each_inference(tmp_path):
+    from emsrbench.report import provenance
+
+    new, old = tmp_path / "new.h5", tmp_path / "old.h5"
+    write_cremi(new, np.zeros((1, 16, 16), np.uint8), attrs={"stats": '{"device": "cuda:H100", "precision": "bf16"}'})
+    write_cremi(old, np.zeros((1, 16, 16), np.uint8), attrs={"stats": '{"device": "cpu:Xeon x2 threads"}'})
+    assert provenance.devices({("rcan", 8): new, ("bicubic", 8): old}) == {
+        "bicubic x8": "cpu:Xeon x2 threads, precision not recorded", "rcan x8": "cuda:H100, bf16"}

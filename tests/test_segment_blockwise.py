@@ -102,3 +102,40 @@ def test_geometry_errors(raw):
         predict_affinities(nn.Identity(), raw.astype(np.float32), spec, CPU)
     with pytest.raises(EmsrError, match="expected"):
         predict_affinities(nn.Conv3d(1, 2, 1), raw, spec, CPU)  # 2 channels, not 3
+
+
+class DtypeProbe(nn.Module):
+    """A one-voxel network that records (dtype of its convolution, cuDNN TF32 allowed) per forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 3, 1)
+        self.seen = []
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.seen.append((y.dtype, torch.backends.cudnn.allow_tf32))
+        return torch.sigmoid(y)
+
+
+def test_affinities_are_fp32_without_tf32_unless_a_precision_is_asked_for(raw):
+    spec = BlockSpec.make((3, 16, 16), (3, 16, 16))
+    model = DtypeProbe()
+    fp32 = predict_affinities(model, raw, spec, CPU, batch=2)
+    assert set(model.seen) == {(torch.float32, False)}
+    model.seen.clear()
+    bf16 = predict_affinities(model, raw, spec, CPU, batch=2, precision="bf16")
+    assert {dtype for dtype, _ in model.seen} == {torch.bfloat16}
+    assert bf16.dtype == np.float32 and 0 < np.abs(bf16 - fp32).max() < 0.02  # bf16 rounding, nothing else
+    with pytest.raises(EmsrError, match="^config segmentation.inference: precision fp16 needs a CUDA device"):
+        predict_affinities(model, raw, spec, CPU, precision="fp16")
+
+
+def test_segmentation_inference_settings_check_the_precision():
+    from emsrbench.segment.stage import infer_settings
+
+    assert infer_settings({"stride": None}, None, "mala").precision == "fp32"
+    assert infer_settings({}, {"precision": "bf16"}, "mala").precision == "bf16"
+    with pytest.raises(EmsrError, match=r"^config segmentation.inference: precision must be one of fp32, bf16, fp16, "
+                                        r"got 'float'$"):
+        infer_settings({}, {"precision": "float"}, "mala")

@@ -263,3 +263,180 @@ def test_border_mask_is_per_section_and_applied_to_scores():
     # a mask that blanks everything: empty overlap
     everything = segmentation_scores(gt, seg, resolution=(40, 4, 4), border_nm=1000)
     assert everything["voxels"] == 0 and math.isnan(everything["voi_sum"])
+
+
+# ---------------------------------------------------------------------------------------------
+# ground truth labelled per section (ISBI 2012 and other ssTEM stacks; issue 12, part 8)
+
+
+def per_section_volume(rng, depth=4, size=24):
+    """Ground truth whose ids never repeat across sections (every section labelled on its own,
+    some background 0), and a segmentation whose ids continue through z, as a 3D segmenter's do,
+    with label 0 used in several sections."""
+    blocks = rng.integers(1, 5, (depth, size // 4, size // 4))
+    gt = np.repeat(np.repeat(blocks, 4, axis=1), 4, axis=2).astype(np.uint64)
+    gt += (np.arange(depth, dtype=np.uint64) * 10)[:, None, None]  # ids 1-4, 11-14, 21-24, ...
+    gt[:, :3, :5] = 0
+    seg = np.repeat(np.repeat(blocks, 4, axis=1), 4, axis=2).astype(np.uint64)  # linked along z
+    noise = rng.random(seg.shape)
+    seg[noise < 0.08] = 0
+    seg[noise > 0.95] = 9
+    return gt, seg
+
+
+def summed_section_table_scores(gt, seg):
+    """The per-section definition computed independently: scikit-image's contingency table of
+    each section (ground truth 0 ignored), the tables put block-diagonally (every section's
+    objects distinct) and summed into one table; VOI and adapted Rand error by their formulas."""
+    from scipy.sparse import block_diag
+    from skimage.metrics import contingency_table
+
+    tables = [contingency_table(gt[z], seg[z], ignore_labels=[0]) for z in range(gt.shape[0])]
+    n = block_diag(tables).tocsr().astype(np.float64)
+    n.eliminate_zeros()
+    total = n.sum()
+    a = np.asarray(n.sum(axis=1)).ravel()
+    b = np.asarray(n.sum(axis=0)).ravel()
+    coo = n.tocoo()
+    nij = coo.data
+    voi_split = -np.sum(nij / total * np.log2(nij / a[coo.row]))
+    voi_merge = -np.sum(nij / total * np.log2(nij / b[coo.col]))
+    both, pairs_gt, pairs_seg = np.sum(nij**2) - total, np.sum(a**2) - total, np.sum(b**2) - total
+    precision, recall = both / pairs_seg, both / pairs_gt
+    return {"voi_split": voi_split, "voi_merge": voi_merge, "arand": 1 - 2 * precision * recall / (precision + recall),
+            "arand_precision": precision, "arand_recall": recall}
+
+
+def test_per_section_scores_equal_the_summed_section_tables():
+    from emsrbench.segment.scores import PerSectionIds
+
+    gt, seg = per_section_volume(np.random.default_rng(5))
+    ours = segmentation_scores(PerSectionIds(gt, background_zero=True), PerSectionIds(seg, background_zero=False))
+    ref = summed_section_table_scores(gt, seg)
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value, abs=TOL), key
+    assert ours["voxels"] == np.count_nonzero(gt)
+    as_3d = segmentation_scores(gt, seg)  # what scoring as 3D reports: every continuing segment a merge
+    assert as_3d["voi_merge"] > ours["voi_merge"] + 0.5
+
+
+def test_per_section_border_mask_is_the_one_of_the_original_labels():
+    from emsrbench.segment.scores import PerSectionIds
+
+    gt, seg = per_section_volume(np.random.default_rng(6))
+    ours = segmentation_scores(PerSectionIds(gt, background_zero=True), PerSectionIds(seg, background_zero=False),
+                               resolution=(40, 4, 4), border_nm=4.0)
+    masked = gt.copy()
+    masked[border_mask(gt, 4.0, (40, 4, 4))] = 0
+    ref = summed_section_table_scores(masked, seg)
+    assert ours["voxels"] == np.count_nonzero(masked) < np.count_nonzero(gt)
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value, abs=TOL), key
+
+
+def test_per_section_ids_are_unique_per_section_one_to_one_and_cannot_overflow():
+    from emsrbench.segment.scores import PerSectionIds
+
+    top = np.uint64(2**64 - 1)
+    labels = np.array([[[0, top], [5, 5]], [[top, 0], [7, 5]], [[0, 0], [0, 0]]], dtype=np.uint64)
+    for background_zero in (True, False):
+        view = PerSectionIds(labels, background_zero=background_zero)
+        whole = view[:]
+        assert whole.dtype == np.uint64 and whole.shape == labels.shape and whole.max() <= labels.size
+        np.testing.assert_array_equal(view[1:3], whole[1:3])  # a z-range sees the same ids
+        for z in range(labels.shape[0]):
+            pairs = set(zip(labels[z].ravel().tolist(), whole[z].ravel().tolist()))
+            assert len(pairs) == len({o for o, _ in pairs}) == len({n for _, n in pairs})  # one-to-one
+        sections = [set(whole[z].ravel().tolist()) - {0} for z in range(labels.shape[0])]
+        assert not (sections[0] & sections[1]) and not (sections[1] & sections[2])
+        assert ((whole == 0) == (labels == 0)).all() if background_zero else (whole != 0).all()
+    with pytest.raises(TypeError, match="z-ranges"):
+        PerSectionIds(labels, background_zero=True)[0]
+
+
+@pytest.mark.parametrize(
+    "sections, expected",
+    [
+        ([[1, 2], [3, 4], [0, 5]], "per_section"),  # no id in two sections
+        ([[1, 2], [2, 3], [4, 5]], "3d"),  # id 2 continues into the next section
+        ([[1, 2]], "3d"),  # one section: cannot tell, 3D
+        ([[1, 2], [0, 0], [0, 0]], "3d"),  # one labelled section
+        ([[0, 0], [0, 0]], "3d"),  # nothing labelled
+        ([[0, 0], [0, 3], [0, 0]], "3d"),
+        ([[7, 0], [0, 0], [0, 8]], "per_section"),
+    ],
+)
+def test_gt_labels_mode_detection(sections, expected):
+    from emsrbench.segment.scores import gt_labels_mode
+
+    gt = np.asarray(sections, dtype=np.uint64)[:, :, None]
+    mode, why = gt_labels_mode(gt, "auto")
+    assert mode == expected and why.startswith("auto:")
+
+
+def test_gt_labels_mode_setting_overrides_detection():
+    from emsrbench.segment.scores import gt_labels_mode
+
+    linked = np.ones((3, 2, 2), np.uint64)
+    per_section = np.arange(1, 13, dtype=np.uint64).reshape(3, 2, 2)
+    assert gt_labels_mode(linked, "per_section") == ("per_section", "set in the config")
+    assert gt_labels_mode(per_section, "3d") == ("3d", "set in the config")
+    with pytest.raises(EmsrError) as info:
+        gt_labels_mode(linked, "2d", where="config: segmentation.gt_labels")
+    assert "\n" not in str(info.value) and "'2d'" in str(info.value) and "per_section" in str(info.value)
+
+
+def _segmentation_file(path, seg):
+    import json
+
+    with h5py.File(path, "w") as f:
+        f.attrs["stats"] = json.dumps({"thresholds": [0.5], "scoring": "mean", "device": "cpu", "flags": []})
+        f["volumes/segmentations/0.5"] = seg
+    return path
+
+
+@pytest.mark.parametrize("border_nm", [None, 4.0])
+def test_score_volume_scores_per_section_labels_per_section(tmp_path, border_nm):
+    from emsrbench.io import write_cremi
+    from emsrbench.segment.stage import score_volume
+    from emsrbench.stats import BootstrapSettings, sidecar
+
+    gt, seg = per_section_volume(np.random.default_rng(7))
+    gt_path = tmp_path / "test.h5"
+    write_cremi(gt_path, np.zeros(gt.shape, np.uint8), gt, resolution=(40, 4, 4))
+    seg_path = _segmentation_file(tmp_path / "seg.h5", seg)
+    args = dict(net="mala", method="rcan", display_name="RCAN", family="single-image", preset="quick", scale=8,
+                border_nm=border_nm)
+    rows, sweep = score_volume(seg_path, gt_path, **args, intervals=BootstrapSettings.merged({"resamples": 200, "sections_per_slab": 1}),
+                               sidecar_path=tmp_path / "boot.npz")
+    rows = rows.set_index("metric")
+    masked = gt.copy()
+    if border_nm is not None:
+        masked[border_mask(gt, border_nm, (40, 4, 4))] = 0
+    ref = summed_section_table_scores(masked, seg)
+    car = sidecar.read(tmp_path / "boot.npz")
+    for m in ("voi_split", "voi_merge", "arand"):
+        assert rows.loc[m, "value"] == pytest.approx(ref[m], abs=TOL), m
+        assert car.reps[m].estimate == pytest.approx(ref[m], abs=TOL), m  # the slab bootstrap of the same volume
+        assert "GT labels per section (auto: no id occurs in two of the 4 labelled sections)" in rows.loc[m, "note"]
+    assert sweep["gt_labels"].tolist() == ["per_section"]
+    rows, sweep = score_volume(seg_path, gt_path, **args, gt_labels="3d")
+    rows = rows.set_index("metric")
+    as_3d = segmentation_scores(gt, seg, resolution=(40, 4, 4), border_nm=border_nm)
+    assert rows.loc["voi_merge", "value"] == pytest.approx(as_3d["voi_merge"], abs=TOL)
+    assert rows["note"].str.contains("GT labels 3D (set in the config)", regex=False).all()
+    assert sweep["gt_labels"].tolist() == ["3d"]
+
+
+def test_isbi2012_labels_are_detected_per_section():
+    """The real per-section ground truth in tests/data (ISBI 2012, 2D connected components)."""
+    from pathlib import Path
+
+    from emsrbench.segment.scores import gt_labels_mode
+
+    path = Path(__file__).parent / "data" / "isbi2012_train.h5"
+    with h5py.File(path, "r") as f:
+        labels = f["volumes/labels/neuron_ids_2d"]
+        assert gt_labels_mode(labels, "auto")[0] == "per_section"  # read section by section from the file
+        linked = np.repeat(labels[0:1], 3, axis=0)  # the same section thrice: ids continue through z
+    assert gt_labels_mode(linked, "auto")[0] == "3d"

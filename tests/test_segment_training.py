@@ -128,6 +128,7 @@ def test_segment_and_score_write_the_file_contract(tmp_path, volume, tiny_preset
     out = tmp_path / "segment" / "x8.h5"
     stats = segment_volume("mala", "quick", model, path, out, thresholds=[0.5, 0.8], threads=1)
     assert stats["thresholds"] == [0.5, 0.8] and stats["blocks"]["out"] == [6, 38, 38]
+    assert stats["precision"] == "fp32" and stats["flags"] == []  # the default: no autocast, no flag
     with h5py.File(out, "r") as f:
         assert f[AFF_KEY].dtype == np.float32 and f[AFF_KEY].shape == (3,) + raw.shape
         assert f[SEG_KEY].dtype == np.uint64 and f[SEG_KEY].shape == raw.shape
@@ -139,6 +140,7 @@ def test_segment_and_score_write_the_file_contract(tmp_path, volume, tiny_preset
     assert (rows["segmenter"] == "mala").all() and rows["value"].notna().all()
     assert sweep["threshold"].tolist() == [0.5, 0.8]
     assert rows["note"].str.contains("threshold 0.5").all() and rows["note"].str.contains("8 nm").all()
+    assert rows["note"].str.contains(stats["device"] + ", fp32", regex=False).all()  # device and precision
     assert isinstance(sweep, pd.DataFrame) and (sweep["voxels"] < labels.size).all()  # border mask applied
     write_cremi(tmp_path / "nolab.h5", raw)
     with pytest.raises(EmsrError, match="nolab.h5:volumes/labels/neuron_ids: missing dataset"):

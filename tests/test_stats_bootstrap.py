@@ -256,7 +256,9 @@ def test_evaluate_attaches_section_bootstrap_intervals_to_psnr_and_ssim(tmp_path
         ci = bootstrap_mean(per_section, **settings.kwargs())
         assert (rows.loc[metric, "ci_low"], rows.loc[metric, "ci_high"]) == (ci.low, ci.high)
         assert ci.low <= rows.loc[metric, "value"] <= ci.high
-        assert "bootstrap over 6 blocks of 1 section, 500 resamples, seed 3" in rows.loc[metric, "note"]
+        # auto block length: this smooth random volume has no z-correlation, so single sections
+        assert ("bootstrap over 6 blocks of 1 section (auto: Politis-White" in rows.loc[metric, "note"]
+                and "500 resamples, seed 3" in rows.loc[metric, "note"])
     assert rows.loc[["psnr_volume", "parameters"], "ci_low"].isna().all()
 
     plain = evaluate(bicubic, 8, "quick", sr_path, degraded_x8, None)

@@ -163,17 +163,20 @@ def test_ema_is_saved_and_resumes_exactly(tmp_path, degraded_x8):
     assert any(not torch.equal(weights(plain.out_path)[k], weights(whole.out_path)[k]) for k in weights(plain.out_path))
 
 
-def test_legacy_checkpoint_resumes(tmp_path, degraded_x8):
-    """A checkpoint written before objectives existed (optimizer/scheduler at the top level)."""
+def test_checkpoint_without_fingerprint_is_set_aside(tmp_path, degraded_x8, capfd):
+    """A checkpoint of an older emsrbench records no fingerprint: nothing says what it was made
+    from, so it is moved aside and training starts at step 0."""
     whole = job_for(tmp_path, degraded_x8, "whole")
     fit(whole)
-    broken = job_for(tmp_path, degraded_x8, "broken")
-    fit(broken, max_steps=5)
-    state = torch.load(broken.ckpt_dir / "last.pt")
-    state.update(state.pop("objective"))
-    torch.save(state, broken.ckpt_dir / "last.pt")
-    fit(broken)
-    assert_identical(weights(whole.out_path), weights(broken.out_path))
+    old = job_for(tmp_path, degraded_x8, "old")
+    fit(old, max_steps=5)
+    state = torch.load(old.ckpt_dir / "last.pt")
+    del state["fingerprint"]
+    torch.save(state, old.ckpt_dir / "last.pt")
+    fit(old)
+    assert "records no fingerprint" in capfd.readouterr().err
+    assert list((old.ckpt_dir / "stale").glob("last-*.pt"))
+    assert_identical(weights(whole.out_path), weights(old.out_path))
 
 
 def test_constant_schedule_keeps_the_learning_rate():

@@ -256,11 +256,11 @@ def train(job: harness.TrainJob, max_steps: int | None = None):
         objective = RealESRGANObjective(**st2.objective)
     except TypeError as err:
         raise EmsrError(f"{source}: stages.esrgan.objective: {err}") from None
-    if not esrnet_file.exists():
-        done = harness.fit(job, max_steps, objective=harness.L1Objective(), settings=st1, ckpt_dir=esrnet_dir,
-                           out_path=esrnet_file, stage="esrnet", meta={"stage": "esrnet", "stage_iterations": st1.iterations})
-        if done is None:
-            return None
+    # a finished stage 1 of the same inputs is kept (fit checks its fingerprint)
+    done = harness.fit(job, max_steps, objective=harness.L1Objective(), settings=st1, ckpt_dir=esrnet_dir,
+                       out_path=esrnet_file, stage="esrnet", meta={"stage": "esrnet", "stage_iterations": st1.iterations})
+    if done is None:
+        return None
     if max_steps is not None:
         max_steps -= st1.iterations
         if max_steps <= 0:
@@ -272,4 +272,5 @@ def train(job: harness.TrainJob, max_steps: int | None = None):
                          "final_loss": esrnet["final_loss"], "val_psnr": esrnet["val_psnr"]},
               "esrgan": {"iterations": st2.iterations}}
     return harness.fit(job, max_steps, objective=objective, settings=st2, ckpt_dir=esrgan_dir, model=generator,
-                       stage="esrgan", prior_seconds=esrnet["train_seconds"], meta={"stages": stages})
+                       stage="esrgan", prior_seconds=esrnet["train_seconds"], meta={"stages": stages},
+                       shaped_by={"esrnet": esrnet_file})

@@ -6,13 +6,32 @@ sees ``config: scale: unknown key (did you mean 'scales'?)`` instead.
 
 from __future__ import annotations
 
+import copy
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 from .errors import EmsrError
+
+
+def take_data_from_user(config: dict, user_config: Mapping) -> bool:
+    """Give ``config`` the user's ``data`` section whole, if the user wrote one.
+
+    Snakemake deep-merges ``--configfile`` / ``--config`` (``user_config``: those layers
+    merged, Snakemake's ``workflow.config_settings.overwrite_config``) over the Snakefile's
+    default config.  For data a mix is wrong: the default's ``val`` split or phantom samples
+    would leak into the user's CREMI or path data and name samples the user never wrote.  So
+    ``data`` comes from one layer: the user's when any user layer sets it, else the
+    default's.  Returns whether the user's was taken.
+    """
+    data = user_config.get("data")
+    if data is None:
+        return False
+    config["data"] = copy.deepcopy(dict(data))
+    return True
 
 
 def check_config(config: dict, schema_path: str | Path) -> None:

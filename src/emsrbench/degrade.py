@@ -235,6 +235,7 @@ def degrade_file(
     labels_key: str | None = io.LABELS_KEY,
     center_crop: tuple[int, int] | None = None,
     min_yx: int | None = None,
+    resolution=None,
 ) -> None:
     """Write one HDF5 with the cropped HR raw, its labels (if any) and the LR volume.
 
@@ -242,9 +243,12 @@ def degrade_file(
     (same crop, same sections).  Output keys are always the CREMI defaults plus ``volumes/lr``
     whatever the input keys were; file attributes record ``scale``, the degradation
     (``degradation``, JSON), the absolute first section ``z_offset`` and ``source``.
+    ``resolution`` (z, y, x nm; config ``data.resolution``) stands in for a missing
+    ``resolution`` attribute of the input (see :func:`emsrbench.io.read_cremi`).
     """
     scale = _check_scale(scale)
-    vol = io.read_cremi(hr_path, z=z, raw_key=raw_key, labels_key=labels_key, min_yx=max(scale, min_yx or 0))
+    vol = io.read_cremi(hr_path, z=z, raw_key=raw_key, labels_key=labels_key, min_yx=max(scale, min_yx or 0),
+                        resolution=resolution)
     z0 = _abs_z0(hr_path, z, raw_key, labels_key)
     raw, labels = vol.raw, vol.labels
     if center_crop is not None:

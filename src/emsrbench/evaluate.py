@@ -17,7 +17,8 @@ from .metrics import psnr_sections, psnr_volume, ssim_sections
 from .methods import Method
 from .pretrained import Pretrained
 from .stats import sidecar
-from .stats.bootstrap import BootstrapSettings, Replicates, interval, mean_replicates, section_blocks
+from .stats.bootstrap import BootstrapSettings
+from .stats.intervals import image_intervals
 
 # ``segmenter``: the affinity network of a segmentation row (issue #5), "" for image metrics.
 # ``variant``: the ablation variant of a row (GPEMSR's, issue #4), "" for a method's own row.
@@ -51,7 +52,7 @@ def lpips_per_section(hr: np.ndarray, sr: np.ndarray, pretrained: Pretrained | N
     """Per-section LPIPS with the registry's AlexNet and its note, or None and the reason it is missing."""
     if pretrained is None:
         return None, "disabled in config (metrics.lpips.enabled: false)"
-    from .device import pick_device
+    from .device import inference_precision, pick_device
     from .metrics.lpips_metric import LpipsUnavailable, load_lpips, lpips_sections
 
     path, why = pretrained.status("alexnet")
@@ -62,38 +63,26 @@ def lpips_per_section(hr: np.ndarray, sr: np.ndarray, pretrained: Pretrained | N
         model = load_lpips(path, pretrained.entry("alexnet").sha256, dev)
     except LpipsUnavailable as err:
         return None, f"missing: {err}"
-    return lpips_sections(hr, sr, model, dev), "AlexNet LPIPS v0.1, mean over sections"
+    with inference_precision(dev, "fp32"):  # a GPU's TF32 convolutions would move LPIPS away from the CPU's
+        per_section = lpips_sections(hr, sr, model, dev)
+    return per_section, "AlexNet LPIPS v0.1 in fp32, mean over sections"
 
 
-def interval_note(settings: BootstrapSettings, blocks: int, unit: str, size: int, what: str = "") -> str:
-    """How an interval was made, for the ``note`` column."""
-    return (f"{settings.confidence:.0%} {settings.method} bootstrap{what} over {blocks} {unit}s of {size} "
-            f"section{'s' if size > 1 else ''}, {settings.resamples} resamples, seed {settings.seed}")
+def identical_note(psnr_per_section: np.ndarray) -> str:
+    """Why a PSNR is infinite: SR sections equal to their HR sections have no error ("" if none
+    does). The leaderboard and the report show the reason instead of ranking or plotting inf."""
+    same = int(np.isinf(psnr_per_section).sum())
+    if not same:
+        return ""
+    return f"identical: SR equals HR in {same} of {psnr_per_section.size} sections (no error, PSNR infinite)"
 
 
-def section_intervals(per_section: dict[str, np.ndarray], settings: BootstrapSettings | None,
-                      what: str) -> tuple[dict[str, tuple[float, float, str]], dict[str, Replicates]]:
-    """Per metric, (low, high, note) of the mean over sections, and its bootstrap replicates.
+INFERRED_IN = "SR inferred in "  # the note clause naming the precision; emsrbench.leaderboard.devices reads it
 
-    Blocks of ``settings.sections_per_block`` consecutive sections are resampled (value: the
-    mean of the block's sections, weight: its number of sections, so the estimate is the mean
-    over sections); every metric uses the same resamples.  A metric with < 2 blocks or a
-    non-finite section value gets no interval (the reason in the note) and no replicates.
-    """
-    if settings is None:
-        return {}, {}
-    ci, reps = {}, {}
-    for metric, values in per_section.items():
-        values = np.asarray(values, dtype=np.float64)
-        x, w = section_blocks(values, settings.sections_per_block, f"{what} {metric}")
-        if x.size < 2 or not np.isfinite(values).all():
-            ci[metric] = (float("nan"), float("nan"), "no interval: needs >= 2 blocks with finite values")
-            continue
-        rep = mean_replicates(x, w, resamples=settings.resamples, seed=settings.seed, what=f"{what} {metric}")
-        low, high = interval(rep, settings.confidence, settings.method)
-        ci[metric] = (low, high, interval_note(settings, x.size, "block", settings.sections_per_block))
-        reps[metric] = rep
-    return ci, reps
+
+def precision_note(stats: dict) -> str:
+    """The precision of the inference that made the SR volume, for the notes of its rows."""
+    return INFERRED_IN + (stats.get("precision") or "a precision not recorded (rerun infer)")
 
 
 def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_path: str | Path,
@@ -113,18 +102,23 @@ def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_pa
     lp = float("nan") if lp_sections is None else float(np.mean(lp_sections))
     psnr, ssim = psnr_sections(hr, sr), ssim_sections(hr, sr)
     per_section = {"psnr": psnr, "ssim": ssim, **({"lpips": lp_sections} if lp_sections is not None else {})}
-    ci, reps = section_intervals(per_section, intervals, f"{sr_path}: interval of")
+    # block length from the HR volume (auto), the same for every method: their sidecars pair
+    ci, reps, used = image_intervals(per_section, intervals, hr, f"{sr_path}: interval of")
     if sidecar_path is not None:
-        sidecar.write(sidecar_path, reps, kind="image", method=method.name, scale=scale, settings=intervals,
+        sidecar.write(sidecar_path, reps, kind="image", method=method.name, scale=scale, settings=used,
                       variant=variant)
+    psnr_vol = float(psnr_volume(hr, sr))
+    inferred = precision_note(stats)
     rows = [
-        ("psnr", float(np.mean(psnr)), "dB, data range 255, mean over sections"),
-        ("psnr_volume", float(psnr_volume(hr, sr)), "dB, data range 255, whole volume"),
-        ("ssim", float(np.mean(ssim)), "Gaussian 11x11 sigma 1.5, mean over sections"),
-        ("lpips", lp, lp_note),
+        ("psnr", float(np.mean(psnr)), _join(identical_note(psnr), "dB, data range 255, mean over sections", inferred)),
+        ("psnr_volume", psnr_vol, _join(identical_note(psnr) if np.isinf(psnr_vol) else "",
+                                        "dB, data range 255, whole volume", inferred)),
+        ("ssim", float(np.mean(ssim)), _join("Gaussian 11x11 sigma 1.5, mean over sections", inferred)),
+        ("lpips", lp, _join(lp_note, inferred if lp_sections is not None else "")),
         ("parameters", float(stats["parameters"]), ""),
         ("train_seconds", float(stats["train_seconds"]), ""),
-        ("infer_s_per_mp", float(stats["infer_seconds_per_mp"]), stats["device"]),
+        # the device first: emsrbench.leaderboard.devices reads it from there
+        ("infer_s_per_mp", float(stats["infer_seconds_per_mp"]), _join(stats["device"], inferred)),
         *cost_rows(stats),
     ]
     base = {"method": method.name, "display_name": method.display_name, "family": method.family,
@@ -138,6 +132,11 @@ def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_pa
     if flags:
         df["note"] = [f"{n}; {flags}" if n else flags for n in df["note"]]
     return df
+
+
+def _join(*clauses: str) -> str:
+    """A note of the non-empty ``clauses``."""
+    return "; ".join(c for c in clauses if c)
 
 
 def write_rows(df: pd.DataFrame, path: str | Path) -> None:

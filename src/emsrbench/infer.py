@@ -23,6 +23,7 @@ from torch import nn
 from . import device as devices
 from .cost import PeakMemory, macs_per_megapixel, model_bytes
 from .errors import EmsrError
+from .fingerprint import Fingerprint, check_planned
 from .io import LR_KEY, RAW_KEY, atomic_path, read_dataset
 from .methods import Method
 from .settings import merge_layers
@@ -36,6 +37,7 @@ class InferSettings:
     margin: int | None = None  # LR pixels of zero weight at shared edges; default overlap // 4
     batch: int = 4  # tiles per forward pass
     device: str = "auto"
+    precision: str = "fp32"  # fp32 (no TF32) | bf16 | fp16 autocast; see emsrbench.device.precision_plan
 
     @classmethod
     def merged(cls, *layers: dict, source: str = "inference") -> "InferSettings":
@@ -44,6 +46,7 @@ class InferSettings:
             s.margin = s.overlap // 4
         if not (0 <= 2 * s.margin < s.overlap < s.tile):
             raise EmsrError(f"{source}: need 0 <= 2*margin < overlap < tile, got tile={s.tile} overlap={s.overlap} margin={s.margin}")
+        devices.check_precision(s.precision, source)
         return s
 
 
@@ -87,7 +90,7 @@ class TiledUpscaler:
         for i in range(0, len(boxes), st.batch):
             chunk = boxes[i : i + st.batch]
             batch = torch.stack([x_t[:, y : y + th, x : x + tw] for y, x in chunk]).to(self.device)
-            with devices.autocast(self.device):
+            with devices.inference_precision(self.device, st.precision):
                 pred = self.model(batch)
             if pred.shape != (len(chunk), 1, th * s, tw * s):
                 raise EmsrError(f"model maps LR tiles {tuple(batch.shape)} to {tuple(pred.shape)}, expected (B, 1, {th * s}, {tw * s})")
@@ -116,7 +119,7 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 def measure_macs(model: nn.Module, stack: np.ndarray, scale: int, settings: InferSettings,
                  device: torch.device) -> dict:
     """MACs per output megapixel of one LR tile of the size inference uses (the first tile of
-    ``stack``, batch 1, same device and autocast), and of the whole tiled run (overlaps
+    ``stack``, batch 1, same device and precision), and of the whole tiled run (overlaps
     recomputed).  A model the counter cannot run is recorded as not counted, with the reason:
     the cost column is then missing, inference itself is unaffected."""
     c, h, w = stack.shape
@@ -124,7 +127,7 @@ def measure_macs(model: nn.Module, stack: np.ndarray, scale: int, settings: Infe
     tiles = len(tile_starts(h, settings.tile, settings.overlap)) * len(tile_starts(w, settings.tile, settings.overlap))
     tile = torch.from_numpy(np.ascontiguousarray(stack[:, :th, :tw])).float().div_(255.0)[None].to(device)
     try:
-        with devices.autocast(device):
+        with devices.inference_precision(device, settings.precision):
             per_mp, count = macs_per_megapixel(model, tile, scale)
     except Exception as err:  # noqa: BLE001 - any failure of the counter only loses this column
         reason = (str(err).strip().splitlines() or [""])[0][:200]
@@ -136,15 +139,18 @@ def measure_macs(model: nn.Module, stack: np.ndarray, scale: int, settings: Infe
 
 
 def load_model(method: Method, scale: int, model_params: dict, model_file: str | Path | None,
-               device: torch.device) -> tuple[nn.Module, dict]:
-    """Build the method's network and load trained weights (when the method trains)."""
+               device: torch.device, planned: Fingerprint | None = None) -> tuple[nn.Module, dict]:
+    """Build the method's network and load trained weights (when the method trains).
+    ``planned``: the training job the config plans (:meth:`emsrbench.plan.Plan.training_identity`);
+    a model file trained for another (other data, settings or pretrained files) is refused."""
     meta: dict = {}
     if method.trains:
         if model_file is None or not Path(model_file).exists():
             raise EmsrError(f"{model_file}: trained model file not found for method '{method.name}' x{scale}")
-        meta = torch.load(model_file, map_location="cpu")
+        meta = torch.load(model_file, map_location="cpu", weights_only=True)
         if meta.get("method") != method.name or int(meta.get("scale", -1)) != scale:
             raise EmsrError(f"{model_file}: holds {meta.get('method')} x{meta.get('scale')}, expected {method.name} x{scale}")
+        check_planned(model_file, meta.get("planned"), planned, f"{method.name} x{scale} model")
         model = method.module().build(scale, **meta["model_params"])
         try:
             model.load_state_dict(meta["state_dict"])
@@ -156,14 +162,16 @@ def load_model(method: Method, scale: int, model_params: dict, model_file: str |
 
 
 def infer_file(method: Method, scale: int, model_params: dict, settings: InferSettings, lr_path: str | Path,
-               out_path: str | Path, model_file: str | Path | None = None, threads: int | None = None) -> dict:
+               out_path: str | Path, model_file: str | Path | None = None, threads: int | None = None,
+               planned: Fingerprint | None = None) -> dict:
     """Super-resolve the LR test volume in ``lr_path``; writes ``out_path`` (uint8 CREMI HDF5
     with the HR resolution) and returns the run's statistics (also stored as file attrs)."""
     devices.set_threads(threads)
     dev = devices.pick_device(settings.device)
+    devices.precision_plan(dev.type, settings.precision, f"{method.name} inference settings")  # fp16 on CPU: fail before any work
     lr, lr_res = read_dataset(lr_path, LR_KEY, dtype=np.uint8, ndim=3)
     hr_res = (lr_res[0], lr_res[1] / scale, lr_res[2] / scale)
-    model, meta = load_model(method, scale, model_params, model_file, dev)
+    model, meta = load_model(method, scale, model_params, model_file, dev, planned)
     upscale = TiledUpscaler(model, scale, settings, dev)
     depth, h, w = lr.shape
     cost = measure_macs(model, lr[neighbour_indices(0, depth, method.slices)], scale, settings, dev)
@@ -189,7 +197,8 @@ def infer_file(method: Method, scale: int, model_params: dict, settings: InferSe
             "infer_seconds_per_mp": seconds / (depth * h * w * scale * scale / 1e6),
             "train_seconds": float(meta.get("train_seconds", 0.0)),
             "device": devices.describe(dev),
-            "flags": list(meta.get("flags", [])),
+            "precision": settings.precision,
+            "flags": list(meta.get("flags", [])) + devices.precision_flag(settings.precision),
             **cost,
             "peak_mem_mib": peak.mib,
             "peak_mem_note": peak.note,

@@ -5,6 +5,11 @@ The CREMI layout: an HDF5 file with ``volumes/raw`` (uint8, z,y,x) and
 (z, y, x).  CREMI's *padded* files have a raw volume larger than the labels, whose position is
 the labels' ``offset`` attribute (nm); reading crops the raw to the labelled region.
 Zarr stores with the same keys are read the same way when ``zarr`` is installed.
+
+Nothing is assumed: a volume without a ``resolution`` attribute is read only when the caller
+gives the resolution (the config's ``data.resolution``), because the resolution sets the
+border mask and the hallucination tolerance in pixels.  Labels may have any integer dtype;
+signed ones must hold no negative id.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,8 +29,9 @@ from .errors import EmsrError
 RAW_KEY = "volumes/raw"
 LABELS_KEY = "volumes/labels/neuron_ids"
 LR_KEY = "volumes/lr"  # degraded files keep the LR input next to the (cropped) HR raw
-DEFAULT_RESOLUTION = (40.0, 4.0, 4.0)
-LABEL_DTYPES = (np.uint64, np.uint32, np.int64, np.int32, np.uint16)
+DEFAULT_RESOLUTION = (40.0, 4.0, 4.0)  # what write_cremi writes when not told; never assumed on reading
+LABELS_ACCEPTED = "an integer dtype (unsigned, or signed with ids >= 0)"
+RESOLUTION_ACCEPTED = "3 positive numbers (z,y,x nm)"
 
 
 @dataclass
@@ -87,18 +92,44 @@ def _dataset(store, path: Path, key: str):
     return ds
 
 
-def _resolution(ds, path: Path, key: str) -> tuple[float, float, float]:
-    res = ds.attrs.get("resolution")
-    if res is None:
-        warnings.warn(f"{path}:{key}: no 'resolution' attribute, assuming {DEFAULT_RESOLUTION} nm", stacklevel=3)
-        return DEFAULT_RESOLUTION
+def _as_resolution(value, where: str) -> tuple[float, float, float]:
+    """``value`` as (z, y, x) nm; ``where`` names its origin in the error."""
     try:
-        res = tuple(float(r) for r in np.asarray(res).ravel())
+        res = tuple(float(r) for r in np.asarray(value, dtype=float).ravel())
     except (TypeError, ValueError):
-        raise EmsrError(f"{path}:{key}: 'resolution' attribute must be 3 positive numbers (z,y,x nm), got {res!r}") from None
-    if len(res) != 3 or not all(r > 0 for r in res):
-        raise EmsrError(f"{path}:{key}: 'resolution' attribute must be 3 positive numbers (z,y,x nm), got {res}")
+        raise EmsrError(f"{where} must be {RESOLUTION_ACCEPTED}, got {value!r}") from None
+    if len(res) != 3 or not all(np.isfinite(r) and r > 0 for r in res):
+        raise EmsrError(f"{where} must be {RESOLUTION_ACCEPTED}, got {res}")
     return res
+
+
+def _resolution(ds, path: Path, key: str, configured=None, missing_hint: str = "set it in the file"
+                ) -> tuple[float, float, float]:
+    """The dataset's ``resolution`` attribute; ``configured`` (the config's data.resolution)
+    stands in only where the attribute is missing and must agree with it where it is not."""
+    attr = ds.attrs.get("resolution")
+    if attr is None:
+        if configured is None:
+            raise EmsrError(f"{path}:{key}: no 'resolution' attribute; {missing_hint}")
+        return _as_resolution(configured, "config: data.resolution")
+    res = _as_resolution(attr, f"{path}:{key}: 'resolution' attribute")
+    if configured is not None and not np.allclose(res, _as_resolution(configured, "config: data.resolution")):
+        raise EmsrError(f"{path}:{key}: 'resolution' attribute {res} nm differs from data.resolution "
+                        f"{tuple(configured)} in the config; remove one or make them agree")
+    return res
+
+
+def _check_label_dtype(lab_ds, path: Path, key: str) -> None:
+    if np.dtype(lab_ds.dtype).kind not in "ui":
+        raise EmsrError(f"{path}:{key}: labels must have {LABELS_ACCEPTED}, got {lab_ds.dtype}")
+
+
+def _labels_as_uint64(labels: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """Signed labels are accepted as long as no id is negative (0 is unlabelled); a negative id
+    would wrap to a huge uint64 id and silently become an object of its own."""
+    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
+        raise EmsrError(f"{path}:{key}: labels must be >= 0 (0 = unlabelled), found id {int(labels.min())}")
+    return labels.astype(np.uint64, copy=False)
 
 
 def read_cremi(
@@ -108,12 +139,14 @@ def read_cremi(
     labels_key: str | None = LABELS_KEY,
     need_labels: bool = False,
     min_yx: int = 1,
+    resolution=None,
 ) -> Volume:
     """Read sections ``z[0]:z[1]`` (all when None; negative indices count from the end).
 
     ``labels_key=None`` skips labels; a missing labels dataset is an error only when
     ``need_labels``.  ``min_yx`` is the smallest lateral size accepted (the largest scale
-    factor, so that at least one LR pixel exists).
+    factor, so that at least one LR pixel exists).  ``resolution`` (z, y, x nm; the config's
+    ``data.resolution``) is used when the raw dataset has no ``resolution`` attribute.
     """
     path = Path(path)
     store = _open_store(path)
@@ -123,7 +156,8 @@ def read_cremi(
             raise EmsrError(f"{path}:{raw_key}: expected a 3D (z,y,x) volume, got shape {tuple(raw_ds.shape)}")
         if np.dtype(raw_ds.dtype) != np.uint8:
             raise EmsrError(f"{path}:{raw_key}: expected dtype uint8, got {raw_ds.dtype}")
-        resolution = _resolution(raw_ds, path, raw_key)
+        resolution = _resolution(raw_ds, path, raw_key, configured=resolution,
+                                 missing_hint="set it in the file or data.resolution in the config")
 
         lab_ds = None
         if labels_key is not None:
@@ -137,8 +171,7 @@ def read_cremi(
         if lab_ds is not None:
             if len(lab_ds.shape) != 3:
                 raise EmsrError(f"{path}:{labels_key}: expected a 3D (z,y,x) volume, got shape {tuple(lab_ds.shape)}")
-            if not any(np.dtype(lab_ds.dtype) == d for d in LABEL_DTYPES):
-                raise EmsrError(f"{path}:{labels_key}: expected an unsigned integer label dtype (uint64), got {lab_ds.dtype}")
+            _check_label_dtype(lab_ds, path, labels_key)
             if tuple(lab_ds.shape) != shape:
                 raw_origin = _padded_origin(raw_ds, lab_ds, resolution, path, raw_key, labels_key)
                 shape = tuple(lab_ds.shape)
@@ -152,7 +185,7 @@ def read_cremi(
         raw = np.asarray(raw_ds[oz + z0 : oz + z1, oy : oy + shape[1], ox : ox + shape[2]])
         labels = None
         if lab_ds is not None:
-            labels = np.asarray(lab_ds[z0:z1]).astype(np.uint64, copy=False)
+            labels = _labels_as_uint64(np.asarray(lab_ds[z0:z1]), path, labels_key)
         return Volume(raw=raw, labels=labels, resolution=resolution, path=str(path))
     finally:
         if hasattr(store, "close"):
@@ -220,7 +253,10 @@ def write_cremi(
 
 
 def read_dataset(path: str | os.PathLike, key: str, dtype=None, ndim: int | None = None) -> tuple[np.ndarray, tuple]:
-    """Read one whole dataset with checks; returns (array, resolution)."""
+    """Read one whole dataset with checks; returns (array, resolution).
+
+    For files emsrbench wrote (degraded volumes, SR outputs, segmentations): each carries its
+    ``resolution`` attribute, so a missing one is an error, not a default."""
     path = Path(path)
     store = _open_store(path)
     try:
@@ -229,7 +265,8 @@ def read_dataset(path: str | os.PathLike, key: str, dtype=None, ndim: int | None
             raise EmsrError(f"{path}:{key}: expected {ndim} dimensions, got shape {tuple(ds.shape)}")
         if dtype is not None and np.dtype(ds.dtype) != np.dtype(dtype):
             raise EmsrError(f"{path}:{key}: expected dtype {np.dtype(dtype)}, got {ds.dtype}")
-        return np.asarray(ds[...]), _resolution(ds, path, key)
+        return np.asarray(ds[...]), _resolution(ds, path, key, missing_hint="set it in the file (emsrbench writes it on "
+                                                                           "every volume)")
     finally:
         if hasattr(store, "close"):
             store.close()

@@ -11,15 +11,15 @@ hallucination tables per scale and segmenter.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import EmsrError
-from .evaluate import COLUMNS
+from .evaluate import COLUMNS, INFERRED_IN
 from .io import atomic_path
-from .metric_specs import fmt as _fmt
-from .metric_specs import best_value, keys, spec
+from .metric_specs import best_value, fmt, is_finite, keys, reason_clause, spec
 
 
 def direction(metric: str) -> int:
@@ -92,11 +92,7 @@ def _with_segmenter(tidy: pd.DataFrame) -> pd.DataFrame:
 
 def wide(tidy: pd.DataFrame) -> pd.DataFrame:
     """One row per method; columns '<metric>@x<scale>' ordered by scale then metric."""
-    tidy = _with_segmenter(tidy)
-    if "variant" in tidy.columns:  # an ablation variant is a row of its own: "GPEMSR [no_pod]"
-        v = tidy["variant"].astype(object).fillna("").astype(str)
-        tidy = tidy.assign(display_name=[f"{d} [{x}]" if x else d for d, x in zip(tidy["display_name"], v)])
-    t = tidy.assign(column=[_column(m, s, g) for m, s, g in zip(tidy["metric"], tidy["scale"], tidy["segmenter"])])
+    t = _keyed(tidy)
     keys = ["method", "display_name", "preset", "column"]
     dup = t[t.duplicated(keys)]
     if len(dup):
@@ -117,6 +113,31 @@ def wide(tidy: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def _keyed(tidy: pd.DataFrame) -> pd.DataFrame:
+    """``tidy`` with the wide table's row names (an ablation variant is a row of its own:
+    "GPEMSR [no_pod]") and a ``column`` of its wide column."""
+    tidy = _with_segmenter(tidy)
+    if "variant" in tidy.columns:
+        v = tidy["variant"].astype(object).fillna("").astype(str)
+        tidy = tidy.assign(display_name=[f"{d} [{x}]" if x else d for d, x in zip(tidy["display_name"], v)])
+    return tidy.assign(column=[_column(m, s, g) for m, s, g in zip(tidy["metric"], tidy["scale"], tidy["segmenter"])])
+
+
+def _note_lookup(tidy: pd.DataFrame) -> dict:
+    """(method, wide row name, wide column) -> the note of that value (its reason when it is
+    not a finite number)."""
+    t = _keyed(tidy)
+    return {(r.method, r.display_name, r.column): str(r.note) for r in t.itertuples()}
+
+
+def _cell_text(row, column: str, notes: dict, ties: dict | None = None) -> str:
+    """A value as the Markdown prints it: a non-finite one with its reason ("inf (identical)")
+    and never a tie mark (no comparison is made with it)."""
+    value = row[column]
+    text = fmt(_split(column)[0], value, notes.get((row["method"], row["display_name"], column), ""))
+    return text + (_tie_suffix(ties, row, column) if ties and is_finite(value) else "")
+
+
 def _segmenters(tidy: pd.DataFrame) -> list[str]:
     names = [g for g in _with_segmenter(tidy)["segmenter"].unique() if g]
     known = [g for g in SEGMENTER_LABELS if g in names]
@@ -135,14 +156,14 @@ def _row_name(row) -> str:
     return "HR (upper bound)" if row["method"] == HR else row["display_name"]
 
 
-def _scored_cells(rows: pd.DataFrame, row, cols: list[str], ties: dict | None = None) -> list[str]:
-    """``row``'s cells in ``cols``: the best SR value of a ranked column in bold (HR, the upper
-    bound, never), tie marks where ``ties`` has them."""
+def _scored_cells(rows: pd.DataFrame, row, cols: list[str], notes: dict, ties: dict | None = None) -> list[str]:
+    """``row``'s cells in ``cols``: the best finite SR value of a ranked column in bold (HR,
+    the upper bound, never), tie marks where ``ties`` has them."""
     others = rows["method"] != HR
     out = []
     for c in cols:
         metric = _split(c)[0]
-        text = _fmt(metric, row[c]) + (_tie_suffix(ties, row, c) if ties else "")
+        text = _cell_text(row, c, notes, ties)
         best = best_value(metric, rows.loc[others, c])
         out.append(f"**{text}**" if row["method"] != HR and best is not None and row[c] == best else text)
     return out
@@ -157,9 +178,10 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
         return []
     rows = _reference_first(table, seg_cols)
     ties = _tie_lookup(tidy)
+    notes = _note_lookup(tidy)
 
     def cells(row, cols):
-        return _scored_cells(rows, row, cols, ties)
+        return _scored_cells(rows, row, cols, notes, ties)
 
     t1 = [(s, g) for s in scales for g in segmenters if _column("voi_split", s, g) in rows]
     lines = ["## Segmentation: VOI split (Table 1 layout)", "",
@@ -195,6 +217,7 @@ def _hallucination_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str
     if not cols_all:
         return []
     rows = _reference_first(table, cols_all)
+    notes = _note_lookup(tidy)
     lines = ["## Hallucination", ""]
     for s in sorted(tidy["scale"].unique()):
         for g in _segmenters(tidy):
@@ -204,7 +227,7 @@ def _hallucination_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str
             lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", "",
                       "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
-            lines += [f"| {_row_name(r)} | " + " | ".join(_scored_cells(rows, r, cols)) + " |"
+            lines += [f"| {_row_name(r)} | " + " | ".join(_scored_cells(rows, r, cols, notes)) + " |"
                       for _, r in rows.iterrows()]
             lines.append("")
     lines += ["Hallucination: boundaries of each segmentation against the ground truth, matched within the "
@@ -220,7 +243,8 @@ def _hallucination_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str
 
 
 def missing_and_flags(tidy: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(the reason of each missing metric, once; each row's flags, once per method x scale).
+    """(the reason of each missing or non-finite metric value, once; each row's flags, once per
+    method x scale).
 
     Evaluate appends a row's flags to every note of that row, so a reason is compared
     without them: one line per metric, not one per combination of flags."""
@@ -231,18 +255,37 @@ def missing_and_flags(tidy: pd.DataFrame) -> tuple[list[str], list[str]]:
     variant = tidy["variant"].astype(object).fillna("").astype(str) if "variant" in tidy.columns else ""
     flagged = (tidy.assign(flag=note.str.findall(r"flag: [^;]+"), variant=variant).explode("flag")
                .dropna(subset=["flag"])[["method", "variant", "scale", "flag"]].drop_duplicates())
-    return ([f"{r.metric}: {r.note}" for r in reasons.itertuples()],
+    return ([f"{r.metric}: {r.note}" for r in reasons.itertuples()] + non_finite_reasons(tidy),
             [f"{r.method}{' [' + r.variant + ']' if r.variant else ''} x{r.scale}: {r.flag}" for r in flagged.itertuples()])
 
 
-def devices(tidy: pd.DataFrame) -> list[str]:
-    """One line per device that ran inference, naming the method x scale rows timed on it.
+def non_finite_reasons(tidy: pd.DataFrame) -> list[str]:
+    """One line per metric and reason of the values that are not finite numbers and not
+    "missing" (listed already): the PSNR of identical images, scores of empty label sets,
+    a score that is 0/0. The reason is the note's tagged clause (emsrbench.metric_specs
+    REASON_TAGS), else the note without flags."""
+    value = pd.to_numeric(tidy["value"], errors="coerce")
+    note = tidy["note"].fillna("").astype(str)
+    odd = ~value.apply(is_finite) & ~note.str.startswith("missing")
+    lines = []
+    for metric, v, n in zip(tidy.loc[odd, "metric"], value[odd], note[odd]):
+        why = reason_clause(n) or re.sub(r"(^|; )flag: [^;]+", "", n).strip("; ") or "no reason recorded"
+        lines.append(f"{metric} {fmt(metric, v)}: {why}")
+    return list(dict.fromkeys(lines))
 
-    The device is the first field of the ``infer_s_per_mp`` note (evaluate writes it there)."""
+
+def devices(tidy: pd.DataFrame) -> list[str]:
+    """One line per device and precision that ran inference, naming the method x scale rows
+    timed on it.
+
+    The device is the first field of the ``infer_s_per_mp`` note, the precision its
+    ``SR inferred in`` field (evaluate writes both; older notes have no precision)."""
     rows = tidy[(tidy["metric"] == "infer_s_per_mp") & tidy["note"].notna()]
     by_device: dict[str, list[str]] = {}
     for r in rows.itertuples():
-        device = str(r.note).split(";")[0].strip()
+        fields = [f.strip() for f in str(r.note).split(";")]
+        precision = next((f[len(INFERRED_IN):] for f in fields if f.startswith(INFERRED_IN)), "")
+        device = fields[0] + (f", {precision}" if precision else "")
         by_device.setdefault(device, []).append(f"{r.display_name} {r.scale}x")
     return [f"{device}: {', '.join(runs)}" for device, runs in by_device.items()]
 
@@ -257,6 +300,7 @@ def markdown(tidy: pd.DataFrame) -> str:
     table = table[table[image_cols].notna().any(axis=1)] if image_cols else table.iloc[:0]
     lines = ["# emsrbench leaderboard", ""]
     ties = _tie_lookup(tidy)
+    notes = _note_lookup(tidy)
     for s in scales:
         cols = [c for c in table.columns if c.endswith(f"@x{s}")]
         if not cols:
@@ -267,7 +311,7 @@ def markdown(tidy: pd.DataFrame) -> str:
         for _, row in table.iterrows():
             cells = []
             for c in cols:
-                text = _fmt(c.split("@")[0], row[c]) + _tie_suffix(ties, row, c)
+                text = _cell_text(row, c, notes, ties)
                 cells.append(f"**{text}**" if best[c] is not None and row[c] == best[c] else text)
             lines.append(f"| {row['display_name']} | {row['preset']} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -275,26 +319,37 @@ def markdown(tidy: pd.DataFrame) -> str:
     lines += _hallucination_markdown(tidy, full)
     notes, flags = missing_and_flags(tidy)
     if notes or flags:
-        lines += ["## Missing values and flags", ""]
+        lines += ["## Missing or non-finite values and flags", ""]
         lines += [f"- {line}" for line in notes + flags]
         lines.append("")
     lines += ["PSNR/SSIM/LPIPS on uint8 sections (data range 255), means over test sections; best in bold. "
               "Params: learned parameters; Train s: training wall time; Infer s/MP: inference seconds per "
               "output megapixel on the device below.", ""]
     if "tie" in tidy.columns and (_text(tidy["tie"]) != "").any():
-        lines += [TIE_LEGEND, ""]
+        lines += [tie_legend(tidy["note"]), ""]
     ran_on = devices(tidy)
     if ran_on:
         lines += ["## Devices (inference timings)", ""] + [f"- {line}" for line in ran_on] + [""]
     return "\n".join(lines)
 
 
-TIE_LEGEND = (f"{TIE_MARK} after a value: tied with the best method of that column (scale x metric x "
-              "segmenter; best by value among the methods, bicubic included, HR and ablation variants left out): "
-              "the BCa interval of the paired bootstrap difference (method - best, same resampled test blocks, "
-              "see metrics.csv notes for blocks, resamples and confidence) contains 0. Ranked metrics only: PSNR, "
-              "SSIM, LPIPS, ARAND, CREMI score (VOI split and merge alone are not ranked). Column tie in "
-              "metrics.csv: best / tied / worse.")
+TIE_LEGEND = (f"{TIE_MARK} tied: not shown to differ from the best (paired block bootstrap, Holm-corrected over "
+              "the column). The best of a column (scale x metric x segmenter) is the best value among the methods, "
+              "bicubic included, HR and ablation variants left out; every other method's difference to it (same "
+              "resampled test blocks for both, see metrics.csv notes for blocks, resamples and confidence) gets a "
+              "bootstrap p-value, Holm-corrected over the column's comparisons, and is tied where that is above "
+              "1 - confidence. Tied is not equal: on a few correlated sections a real difference can stay unshown. "
+              "A difference without an honest interval is not marked. Ranked metrics only: PSNR, SSIM, LPIPS, "
+              "ARAND, CREMI score (VOI split and merge alone are not ranked). Column tie in metrics.csv: best / "
+              "tied / worse.")
+
+
+def tie_legend(notes) -> str:
+    """:data:`TIE_LEGEND` and the block lengths the rows' ``notes`` name."""
+    from .stats.intervals import block_lengths
+
+    used = block_lengths(notes)
+    return TIE_LEGEND + (f" Block length used: {used}." if used else "")
 
 
 def _text(col: pd.Series) -> pd.Series:

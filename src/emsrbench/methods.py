@@ -50,6 +50,7 @@ class Method:
     stage_rules: str = ""  # trained by workflow/rules/<stage_rules>.smk, not the generic train rule
     variants: tuple[str, ...] = ()  # ablations: build(variant=...); the first is the method's own row
     scale_overrides: dict = field(default_factory=dict, hash=False, compare=False)
+    pretrained: tuple[str, ...] = ()  # registry entries its training may use (inputs of its train jobs)
 
     @property
     def model_py(self) -> Path:
@@ -168,7 +169,18 @@ def load_method(folder: str | Path) -> Method:
         stage_rules=meta.get("stage_rules", ""),
         variants=tuple(meta.get("variants", [])),
         scale_overrides=meta.get("scale_overrides", {}),
+        pretrained=_registry_entries(yml, meta.get("pretrained", [])),
     )
+
+
+def _registry_entries(yml: Path, names: list[str]) -> tuple[str, ...]:
+    from .pretrained import REGISTRY, registry
+
+    known = registry()
+    for name in names:
+        if name not in known:
+            raise EmsrError(f"{yml}: pretrained: '{name}' is not an entry of {REGISTRY} (has {sorted(known)})")
+    return tuple(names)
 
 
 def discover(methods_dir: str | Path = METHODS_DIR) -> dict[str, Method]:

@@ -76,10 +76,12 @@ def sort_key(key: str) -> tuple:
 
 
 def best_value(key: str, values):
-    """The best of a column's values (NaN skipped), or None when the metric is not ranked, has
-    no value, or several values are all equal (bold on every row would say nothing)."""
+    """The best of a column's finite values, or None when the metric is not ranked, has no
+    finite value, or several values are all equal (bold on every row would say nothing).
+    Infinite values (the PSNR of identical images) and NaN are never best: inf says the
+    images are equal, not that a method is better than any other by an infinite margin."""
     better = spec(key).better
-    v = [float(x) for x in values if not is_missing(x) and not math.isnan(float(x))]
+    v = [float(x) for x in values if is_finite(x)]
     if not better or not v or (len(v) > 1 and len(set(v)) == 1):
         return None
     return max(v) if better > 0 else min(v)
@@ -89,9 +91,38 @@ def is_missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def fmt(key: str, v) -> str:
-    if is_missing(v):
-        return "n/a"
+def is_finite(v) -> bool:
+    return not is_missing(v) and math.isfinite(float(v))
+
+
+# Why a value is not a finite number: a note clause "<tag>: <details>" (evaluate, the
+# segmentation stage). The tag is printed beside the value ("inf (identical)", "n/a (no
+# labels)"), the clause listed under the tables; "missing: ..." values print plain "n/a" (their
+# reason is listed under the tables already).
+REASON_TAGS = ("identical", "no labels", "not applicable", "undefined")
+
+
+def reason_clause(note) -> str:
+    """The clause of ``note`` that says why its value is missing or not finite ("" if none)."""
+    for clause in str(note or "").split(";"):
+        clause = clause.strip()
+        if clause.partition(":")[0] in REASON_TAGS + ("missing",) and ":" in clause:
+            return clause
+    return ""
+
+
+def reason_tag(note) -> str:
+    """The short reason printed beside a non-finite value, from its note ("" if none)."""
+    tag = reason_clause(note).partition(":")[0]
+    return tag if tag in REASON_TAGS else ""
+
+
+def fmt(key: str, v, note: str = "") -> str:
+    """``v`` as the tables print it; a NaN or infinite value with the reason tag of ``note``."""
+    if not is_finite(v):
+        text = "n/a" if is_missing(v) else ("inf" if float(v) > 0 else "-inf")
+        tag = reason_tag(note)
+        return f"{text} ({tag})" if tag else text
     v = float(v)
     if key == "parameters":
         return f"{v / 1e6:.3f} M" if v >= 1e4 else f"{int(v)}"

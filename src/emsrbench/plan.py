@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EmsrError
+from .fingerprint import Fingerprint, planned_job
 from .methods import METHODS_DIR, Method, select
+from .pretrained import Pretrained
 
 
 
@@ -129,6 +131,71 @@ class Plan:
     def infer_layers(self, name: str) -> list[dict]:
         return [self.config.get("inference", {}), self.preset_of(name)["infer"]]
 
+    # -- training identities and pretrained inputs (emsrbench.fingerprint) -------------
+    def train_inputs(self, name: str, scale) -> dict[str, list[str]]:
+        """Input files of the generic ``train`` job of ``name`` at ``scale``, by role."""
+        return {"train": self.degraded("train", scale), "val": self.degraded("val", scale)}
+
+    def train_model(self, name: str) -> dict:
+        """Model settings of the generic ``train`` job (the method's preset)."""
+        return self.preset_of(name)["model"]
+
+    def training_identity(self, name: str, scale, variant: str = "") -> Fingerprint:
+        """What the model file inference reads for ``name`` x``scale`` (``variant``: an
+        ablation row) must have been trained from (:func:`emsrbench.fingerprint.planned_job`)."""
+        m = self.methods[name]
+        if m.stage_rules == "gpemsr":
+            from .gpemsr.workflow import StagePlan
+
+            return StagePlan(self).identity("fusion", name, scale, variant or StagePlan(self).own_variant(name))
+        return planned_job("train", method=name, variant=variant, scale=scale, preset=self.preset,
+                           model=self.train_model(name), train=self.train_layers(name),
+                           inputs=self.train_inputs(name, scale),
+                           pretrained=self.pretrained_state(self.pretrained_names(name)))
+
+    def pretrained_names(self, name: str) -> list[str]:
+        """Registry entries the training of method ``name`` may use (method.yaml ``pretrained``)."""
+        return list(self.methods[name].pretrained)
+
+    def pretrained(self, names=None, who: str = "") -> Pretrained:
+        """The registry bound to ``pretrained_dir``; ``names``: the only entries a job may ask for."""
+        return Pretrained(self.pretrained_dir, declared=None if names is None else list(names), who=who)
+
+    def pretrained_state(self, names) -> dict[str, str]:
+        """{entry: sha256 or 'absent'}: a rule param of every job that uses these files."""
+        return self.pretrained().state(names)
+
+    def lpips_pretrained(self) -> list[str]:
+        return ["alexnet"] if self.lpips_enabled() else []
+
+    def allow_missing_pretrained(self) -> bool:
+        """``pretrained.allow_missing``; unset: allowed except with the paper preset, which runs
+        on the study's pretrained parts or not at all."""
+        allow = (self.config.get("pretrained") or {}).get("allow_missing")
+        return self.preset != "paper" if allow is None else bool(allow)
+
+    def required_pretrained(self) -> dict[str, list[str]]:
+        """{entry: [what uses it]} of every pretrained file some planned job uses."""
+        used: dict[str, list[str]] = {}
+        for name in self.methods:
+            for entry in self.pretrained_names(name):
+                used.setdefault(entry, []).append(name)
+        for entry in self.lpips_pretrained():
+            used.setdefault(entry, []).append("LPIPS metric")
+        return used
+
+    def check_pretrained_present(self) -> None:
+        """Start-up check: without ``allow_missing`` every pretrained file a planned job uses
+        must be present (one line naming the first that is not, and how to get it)."""
+        if self.allow_missing_pretrained():
+            return
+        registry = self.pretrained()
+        for entry, users in sorted(self.required_pretrained().items()):
+            path, why, _ = registry.lookup(entry)
+            if path is None:
+                raise EmsrError(f"preset '{self.preset}': pretrained {entry} (used by {', '.join(users)}) is not usable: "
+                                f"{why}; or set `pretrained: {{allow_missing: true}}` to run without it, flagged")
+
     def resources(self, name: str, stage: str) -> dict:
         return self.methods[name].stage_resources(stage)
 
@@ -195,7 +262,7 @@ class Plan:
     def segmentation(self) -> dict:
         """``config.segmentation`` with its defaults (the schema's, also without validation)."""
         seg = {"enabled": True, "networks": ["superhuman", "mala"], "preset": None, "weights": {},
-               "thresholds": [0.5], "scoring": "mean", "border_nm": None, "train": {}, "inference": {},
+               "thresholds": [0.5], "scoring": "mean", "border_nm": None, "gt_labels": "auto", "train": {}, "inference": {},
                "resources": {}, **(self.config.get("segmentation") or {})}
         seg["hallucination"] = {"enabled": True, "tolerance_nm": 8.0, "iou": 0.5, **(seg.get("hallucination") or {})}
         seg["preset"] = seg["preset"] or self.preset
@@ -217,6 +284,15 @@ class Plan:
 
     def segmenter_trained(self, net: str) -> bool:
         return not self.segmentation()["weights"].get(net)
+
+    def segmenter_identity(self, net: str) -> Fingerprint | None:
+        """What the workflow-trained ``net`` must have been trained from; None for the user's
+        own weights (``segmentation.weights``: the file the config names is the model)."""
+        if not self.segmenter_trained(net):
+            return None
+        seg = self.segmentation()
+        return planned_job("train_segmenter", method=net, variant="", scale=1, preset=seg["preset"], model={},
+                           train=seg["train"], inputs={"train": self.segment_train_files()}, pretrained={})
 
     def segment_train_files(self) -> list[str]:
         """HR training volumes with labels: the degraded train pieces of the smallest scale

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from .download import download, expected_sha256, sha256_file
+from .download import download, expected_sha256
 from .errors import EmsrError
+from .fingerprint import ABSENT, file_digest
 
 REGISTRY = Path(__file__).resolve().parents[2] / "config" / "pretrained.yaml"
 
@@ -49,9 +50,22 @@ def missing_flag(name: str, consequence: str) -> str:
 
 
 class Pretrained:
-    def __init__(self, weights_dir: str | Path = "weights", registry_path: str | Path = REGISTRY):
+    """The registry bound to a weights directory.
+
+    ``declared``: the entries the job using this object may ask for (the workflow passes what
+    the job's rule depends on, see :meth:`emsrbench.plan.Plan.pretrained_names`); asking for
+    another is an error, so a job can never read a weight file its rule does not track.
+    ``used`` records every entry asked for and its content digest (or ``absent``): each
+    training run takes those asked for since the previous one (:meth:`take_used`) into its
+    fingerprint, so stage 1 of a two-stage method never depends on stage 2's loss network."""
+
+    def __init__(self, weights_dir: str | Path = "weights", registry_path: str | Path = REGISTRY,
+                 declared: tuple[str, ...] | list[str] | None = None, who: str = ""):
         self.dir = Path(weights_dir)
         self.entries = registry(str(registry_path))
+        self.declared = None if declared is None else tuple(declared)
+        self.who = who
+        self.used: dict[str, str] = {}
 
     def entry(self, name: str) -> Weight:
         if name not in self.entries:
@@ -64,14 +78,35 @@ class Pretrained:
 
     def status(self, name: str) -> tuple[Path | None, str]:
         """(verified path, "") or (None, why it is unavailable)."""
+        if self.declared is not None and name not in self.declared:
+            raise EmsrError(f"{self.who or 'this job'} asked for pretrained '{name}', which its rule does not declare "
+                            f"(declared: {list(self.declared) or 'none'}); add it to the method's method.yaml `pretrained`")
+        path, why, digest = self.lookup(name)
+        self.used[name] = digest
+        return path, why
+
+    def take_used(self) -> dict[str, str]:
+        """{entry: sha256 or ``absent``} asked for since the last call; forgets them."""
+        used, self.used = self.used, {}
+        return used
+
+    def lookup(self, name: str) -> tuple[Path | None, str, str]:
+        """(verified path, "", its sha256) or (None, why it is unavailable, ``absent`` or the
+        sha256 of a file that fails the check)."""
         w = self.entry(name)
         for p in self.candidates(name):
             if p.is_file():
-                actual = sha256_file(p)
+                actual = file_digest(p)
                 if not actual.startswith(expected_sha256(w.sha256, p)):
-                    return None, f"{p}: sha256 mismatch, expected {w.sha256}, got {actual}"
-                return p, ""
-        return None, f"{name} weights not found: looked for {self.candidates(name)[0]} (run `snakemake fetch_weights` or copy {w.file} there)"
+                    return None, f"{p}: sha256 mismatch, expected {w.sha256}, got {actual}", actual
+                return p, "", actual
+        return None, (f"{name} weights not found: looked for {self.candidates(name)[0]} "
+                      f"(run `snakemake fetch_weights` or copy {w.file} there)"), ABSENT
+
+    def state(self, names) -> dict[str, str]:
+        """{name: sha256 or ``absent``} of ``names``: a rule param, so that adding, removing or
+        changing a weight file reruns exactly the jobs that use it."""
+        return {n: self.lookup(n)[2] for n in sorted(set(names))}
 
     def path(self, name: str) -> Path | None:
         return self.status(name)[0]

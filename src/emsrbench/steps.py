@@ -45,7 +45,7 @@ def degrade(smk) -> None:
     piece = smk.params.piece
     degrade_file(smk.input[0], smk.output[0], int(smk.wildcards.scale), Degradation.from_config(smk.params.degradation),
                   z=piece.z, center_crop=smk.params.center_crop, raw_key=smk.params.raw_key,
-                  labels_key=smk.params.labels_key, min_yx=int(smk.params.max_scale))
+                  labels_key=smk.params.labels_key, min_yx=int(smk.params.max_scale), resolution=smk.params.resolution)
 
 
 def train(smk) -> None:
@@ -64,7 +64,8 @@ def train(smk) -> None:
         out_path=Path(smk.output[0]),
         ckpt_dir=Path(smk.params.ckpt_dir),
         threads=smk.threads,
-        pretrained=Pretrained(smk.params.pretrained_dir),
+        pretrained=plan.pretrained(plan.pretrained_names(method.name), who=f"{method.name} training"),
+        identity=plan.training_identity(method.name, int(smk.wildcards.scale)),
     )
     run_training(job)
 
@@ -80,9 +81,12 @@ def infer(smk) -> None:
 
     plan = _rebuild_plan(smk)
     method = plan.method(smk.wildcards.method)
+    scale = int(smk.wildcards.scale)
     settings = InferSettings.merged(*smk.params.settings, source=f"{method.name} inference settings")
-    stats = infer_file(method, int(smk.wildcards.scale), dict(smk.params.model), settings, smk.input.lr,
-                       smk.output[0], model_file=smk.input.model or None, threads=smk.threads)
+    # an ablation variant's model (workflow/rules/gpemsr.smk) was planned for that variant
+    planned = plan.training_identity(method.name, scale, getattr(smk.wildcards, "variant", "")) if method.trains else None
+    stats = infer_file(method, scale, dict(smk.params.model), settings, smk.input.lr,
+                       smk.output[0], model_file=smk.input.model or None, threads=smk.threads, planned=planned)
     print(stats, file=sys.stderr)
 
 
@@ -91,7 +95,7 @@ def evaluate(smk) -> None:
 
     plan = _rebuild_plan(smk)
     method = plan.method(smk.wildcards.method)
-    lpips = Pretrained(smk.params.pretrained_dir) if smk.params.lpips else None
+    lpips = plan.pretrained(plan.lpips_pretrained(), who="LPIPS") if smk.params.lpips else None
     # an ablation variant's rows (workflow/rules/gpemsr.smk) carry its name
     variant = getattr(smk.wildcards, "variant", "")
     df = score(method, int(smk.wildcards.scale), smk.params.preset, smk.input.sr, smk.input.hr, lpips, variant=variant,
@@ -129,16 +133,20 @@ def report(smk) -> None:
 def train_segmenter(smk) -> None:
     from .segment.training import train_segmenter as train_network
 
-    train_network(smk.wildcards.net, smk.params.preset, list(smk.input.train), smk.output[0], smk.params.ckpt_dir,
-                  override=dict(smk.params.override), threads=smk.threads)
+    net = smk.wildcards.net
+    train_network(net, smk.params.preset, list(smk.input.train), smk.output[0], smk.params.ckpt_dir,
+                  override=dict(smk.params.override), threads=smk.threads,
+                  identity=_rebuild_plan(smk).segmenter_identity(net))
 
 
 def segment(smk) -> None:
     from .segment.stage import segment_volume
 
-    segment_volume(smk.wildcards.net, smk.params.preset, smk.input.model, smk.input.raw, smk.output[0],
+    net = smk.wildcards.net
+    segment_volume(net, smk.params.preset, smk.input.model, smk.input.raw, smk.output[0],
                    thresholds=list(smk.params.thresholds), scoring=smk.params.scoring,
-                   inference=dict(smk.params.inference), threads=smk.threads)
+                   inference=dict(smk.params.inference), threads=smk.threads,
+                   planned=_rebuild_plan(smk).segmenter_identity(net))
 
 
 def _segmentation_row(smk) -> dict:
@@ -160,7 +168,7 @@ def score_segmentation(smk) -> None:
     from .segment.stage import score_volume
 
     rows, sweep = score_volume(smk.input.seg, smk.input.gt, **_segmentation_row(smk),
-                               border_nm=smk.params.border_nm, threads=smk.threads,
+                               border_nm=smk.params.border_nm, gt_labels=smk.params.gt_labels, threads=smk.threads,
                                intervals=_intervals(smk), sidecar_path=smk.output.get("bootstrap"))
     write_rows(rows, smk.output.rows)
     write_rows(sweep, smk.output.sweep)

@@ -30,6 +30,7 @@ from torch import nn
 
 from . import device as devices
 from .errors import EmsrError
+from .fingerprint import Fingerprint, files_digest, file_digest
 from .io import LR_KEY, RAW_KEY, atomic_path, read_dataset
 from .methods import Method
 from .pretrained import Pretrained
@@ -183,6 +184,57 @@ class TrainJob:
     val_files: list[str] = field(default_factory=list)
     pretrained: Pretrained | None = None  # where pretrained components are looked up
     flags: list[str] = field(default_factory=list)  # what ran without its pretrained weights
+    # The planned job as the workflow names it (emsrbench.plan.Plan.training_identity): stored
+    # in the model file, checked by inference. None outside the workflow (tests, scripts).
+    identity: Fingerprint | None = None
+
+
+# Settings that do not change the weights: a run may resume with other values of these.
+NOT_SHAPING = ("device", "checkpoint_every", "log_every")
+
+
+def training_fingerprint(job: TrainJob, settings: TrainSettings, stage: str = "",
+                         shaped_by: dict | None = None) -> Fingerprint:
+    """What the weights of one training run (one stage of a job) are made from: method,
+    variant, scale, model and train settings, the content of the training and validation
+    volumes, of the files in ``shaped_by`` (paths: upstream stage files; other values: settings
+    the model's shape depends on) and of the pretrained files asked for since the previous
+    run's fingerprint (this run's model and objective set-up)."""
+    resolved = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in NOT_SHAPING}
+    extra = {k: (file_digest(v) if isinstance(v, Path) else v) for k, v in (shaped_by or {}).items()}
+    return Fingerprint({
+        "method": job.method.name,
+        "variant": job.model_params.get("variant", ""),
+        "scale": job.scale,
+        "stage": stage,
+        "model": job.model_params,
+        "train": resolved,
+        "data": {"train": files_digest(job.train_files), "val": files_digest(job.val_files)},
+        "shaped_by": extra,
+        "pretrained": job.pretrained.take_used() if job.pretrained is not None else {},
+    })
+
+
+def _stale_checkpoint(ckpt: Path, record, fingerprint: Fingerprint, label: str) -> None:
+    """Move a checkpoint made from other inputs aside (``stale/``), saying what changed."""
+    old = record.get("digest", "unknown") if isinstance(record, dict) else "none"
+    dest = ckpt.parent / "stale" / f"{ckpt.stem}-{old}{ckpt.suffix}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.replace(dest)
+    print(f"{label}: checkpoint {ckpt} was made from other inputs ({fingerprint.changes_from(record)}); "
+          f"moved to {dest}; training from step 0", file=sys.stderr)
+
+
+def trained_file_matches(path: Path, fingerprint: Fingerprint) -> bool:
+    """Whether ``path`` is a model file made by a finished run of exactly ``fingerprint``
+    (an intermediate stage file a rerun may keep)."""
+    if not path.is_file():
+        return False
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a truncated or foreign file is retrained, not trusted
+        return False
+    return fingerprint.matches(payload.get("fingerprint"))
 
 
 class PatchSampler:
@@ -412,7 +464,7 @@ class EMA:
 def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | None = None,
         settings: TrainSettings | None = None, ckpt_dir: Path | None = None, out_path: Path | None = None,
         model: nn.Module | None = None, stage: str = "", meta: dict | None = None,
-        prior_seconds: float = 0.0, sampler=None) -> Path | None:
+        prior_seconds: float = 0.0, sampler=None, shaped_by: dict | None = None) -> Path | None:
     """Train with the harness loop; returns the model path, or None if stopped at ``max_steps``
     (used by tests to simulate a kill after a checkpoint).
 
@@ -432,7 +484,13 @@ def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | N
       anything with ``batch(rng, batch_size, patch_size, augment) -> (input, target)`` drawing
       only from ``rng``, so that resume still replays the same batches. The affinity networks
       of :mod:`emsrbench.segment` train this way, with ``job.method`` a
-      :class:`~emsrbench.segment.networks.Segmenter` (only ``name`` and ``model_py`` are read).
+      :class:`~emsrbench.segment.networks.Segmenter` (only ``name`` and ``model_py`` are read);
+    - ``shaped_by``: what else this run's weights depend on, for its fingerprint (paths of
+      upstream stage files, hashed by content; plain settings such as block shapes).
+
+    A checkpoint resumes only when its fingerprint (:func:`training_fingerprint`) is this
+    run's; one made from other inputs is moved aside and training starts at step 0. A finished
+    ``out_path`` with this run's fingerprint (an intermediate stage file) is kept as it is.
     """
     st, method = settings or job.settings, job.method
     ckpt_dir = Path(ckpt_dir or job.ckpt_dir)
@@ -458,13 +516,19 @@ def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | N
     val_sampler = PatchSampler(job.val_files, job.scale, method.slices) if job.val_files else None
     val_curve: list[tuple[int, float]] = []
 
+    fingerprint = training_fingerprint(job, st, stage, shaped_by)
+    if trained_file_matches(out_path, fingerprint):
+        print(f"{label}: {out_path} is trained from these inputs already", file=sys.stderr)
+        return out_path
     ckpt = ckpt_dir / "last.pt"
     step, elapsed = 0, 0.0
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
+    state = torch.load(ckpt, map_location=dev, weights_only=True) if ckpt.exists() else None
+    if state is not None and not fingerprint.matches(state.get("fingerprint")):
+        _stale_checkpoint(ckpt, state.get("fingerprint"), fingerprint, label)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
-        # Checkpoints written before objectives existed hold the L1 objective's entries at the top level.
-        objective.load_state_dict(state.get("objective", state))
+        objective.load_state_dict(state["objective"])
         if ema is not None:
             ema.module.load_state_dict(state["ema"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
@@ -473,7 +537,7 @@ def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | N
     def save_checkpoint():
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         state = {"step": step, "elapsed": elapsed + time.perf_counter() - t0, "model": model.state_dict(),
-                 "objective": objective.state_dict()}
+                 "objective": objective.state_dict(), "fingerprint": fingerprint.record()}
         if ema is not None:
             state["ema"] = ema.module.state_dict()
         with atomic_path(ckpt) as tmp:
@@ -526,7 +590,7 @@ def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | N
         val_curve.append((step, validation_psnr(final, val_sampler, st.patch_size, st.seed, dev)))
     save_model(job, final, train_seconds=train_seconds, final_loss=running.get("loss", float("nan")),
                threads=threads, device=dev, val_psnr=val_curve[-1][1] if val_curve else float("nan"),
-               out_path=out_path, meta=meta)
+               out_path=out_path, meta={**(meta or {}), "fingerprint": fingerprint.record()})
     return out_path
 
 
@@ -550,6 +614,7 @@ def save_model(job: TrainJob, model: nn.Module, train_seconds: float, final_loss
         "device": devices.describe(device),
         "threads": threads,
         "flags": list(job.flags),
+        "planned": job.identity.record() if job.identity is not None else None,
         **(meta or {}),
     }
     with atomic_path(Path(out_path or job.out_path)) as tmp:
@@ -563,5 +628,10 @@ def run(job: TrainJob) -> None:
         custom(job)
         if not job.out_path.exists():
             raise EmsrError(f"{job.method.model_py}: train(job) finished without writing {job.out_path}")
+        # its checkpoints are fingerprinted only when it trains through fit(): a model file
+        # without a fingerprint was trained by other means and cannot be trusted to match
+        if not torch.load(job.out_path, map_location="cpu", weights_only=True).get("fingerprint"):
+            raise EmsrError(f"{job.method.model_py}: train(job) wrote {job.out_path} without a training fingerprint; "
+                            "train each stage through emsrbench.train.fit, which resumes only matching checkpoints")
     else:
         fit(job)

@@ -13,12 +13,15 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.utils import validate
 
-from emsrbench.config import check_config
+from emsrbench.config import check_config, take_data_from_user
 from emsrbench.errors import EmsrError
 from emsrbench.plan import Plan
 from emsrbench.pretrained import Pretrained
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"
+# `data` comes from one layer: a --configfile / --config that sets it replaces the default's
+# whole (no phantom split leaking into the user's data); every other section deep-merges.
+take_data_from_user(config, workflow.config_settings.overwrite_config)
 try:
     check_config(config, SCHEMA)
 except EmsrError as err:
@@ -31,6 +34,22 @@ except EmsrError as err:
     raise WorkflowError(f"emsrbench: {err}") from None
 
 PRETRAINED = Pretrained(PLAN.pretrained_dir)
+
+
+def fetching_weights():
+    """`snakemake fetch_weights` (or a weight file) on the command line: let it through the
+    pretrained check. Snakemake reads this file before it sets its targets (dag_settings),
+    so the command line is where they can be seen."""
+    return any(a in ("fetch_weights", "fetch_weight") or a.startswith(f"{PLAN.pretrained_dir}/") for a in sys.argv[1:])
+
+
+# The paper preset runs on the study's pretrained parts or not at all: stop here, in one line,
+# rather than hours later with flagged numbers (unless `pretrained: {allow_missing: true}`).
+if not fetching_weights():
+    try:
+        PLAN.check_pretrained_present()
+    except EmsrError as err:
+        raise WorkflowError(f"emsrbench: {err}") from None
 RESULTS = str(PLAN.results)
 METHODS = list(PLAN.methods)
 # methods of the generic train rule; those with `stage_rules` train in their own rules

@@ -33,7 +33,9 @@ rule download_cremi:
 
 
 # Pretrained weights of config/pretrained.yaml: `snakemake fetch_weights` where the internet is
-# reachable. Never a dependency of other rules: a job without a weight runs flagged.
+# reachable. Not an input of other rules (a job without a weight runs flagged, or with the paper
+# preset the run stops at start-up); their params carry each file's state, so adding, removing
+# or changing a weight file reruns exactly the jobs that read it.
 rule fetch_weight:
     output:
         f"{PLAN.pretrained_dir}/{{file}}",

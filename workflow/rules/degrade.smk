@@ -12,6 +12,7 @@ rule degrade:
         center_crop=config["data"].get("center_crop"),
         raw_key=config["data"].get("raw_key", "volumes/raw"),
         labels_key=config["data"].get("labels_key", "volumes/labels/neuron_ids"),
+        resolution=config["data"].get("resolution"),  # for source files without a resolution attribute
         max_scale=max(PLAN.scales),
     log:
         f"{RESULTS}/logs/degrade/x{{scale}}-{{split}}-{{index}}.log",

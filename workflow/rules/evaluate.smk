@@ -15,6 +15,7 @@ rule evaluate:
         lpips=PLAN.lpips_enabled(),
         intervals=PLAN.intervals(),
         pretrained_dir=PLAN.pretrained_dir,
+        pretrained=PLAN.pretrained_state(PLAN.lpips_pretrained()),  # AlexNet of LPIPS: a new file reruns
     threads: 1
     log:
         f"{RESULTS}/logs/evaluate/{{method}}-x{{scale}}.log",

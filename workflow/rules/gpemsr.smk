@@ -3,8 +3,8 @@
 #   gpemsr_stage1   once per stage I setting (not per scale)  models/<m>/stage1-<key>.pt
 #   gpemsr_stage2   per scale                                  models/<m>/x<s>/stage2-<key>.pt
 #   gpemsr_stage3   per scale, the model the infer rule reads  models/<m>/x<s>/model.pt
-# Checkpoints: checkpoints/<stage>-<digest of the job's settings>/ beside each file, so a
-# settings change starts the stage afresh rather than resuming another setting's checkpoint.
+# Checkpoints: checkpoints/<stage>/ beside each file; a job resumes only from a checkpoint of
+# its own fingerprint (data, settings, upstream stage files, pretrained files: emsrbench.train.fit).
 # Ablation variants (method.yaml `variants`, all but the first): stage III per variant under
 # models/<m>/<variant>/x<s>/, their own infer/evaluate rules, and `snakemake ablations`
 # (results/ablations/leaderboard.md). Keys name the settings a stage depends on
@@ -28,8 +28,7 @@ rule gpemsr_stage1:
         f"{RESULTS}/models/{{method}}/stage1-{{key}}.pt",
     params:
         **GPEMSR.rule_params("vqgan", METHODS_DIR),
-        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}", f"stage1-{w.key}", w.method,
-                                              GPEMSR.stage1_scale(), GPEMSR.variant_of_stage1(w.method, w.key)),
+        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}", f"stage1-{w.key}"),
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
         key="[0-9a-f]{10}",
@@ -58,8 +57,7 @@ rule gpemsr_stage2:
         f"{RESULTS}/models/{{method}}/x{{scale}}/stage2-{{key}}.pt",
     params:
         **GPEMSR.rule_params("indexer", METHODS_DIR),
-        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}/x{w.scale}", f"stage2-{w.key}", w.method,
-                                              w.scale, GPEMSR.variant_of_stage2(w.method, w.scale, w.key)),
+        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}/x{w.scale}", f"stage2-{w.key}"),
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
         key="[0-9a-f]{10}",
@@ -88,8 +86,7 @@ rule gpemsr_stage3:
         f"{RESULTS}/models/{{method}}/x{{scale}}/model.pt",
     params:
         **GPEMSR.rule_params("fusion", METHODS_DIR),
-        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}/x{w.scale}", "stage3", w.method, w.scale,
-                                              GPEMSR.own_variant(w.method)),
+        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}/x{w.scale}", "stage3"),
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
     threads: lambda w: PLAN.resources(w.method, "train")["cpus"]
@@ -118,8 +115,7 @@ rule gpemsr_stage3_variant:
         f"{RESULTS}/models/{{method}}/{{variant}}/x{{scale}}/model.pt",
     params:
         **GPEMSR.rule_params("fusion", METHODS_DIR),
-        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}/{w.variant}/x{w.scale}", "stage3",
-                                              w.method, w.scale, w.variant),
+        ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}/{w.variant}/x{w.scale}", "stage3"),
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
         variant="|".join(GPEMSR_VARIANTS),
@@ -182,6 +178,7 @@ rule gpemsr_evaluate_variant:
         lpips=PLAN.lpips_enabled(),
         intervals=PLAN.intervals(),
         pretrained_dir=PLAN.pretrained_dir,
+        pretrained=PLAN.pretrained_state(PLAN.lpips_pretrained()),
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
         variant="|".join(GPEMSR_VARIANTS),
@@ -214,6 +211,7 @@ rule gpemsr_stage1_evaluate:
         scales=PLAN.scales,
         lpips=PLAN.lpips_enabled(),
         pretrained_dir=PLAN.pretrained_dir,
+        pretrained=PLAN.pretrained_state(PLAN.lpips_pretrained()),
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
         variant="|".join(GPEMSR_PRIOR_VARIANTS),

@@ -16,6 +16,7 @@ rule train_segmenter:
         preset=SEG["preset"],
         override=SEG["train"],
         ckpt_dir=lambda w: f"{RESULTS}/segmenters/{w.net}/checkpoints",
+        methods_dir=METHODS_DIR,  # the plan names what the model file must be made from
     wildcard_constraints:
         net="|".join(n for n in SEG_NETS if PLAN.segmenter_trained(n)) or "__none__",
     threads: SEG_TRAIN_RES["cpus"]
@@ -46,6 +47,7 @@ rule segment:
         thresholds=SEG["thresholds"],
         scoring=SEG["scoring"],
         inference=SEG["inference"],
+        methods_dir=METHODS_DIR,
     wildcard_constraints:
         net="|".join(SEG_NETS),
         method="|".join(PLAN.segment_methods()),
@@ -78,6 +80,7 @@ rule score_segmentation:
         preset=PLAN.preset,
         hr=PLAN.HR,
         border_nm=SEG["border_nm"],
+        gt_labels=SEG["gt_labels"],
         intervals=PLAN.intervals(),
         methods_dir=METHODS_DIR,
     wildcard_constraints:

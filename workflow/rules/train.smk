@@ -1,4 +1,5 @@
-# One training job per trainable method and scale; resumes from its last checkpoint.
+# One training job per trainable method and scale; resumes from its last checkpoint when
+# that checkpoint's fingerprint (data, settings, pretrained files) is this job's (emsrbench.train.fit).
 
 
 rule train:
@@ -10,10 +11,13 @@ rule train:
     params:
         preset=PLAN.preset,
         methods_dir=METHODS_DIR,
-        model=lambda w: PLAN.preset_of(w.method)["model"],
+        model=lambda w: PLAN.train_model(w.method),
         settings=lambda w: PLAN.train_layers(w.method),
         ckpt_dir=lambda w: f"{RESULTS}/models/{w.method}/x{w.scale}/checkpoints",
         pretrained_dir=PLAN.pretrained_dir,
+        # {entry: sha256 or "absent"} of the pretrained files the method's training reads:
+        # adding, removing or changing one reruns this job (Snakemake's params trigger)
+        pretrained=lambda w: PLAN.pretrained_state(PLAN.pretrained_names(w.method)),
     wildcard_constraints:
         method="|".join(TRAINED),
     threads: lambda w: PLAN.resources(w.method, "train")["cpus"]

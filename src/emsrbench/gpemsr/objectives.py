@@ -25,13 +25,17 @@ weights are the objective's keyword arguments (``train.objective`` of the preset
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import device as devices
 from ..errors import EmsrError
+from ..pretrained import missing_flag
 from ..train import AdamObjective, make_scheduler
+from .blocks import frozen
 from .indexer import Indexer
 from .model import GPEMSR
 from .mpf import RELU3_4
@@ -200,6 +204,24 @@ class FusionObjective(AdamObjective):
             raise EmsrError("gpemsr stage III: ref_weight > 0 needs the prior and the full VGG "
                             "(mpf, mpf_mask and vgg_full on); set ref_weight: 0")
         super().setup(job, model, settings, device)
+        self.loss_vgg = self._loss_network(job, model)
+
+    def _loss_network(self, job, model: GPEMSR) -> nn.Module | None:
+        """The contextual loss's VGG19: the pretrained one of the MPF mask, frozen and in no
+        optimiser. Without the pretrained file the mask's VGG trains with the model; a loss
+        measured through it would let the network lower its own loss by moving the features,
+        so the reference loss is disabled instead, and flagged."""
+        if self.ref_weight <= 0:
+            return None
+        vgg = model.mpf.vgg
+        if frozen(vgg):
+            return vgg
+        flag = missing_flag("vgg19", "contextual reference loss disabled")
+        if flag not in job.flags:
+            job.flags.append(flag)
+        print(f"gpemsr stage III: no pretrained VGG19: the reference (contextual) loss is disabled "
+              f"(ref_weight {self.ref_weight})", file=sys.stderr)
+        return None
 
     def step(self, lr_b, hr_b, step):
         with devices.autocast(self.device):
@@ -210,8 +232,8 @@ class FusionObjective(AdamObjective):
         rec = (F.mse_loss if self.settings.loss == "mse" else F.l1_loss)(sr.float(), hr_b)
         loss = self.rec_weight * rec
         out = {"rec": rec.item()}
-        if self.ref_weight > 0:
-            ref = contextual_loss(self.model.mpf.vgg, sr.float(), prior.float(), self.band_width)
+        if self.loss_vgg is not None:
+            ref = contextual_loss(self.loss_vgg, sr.float(), prior.float(), self.band_width)
             loss = loss + self.ref_weight * ref
             out["ref"] = ref.item()
         self.update(loss, self.opt, self.sched, self.model.parameters(), step)

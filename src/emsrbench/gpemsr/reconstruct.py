@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .. import device as devices
 from ..errors import EmsrError
 from ..evaluate import COLUMNS, lpips_value
 from ..io import RAW_KEY, read_dataset
@@ -49,7 +50,8 @@ def reconstruct(vq: VQGAN, hr: np.ndarray, device: torch.device | None = None) -
         x = torch.from_numpy(np.ascontiguousarray(hr[k])).float().div_(255.0)[None, None].to(device)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="reflect")
-        rec = vq(x)[0][..., :h, :w].float().clamp_(0, 1)
+        with devices.inference_precision(device, "fp32", "gpemsr stage I reconstruction"):  # feeds a metric
+            rec = vq(x)[0][..., :h, :w].float().clamp_(0, 1)
         out[k] = rec.mul_(255.0).round_().to(torch.uint8).cpu().numpy()[0, 0]
     return out
 

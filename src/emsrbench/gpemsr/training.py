@@ -103,7 +103,8 @@ def train_vqgan(job: TrainJob, out_path: Path, ckpt_dir: Path) -> Path:
     st = _settings(job, "vqgan")
     hr_only = dataclasses.replace(job, val_files=[])
     fit(hr_only, objective=_objective(VQGANObjective, job, "vqgan", st.objective), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
-        model=_seeded(st.seed, VQGAN, cfg), stage="I vqgan", meta=_meta(cfg, "vqgan"), sampler=HRSampler(job.train_files))
+        model=_seeded(st.seed, VQGAN, cfg), stage="I vqgan", meta=_meta(cfg, "vqgan"), sampler=HRSampler(job.train_files),
+        shaped_by={"gpemsr_config": cfg.as_dict()})
     return Path(out_path)
 
 
@@ -114,7 +115,8 @@ def train_indexer(job: TrainJob, vqgan_path: Path, out_path: Path, ckpt_dir: Pat
     vq = load_vqgan(cfg, read_state(vqgan_path), str(vqgan_path))
     no_val = dataclasses.replace(job, val_files=[])
     fit(no_val, objective=_objective(IndexerObjective, job, "indexer", st.objective, vq), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
-        model=_seeded(st.seed, Indexer, cfg, job.scale), stage="II indexer", meta=_meta(cfg, "indexer"))
+        model=_seeded(st.seed, Indexer, cfg, job.scale), stage="II indexer", meta=_meta(cfg, "indexer"),
+        shaped_by={"gpemsr_config": cfg.as_dict(), "stage1": Path(vqgan_path)})
     return Path(out_path)
 
 
@@ -141,14 +143,17 @@ def train_fusion(job: TrainJob, vqgan_path: Path | None, indexer_path: Path | No
               f"(ref_weight {st.objective['ref_weight']} ignored)", file=sys.stderr)
         st.objective = {k: v for k, v in st.objective.items() if k != "ref_weight"}
     model = build_fusion(job, vqgan_path, indexer_path)
+    prior = {"stage1": Path(vqgan_path), "stage2": Path(indexer_path)} if cfg.mpf else {}
     fit(job, objective=_objective(FusionObjective, job, "fusion", st.objective), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
-        model=model, stage="III fusion", meta=_meta(cfg, "fusion"), prior_seconds=prior_seconds)
+        model=model, stage="III fusion", meta=_meta(cfg, "fusion"), prior_seconds=prior_seconds,
+        shaped_by={"gpemsr_config": cfg.as_dict(), **prior})
     return Path(out_path or job.out_path)
 
 
 def train(job: TrainJob) -> None:
     """All stages in one job; intermediate model files and checkpoints beside ``job.out_path``
-    / in ``job.ckpt_dir``, so a rerun resumes in whichever stage it stopped."""
+    / in ``job.ckpt_dir``, so a rerun resumes in whichever stage it stopped (a stage file is
+    kept only when its fingerprint is the rerun's: see :func:`emsrbench.train.fit`)."""
     import torch
 
     cfg = config_of(job)
@@ -159,9 +164,7 @@ def train(job: TrainJob) -> None:
     if cfg.mpf:  # the "without MPF" ablation has no prior and skips stages I and II
         vq_path = base.with_name(base.stem + ".stage1" + base.suffix)
         indexer_path = base.with_name(base.stem + ".stage2" + base.suffix)
-        if not vq_path.exists():
-            train_vqgan(job, vq_path, ckpt / "stage1")
-        if not indexer_path.exists():
-            train_indexer(job, vq_path, indexer_path, ckpt / "stage2")
+        train_vqgan(job, vq_path, ckpt / "stage1")
+        train_indexer(job, vq_path, indexer_path, ckpt / "stage2")
         seconds = sum(float(torch.load(p, weights_only=True)["train_seconds"]) for p in (vq_path, indexer_path))
     train_fusion(job, vq_path, indexer_path, job.out_path, ckpt / "stage3", prior_seconds=seconds)

@@ -9,7 +9,7 @@ model's, while the attention ablations get their own; "without MPF" needs neithe
 Paths (``<results>/models/<method>/``): ``stage1-<key>.pt``, ``x<scale>/stage2-<key>.pt``,
 then the model inference reads, ``x<scale>/model.pt`` (the method's own row) or
 ``<variant>/x<scale>/model.pt`` (an ablation row).  Each stage checkpoints under
-``checkpoints/<stage>-<settings digest>/`` beside its file and resumes from it.
+``checkpoints/<stage>/`` beside its file and resumes from a checkpoint of the same fingerprint.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import EmsrError
+from ..fingerprint import Fingerprint, planned_job
 from .config import GPEMSRConfig, make_config, stage_key
 
 
@@ -85,34 +86,36 @@ class StagePlan:
         except KeyError:
             raise EmsrError(f"gpemsr: no variant of '{method}' has x{scale} stage II settings {key} in this config") from None
 
-    def checkpoints(self, folder: str, stage: str, method: str, scale, variant: str) -> str:
-        """``<folder>/checkpoints/<stage>-<digest>``: the digest covers the job's model and
-        train settings, so a rerun after a settings change starts afresh instead of resuming
-        a checkpoint of other settings (Snakemake reruns a job whose params changed; a stale
-        checkpoint at the last step would otherwise be saved as the new model)."""
-        import hashlib
-        import json
-
-        what = {"model": self.plan.preset_of(method, int(scale), variant)["model"],
-                "train": self.plan.train_layers(method, int(scale))}
-        digest = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        return str(Path(folder) / "checkpoints" / f"{stage}-{digest}")
+    def checkpoints(self, folder: str, stage: str) -> str:
+        """``<folder>/checkpoints/<stage>``: one checkpoint folder per stage file. A rerun after
+        a change of data, settings or upstream stage resumes nothing from it: the trainer
+        checks the checkpoint's fingerprint (:func:`emsrbench.train.fit`)."""
+        return str(Path(folder) / "checkpoints" / stage)
 
     # -- what the rules of gpemsr.smk ask ----------------------------------------------
+    def job_variant(self, stage: str, w) -> str:
+        """The variant whose settings a stage job of wildcards ``w`` trains with: stage I and
+        II jobs take the first variant that has their key."""
+        if stage == "vqgan":
+            return self.variant_of_stage1(w.method, w.key)
+        if stage == "indexer":
+            return self.variant_of_stage2(w.method, w.scale, w.key)
+        return getattr(w, "variant", self.own_variant(w.method))
+
+    def job_scale(self, stage: str, w) -> int:
+        """Stage I runs at the smallest scale (it reads HR sections only)."""
+        return self.stage1_scale() if stage == "vqgan" else int(w.scale)
+
     def rule_params(self, stage: str, methods_dir: str) -> dict:
-        """model / settings / preset params of a stage job (functions of its wildcards); stage
-        I runs at the smallest scale, with the settings of the first variant that has its key."""
+        """model / settings / preset / pretrained params of a stage job (functions of its
+        wildcards); the pretrained state makes a new or changed weight file rerun the job."""
         plan = self.plan
 
         def variant(w):
-            if stage == "vqgan":
-                return self.variant_of_stage1(w.method, w.key)
-            if stage == "indexer":
-                return self.variant_of_stage2(w.method, w.scale, w.key)
-            return getattr(w, "variant", self.own_variant(w.method))
+            return self.job_variant(stage, w)
 
         def scale(w):
-            return self.stage1_scale() if stage == "vqgan" else int(w.scale)
+            return self.job_scale(stage, w)
 
         return dict(
             stage=stage,
@@ -122,13 +125,41 @@ class StagePlan:
             model=lambda w: plan.preset_of(w.method, scale(w), variant(w))["model"],
             settings=lambda w: plan.train_layers(w.method, scale(w)),
             pretrained_dir=plan.pretrained_dir,
+            pretrained=lambda w: plan.pretrained_state(self.pretrained_names(stage, w.method, scale(w), variant(w))),
         )
+
+    def stage_inputs(self, stage: str, method: str, scale, variant: str) -> dict:
+        """Input files of a stage job, by role (the rules' inputs and the identities' files)."""
+        if stage == "vqgan":
+            return {"train": self.plan.degraded("train", self.stage1_scale())}
+        if stage == "indexer":
+            return {"train": self.plan.degraded("train", scale),
+                    "stage1": self.prior_files(method, scale, variant)["stage1"]}
+        return dict(train=self.plan.degraded("train", scale), val=self.plan.degraded("val", scale),
+                    **self.prior_files(method, scale, variant))
 
     def stage3_input(self, w) -> dict:
         """Inputs of a stage III job: training/validation volumes and its prior's stage files."""
-        variant = getattr(w, "variant", self.own_variant(w.method))
-        return dict(train=self.plan.degraded("train", w.scale), val=self.plan.degraded("val", w.scale),
-                    **self.prior_files(w.method, w.scale, variant))
+        return self.stage_inputs("fusion", w.method, w.scale, self.job_variant("fusion", w))
+
+    def pretrained_names(self, stage: str, method: str, scale, variant: str) -> list[str]:
+        """Registry entries a stage job reads: stage III's MPF mask VGG19 (and the contextual
+        loss through it) and POD's SPyNet, where the variant has them; stages I and II none."""
+        if stage != "fusion":
+            return []
+        cfg = self.config(method, scale, variant)
+        names = (["vgg19"] if cfg.mpf and cfg.mpf_mask else []) + (["spynet"] if cfg.pod else [])
+        return [n for n in names if n in self.plan.pretrained_names(method)]
+
+    def identity(self, stage: str, method: str, scale, variant: str) -> Fingerprint:
+        """The planned stage job (:func:`emsrbench.fingerprint.planned_job`): what its file
+        must be made from; ``scale`` is the job's (stage I: :meth:`stage1_scale`)."""
+        scale = self.stage1_scale() if stage == "vqgan" else int(scale)
+        return planned_job(f"gpemsr_{stage}", method=method, variant=variant, scale=scale, preset=self.plan.preset,
+                           model=self.plan.preset_of(method, scale, variant)["model"],
+                           train=self.plan.train_layers(method, scale),
+                           inputs=self.stage_inputs(stage, method, scale, variant),
+                           pretrained=self.plan.pretrained_state(self.pretrained_names(stage, method, scale, variant)))
 
     def stage1_scale(self) -> int:
         """The scale whose degraded training files stage I reads the HR sections of (the
@@ -173,7 +204,6 @@ class StagePlan:
 def run_stage(smk) -> None:
     """The body of one stage job: ``smk.params.stage`` is "vqgan", "indexer" or "fusion"."""
     from ..plan import Plan
-    from ..pretrained import Pretrained
     from ..train import TrainJob, TrainSettings
     from . import training
 
@@ -184,6 +214,8 @@ def run_stage(smk) -> None:
         evaluate_prior(smk, plan, method)
         return
     scale = int(smk.params.scale)
+    stages = StagePlan(plan)
+    variant = stages.job_variant(stage, smk.wildcards)
     source = f"{method.name} {stage} train settings"
     job = TrainJob(
         method=method,
@@ -196,7 +228,9 @@ def run_stage(smk) -> None:
         out_path=Path(smk.output[0]),
         ckpt_dir=Path(smk.params.ckpt_dir),
         threads=smk.threads,
-        pretrained=Pretrained(smk.params.pretrained_dir),
+        pretrained=plan.pretrained(stages.pretrained_names(stage, method.name, scale, variant),
+                                   who=f"gpemsr {stage} {method.name} x{scale} {variant}"),
+        identity=stages.identity(stage, method.name, scale, variant),
     )
     print(f"gpemsr stage {stage}: {method.name} x{scale} variant {job.model_params.get('variant', 'full')}", file=sys.stderr)
     if stage == "vqgan":
@@ -219,14 +253,13 @@ def evaluate_prior(smk, plan, method) -> None:
     ``smk.wildcards.variant`` reconstructs the HR test sections; tidy rows per scale."""
     from .. import device as devices
     from ..evaluate import write_rows
-    from ..pretrained import Pretrained
     from .reconstruct import prior_rows
 
     devices.set_threads(smk.threads)
     variant = smk.wildcards.variant
     df = prior_rows(config(dict(smk.params.model)), smk.input.model, smk.input.hr, method=method,
                     preset=smk.params.preset, variant=variant, scales=list(smk.params.scales),
-                    pretrained=Pretrained(smk.params.pretrained_dir) if smk.params.lpips else None,
+                    pretrained=plan.pretrained(["alexnet"], who="stage I LPIPS") if smk.params.lpips else None,
                     device=devices.pick_device())
     print(df[["metric", "value", "note"]].drop_duplicates("metric").to_string(index=False), file=sys.stderr)
     write_rows(df, smk.output[0])

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..download import expected_sha256, sha256_file
+from ..download import expected_sha256
+from ..fingerprint import file_digest
 from .image import check_pair
 
 __all__ = ["ALEXNET_FILE", "LpipsUnavailable", "find_alexnet", "load_lpips", "lpips_sections"]
@@ -70,7 +71,7 @@ def load_lpips(weights_dir: str | os.PathLike | None, sha256: str, device="cpu")
     """
     expected = expected_sha256(sha256, "config metrics.lpips.sha256")
     path = find_alexnet(weights_dir)
-    actual = sha256_file(path)
+    actual = file_digest(path)
     if not actual.startswith(expected):
         raise LpipsUnavailable(f"{path}: sha256 mismatch, expected {expected}, got {actual}")
     try:

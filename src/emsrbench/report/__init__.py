@@ -164,7 +164,7 @@ def build(plan, metric_paths: list[str], html_path: str | Path, figures_dir: str
                     ("Code", {"git commit": provenance.git(repo), "repository": str(Path(repo).resolve())}),
                     ("Packages", provenance.packages()),
                     ("Machine that built the report", provenance.machine()),
-                    ("Devices of the inference jobs", provenance.devices(sr_files) or {"(none)": "no SR volumes"})],
+                    ("Devices and precision of the inference jobs", provenance.devices(sr_files) or {"(none)": "no SR volumes"})],
         config_text=yaml.safe_dump(plan.config, sort_keys=False),
     )
     figures_dir = Path(figures_dir)

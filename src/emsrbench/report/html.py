@@ -19,7 +19,7 @@ h2{border-bottom:2px solid #d5dce8;padding-bottom:4px;margin-top:30px}h3{margin:
 table{border-collapse:collapse;margin:6px 0 14px;font-size:13px}th,td{border:1px solid #d5dce8;padding:4px 8px}
 th{background:#f4f6fa;vertical-align:bottom}th.group{text-align:center;background:#e4e9f2}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.best{font-weight:700;background:#dff3e2}
-td.missing{color:#8a93a3}td.failed-cell{color:#b3261e;font-weight:600}
+td.missing{color:#8a93a3}td.non-finite{color:#8a5a00}td.failed-cell{color:#b3261e;font-weight:600}
 tr.reference td{background:#f3f0fa;font-style:italic}tr.failed td{background:#fdecea}tr.not-run td{background:#f6f6f6;color:#6b7280}td.reason{color:#b3261e;text-align:left}
 .ci{display:block;font-size:11px;color:#5b6475;font-weight:400}.tie{color:#1b7a3a;font-weight:700;cursor:help}td.tied{background:#f0f8f1}.legend{font-size:12px;color:#5b6475;margin:4px 0 12px}.warn{color:#c77700;cursor:help}
 table.sortable th:not(.group){cursor:pointer;user-select:none}table.sortable th[aria-sort=ascending]::after{content:" \\25B4"}
@@ -108,7 +108,7 @@ def render(page: Page) -> str:
         board.append('<p class="skipped">No rows: no method and scale is planned.</p>')
     missing, flagged = page.flags
     if missing or flagged:
-        board.append('<h3>Missing values and flags</h3><ul class="flags">'
+        board.append('<h3>Missing or non-finite values and flags</h3><ul class="flags">'
                      + "".join(f"<li>{escape(x)}</li>" for x in list(missing) + list(flagged)) + "</ul>")
     board.append("</section>")
     sections.append(("leaderboard", "Leaderboard", "".join(board)))

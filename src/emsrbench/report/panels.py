@@ -144,6 +144,12 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
+def _psnr_text(sr: np.ndarray, hr: np.ndarray) -> str:
+    """A crop's PSNR for its title; an identical crop has no error (PSNR inf) and says so."""
+    psnr = _psnr(sr, hr)
+    return "PSNR inf (identical to HR)" if math.isinf(psnr) else f"PSNR {psnr:.2f} dB"
+
+
 def _overlay(ax, image: np.ndarray, labels: np.ndarray) -> None:
     ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ids, inverse = np.unique(labels, return_inverse=True)
@@ -173,7 +179,7 @@ def render(scale: int, region: Region, test_file: str, methods: list[tuple[str, 
     for label, (name, path) in methods:
         sr = _read_crop(path, RAW_KEY, region, shape)
         seg = segmentation_file(segment_dir, net, name, scale) if net else None
-        tiles.append((f"{label}\nPSNR {_psnr(sr, hr):.2f} dB", sr, seg, None, None))
+        tiles.append((f"{label}\n{_psnr_text(sr, hr)}", sr, seg, None, None))
     hr_seg = segmentation_file(segment_dir, net, HR_METHOD, scale) if net else None
     tiles.append(("HR", hr, hr_seg, None, None))
     with_seg = any(t[2] is not None for t in tiles)

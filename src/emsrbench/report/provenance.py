@@ -54,7 +54,8 @@ def machine() -> dict[str, str]:
 
 
 def devices(sr_files: dict) -> dict[str, str]:
-    """``method xS`` -> the device its inference ran on, from each SR volume's ``stats``."""
+    """``method xS`` -> the device and precision of its inference, from each SR volume's
+    ``stats`` (files written before the precision was recorded say so)."""
     out = {}
     for (method, scale), path in sorted(sr_files.items()):
         try:
@@ -63,7 +64,7 @@ def devices(sr_files: dict) -> dict[str, str]:
         except (OSError, ValueError):
             continue
         if stats.get("device"):
-            out[f"{method} x{scale}"] = str(stats["device"])
+            out[f"{method} x{scale}"] = f"{stats['device']}, {stats.get('precision') or 'precision not recorded'}"
     return out
 
 

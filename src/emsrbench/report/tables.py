@@ -5,21 +5,26 @@ Cells carry their raw value in ``data-v`` for the page's sorter; missing values 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from html import escape
 
 from ..gpemsr.config import ABLATED as GPEMSR_ABLATED
 from ..gpemsr.config import OWN_VARIANT as GPEMSR_OWN
 from ..leaderboard import TIE_MARK
-from ..metric_specs import GROUP_LABELS, best_value, fmt, is_missing, spec
+from ..metric_specs import GROUP_LABELS, best_value, fmt, is_finite, is_missing, spec
+from ..stats.coverage import coverage_sentence
+from ..stats.intervals import block_lengths
 from .data import Row, columns
 
 # The tie mark of a value tied with the best (emsrbench.leaderboard.ties) and its legend.
-TIE_TITLE = "tied with the best: the paired bootstrap interval of the difference contains 0"
-TIE_LEGEND_HTML = ("tied with the best value of its column (in bold): the confidence interval of the paired "
-                   "bootstrap difference to the best method (BCa, same resampled test blocks for both) contains 0. "
-                   "Ranked metrics only; the HR row is not compared. The small [low, high] under a value is its "
-                   "own confidence interval (notes in each cell's tooltip).")
+TIE_TITLE = "tied: not shown to differ from the best (paired block bootstrap, Holm-corrected over the column)"
+TIE_LEGEND_HTML = (f"{TIE_TITLE}. The best is the value in bold; the bootstrap p-value of each other method's "
+                   "difference to it (same resampled test blocks for both), Holm-corrected over the column's "
+                   "comparisons, is above 1 - confidence. Tied is not equal: on a few correlated sections a real "
+                   "difference can stay unshown. Ranked metrics only; the HR row is not compared. The small "
+                   "[low, high] under a value is its own confidence interval (notes in each cell's tooltip; a "
+                   "missing interval says why there).")
 
 
 def _header(metric: str, segmenter: str, inline: bool = False) -> str:
@@ -48,7 +53,9 @@ def _cell(row: Row, metric: str, seg: str, best: dict) -> str:
         if seg_failure is not None:
             return f'<td class="num failed-cell" title="{escape(seg_failure.job + ": " + seg_failure.reason)}">failed</td>'
         why = cell.note if cell is not None else "not computed for this row"
-        return f'<td class="num missing" title="{escape(why)}">n/a</td>'
+        return f'<td class="num missing" title="{escape(why)}">{escape(fmt(metric, math.nan, why))}</td>'
+    if not is_finite(cell.value):
+        return _infinite_cell(metric, cell)
     classes = ["num"]
     if (metric, seg) in best and cell.value == best[(metric, seg)] and not row.reference:
         classes.append("best")
@@ -61,6 +68,14 @@ def _cell(row: Row, metric: str, seg: str, best: dict) -> str:
         tie = f' <span class="tie" title="{escape(TIE_TITLE)}">{TIE_MARK}</span>'
     title = f' title="{escape(cell.note)}"' if cell.note else ""
     return f'<td class="{" ".join(classes)}" data-v="{cell.value!r}"{title}>{fmt(metric, cell.value)}{tie}{ci}</td>'
+
+
+def _infinite_cell(metric: str, cell) -> str:
+    """An infinite value (the PSNR of identical images) with its reason: sorted as the number
+    it is, never bold, tied or given an interval (no comparison is made with it)."""
+    sort_as = "Infinity" if cell.value > 0 else "-Infinity"  # what the page's sorter reads as a number
+    return (f'<td class="num non-finite" data-v="{sort_as}" title="{escape(cell.note)}">'
+            f'{escape(fmt(metric, cell.value, cell.note))}</td>')
 
 
 def _name_cell(row: Row) -> str:
@@ -100,7 +115,9 @@ def leaderboard(rows: list[Row], scale: int) -> str:
             body.append(f'<tr data-status="ok"{ref}>{lead}' + "".join(_cell(r, m, s, best) for m, s in cols) + "</tr>")
     legend = ""
     if any(c.tie for r in rows for c in r.cells.values()):
-        legend = f'<p class="legend"><span class="tie">{TIE_MARK}</span> {escape(TIE_LEGEND_HTML)}</p>'
+        used = block_lengths(c.note for r in rows for c in r.cells.values())
+        text = TIE_LEGEND_HTML + (f" Block length used: {used}." if used else "") + " " + coverage_sentence()
+        legend = f'<p class="legend"><span class="tie">{TIE_MARK}</span> {escape(text)}</p>'
     return (f'<div class="scroll"><table class="board sortable" id="leaderboard-x{scale}"><thead><tr>{top}</tr>'
             f'<tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>{legend}')
 

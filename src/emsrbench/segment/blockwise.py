@@ -101,9 +101,9 @@ def gaussian_window(shape, sigma_scale: float = 1 / 8) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def _run(model: nn.Module, blocks: list[np.ndarray], dev: torch.device, out_shape) -> np.ndarray:
+def _run(model: nn.Module, blocks: list[np.ndarray], dev: torch.device, out_shape, precision: str) -> np.ndarray:
     x = torch.from_numpy(np.stack(blocks)[:, None]).to(dev).float().div_(255.0)
-    with torch.inference_mode(), devices.autocast(dev):
+    with torch.inference_mode(), devices.inference_precision(dev, precision, "config segmentation.inference"):
         y = model(x)
     y = y.float().cpu().numpy()
     expected = (len(blocks), 3) + tuple(out_shape)
@@ -115,10 +115,11 @@ def _run(model: nn.Module, blocks: list[np.ndarray], dev: torch.device, out_shap
 
 
 def predict_affinities(model: nn.Module, raw: np.ndarray, spec: BlockSpec, device: torch.device | None = None,
-                       batch: int = 1, out=None, log_every: float = 30.0):
+                       batch: int = 1, out=None, log_every: float = 30.0, precision: str = "fp32"):
     """Affinities (3, z, y, x) float32 of a uint8 raw volume (z, y, x), blockwise.
 
     ``out``: where the result goes (array or HDF5 dataset of that shape); default a new array.
+    ``precision``: fp32 (TF32 off), bf16 or fp16 autocast (emsrbench.device.precision_plan).
     Returns ``out``.
     """
     raw = np.asarray(raw)
@@ -157,7 +158,7 @@ def predict_affinities(model: nn.Module, raw: np.ndarray, spec: BlockSpec, devic
         for i in range(0, len(origins), batch):
             chunk = origins[i : i + batch]
             blocks = [padded[z0 : z0 + iz, y0 : y0 + iy, x0 : x0 + ix] for y0, x0 in chunk]
-            pred = _run(model, blocks, dev, spec.out_shape)
+            pred = _run(model, blocks, dev, spec.out_shape, precision)
             for (y0, x0), p in zip(chunk, pred):
                 acc[:, :, y0 : y0 + oy, x0 : x0 + ox] += p * win
                 wsum[:, y0 : y0 + oy, x0 : x0 + ox] += win

@@ -16,6 +16,15 @@ Conventions (those of the study, waterz, scikit-image and CREMI)
 * Empty overlap (no voxel with ground truth != 0, e.g. all-zero ground truth or a border mask
   that blanks everything): every score is NaN and ``voxels`` is 0, as in scikit-image.  A score
   whose pair count is 0 (every ground-truth or segment of one voxel) is NaN too (0/0).
+* Ground truth labelled per section (ISBI 2012, many ssTEM stacks: ids never linked along z):
+  scored as 3D, every segment that continues into the next section would count as a merge of
+  distinct objects.  Such volumes are scored *per section*: the contingency table is the sum
+  of the per-section tables with every (section, id) a distinct object, which is the 3D table
+  of ground truth and segmentation relabelled so that ids are unique per section
+  (:class:`PerSectionIds`; ground truth 0 stays 0, segmentation 0 becomes an ordinary id of
+  its section).  The relabelling is one-to-one within a section, so the border mask and the
+  ground truth 0 handling are unchanged, and slab tables of the relabelled volumes sum to it.
+  :func:`gt_labels_mode` says which reading applies (config ``segmentation.gt_labels``).
 * Optional CREMI border mask: per section, ground-truth voxels within ``border_nm`` (lateral
   distance, using the y/x resolution) of a ground-truth boundary are set to 0 (ignored), as the
   CREMI evaluation does; a boundary pixel is one whose 4-neighbourhood holds another label
@@ -47,8 +56,11 @@ from ..errors import EmsrError
 
 __all__ = [
     "Contingency",
+    "GT_LABEL_MODES",
+    "PerSectionIds",
     "border_mask",
     "contingency",
+    "gt_labels_mode",
     "scores_from_table",
     "segmentation_scores",
     "SCORE_KEYS",
@@ -138,6 +150,81 @@ def border_mask(gt: np.ndarray, border_nm: float, resolution=(40.0, 4.0, 4.0)) -
         dist = ndimage.distance_transform_edt(interior, sampling=(ry, rx))
         out[z] = dist <= float(border_nm)
     return out[0] if squeeze else out
+
+
+# ------------------------------------------------------------------ ground truth labelled per section
+GT_LABEL_MODES = ("auto", "3d", "per_section")
+
+
+def _section_ids(gt, z: int) -> np.ndarray:
+    ids = np.unique(np.asarray(gt[z : z + 1]))
+    return ids[ids != 0]
+
+
+def gt_labels_mode(gt, setting: str = "auto", where: str = "gt_labels_mode") -> tuple[str, str]:
+    """("3d" | "per_section", why) for the (z, y, x) ground truth ``gt`` (array or dataset).
+
+    ``setting`` "3d" or "per_section" is taken as given.  "auto" reads the labels: per section
+    when no non-zero id occurs in two sections and at least two sections are labelled (ids
+    linked along z would repeat); otherwise 3D, also where it cannot tell (one labelled
+    section), since then both readings score the same volume alike or nearly so.
+    """
+    if setting not in GT_LABEL_MODES:
+        raise EmsrError(f"{where}: gt_labels must be one of {list(GT_LABEL_MODES)}, got {setting!r}")
+    if setting != "auto":
+        return setting, "set in the config"
+    per_section = [_section_ids(gt, z) for z in range(int(gt.shape[0]))]
+    labelled = sum(ids.size > 0 for ids in per_section)
+    if labelled < 2:
+        return "3d", f"auto: {labelled} labelled section(s), per-section labels cannot be told apart"
+    ids = np.concatenate(per_section)
+    shared = ids.size - np.unique(ids).size
+    if shared:
+        return "3d", "auto: ids continue across sections"
+    return "per_section", f"auto: no id occurs in two of the {labelled} labelled sections"
+
+
+class PerSectionIds:
+    """A (z, y, x) label volume (array or z-sliceable dataset) seen with ids unique per section.
+
+    Section ``z``'s ids are renumbered to 1..k (k <= pixels per section) and moved to
+    ``z * pixels + 1 .. z * pixels + k``: disjoint between sections and at most the voxel
+    count, so uint64 cannot overflow whatever the input ids.  ``background_zero``: 0 stays 0
+    (the ground truth's unlabelled voxels); otherwise 0 is renumbered like any id (the
+    segmentation's label 0 is an ordinary segment, of its section only).  Slicing along z
+    (``view[z0:z1]``) gives the relabelled sections as a uint64 array, so the view streams
+    through :func:`contingency` and the slab bootstrap like the volume itself.
+    """
+
+    dtype = np.dtype(np.uint64)
+
+    def __init__(self, labels, background_zero: bool):
+        self.labels = labels
+        self.shape = tuple(int(n) for n in labels.shape)
+        if len(self.shape) != 3:
+            raise EmsrError(f"PerSectionIds: expected a (z, y, x) label volume, got shape {self.shape}")
+        self.background_zero = background_zero
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    def _section(self, sec: np.ndarray, z: int) -> np.ndarray:
+        dense, _ = fastremap.renumber(sec, start=1, preserve_zero=self.background_zero, in_place=False)
+        out = dense.astype(np.uint64)
+        offset = np.uint64(z * self.shape[1] * self.shape[2])
+        out[out != 0] += offset
+        return out
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("PerSectionIds is read in z-ranges: view[z0:z1]")
+        z0, z1, _ = key.indices(self.shape[0])
+        block = np.asarray(self.labels[z0:z1])
+        out = np.empty(block.shape, np.uint64)
+        for i in range(block.shape[0]):
+            out[i] = self._section(np.ascontiguousarray(block[i]), z0 + i)
+        return out
 
 
 # ------------------------------------------------------------------ contingency table

@@ -49,29 +49,37 @@ class SegmentInferSettings:
     pad: list | None = None  # reflect padding of the volume (z, y, x); default 0
     batch: int = 2  # blocks per forward pass (from 2 PyTorch uses its fast CPU 3D conv)
     device: str = "auto"
+    precision: str = "fp32"  # fp32 (no TF32) | bf16 | fp16 autocast; see emsrbench.device.precision_plan
 
 
 def infer_settings(preset_infer: dict, override: dict | None, net: str) -> SegmentInferSettings:
     s = merge_layers(SegmentInferSettings, [preset_infer, override or {}], f"segmentation {net} inference", "inference")
     if not isinstance(s.batch, int) or s.batch < 1:
         raise EmsrError(f"config: segmentation.inference.batch must be an integer >= 1, got {s.batch!r}")
+    from ..device import check_precision  # here, not at the top: scoring jobs import this module without torch
+
+    check_precision(s.precision, "config segmentation.inference")
     return s
 
 
 def segment_volume(net: str, preset: str, model_file: str | Path, raw_path: str | Path, out_path: str | Path,
                    thresholds=(0.5,), scoring: str = "mean", inference: dict | None = None,
-                   threads: int | None = None) -> dict:
+                   threads: int | None = None, planned=None) -> dict:
     """Affinities of ``raw_path``'s ``volumes/raw`` with the network in ``model_file``, then
-    fragments + waterz agglomeration at every threshold; writes ``out_path``. Returns the stats."""
+    fragments + waterz agglomeration at every threshold; writes ``out_path``. Returns the stats.
+    ``planned``: the training job the config plans for a workflow-trained network
+    (:meth:`emsrbench.plan.Plan.segmenter_identity`); a model file made for another is refused."""
     import torch
 
     from .. import device as devices
+    from ..fingerprint import check_planned
     from . import networks
     from .agglomerate import segment
     from .blockwise import BlockSpec, predict_affinities
 
     threads = devices.set_threads(threads)
     model, meta = networks.load(model_file, net, preset)
+    check_planned(model_file, meta.get("planned"), planned, f"{net} segmentation network")
     pre = networks.preset(net, preset)
     st = infer_settings({k: v for k, v in pre["infer"].items()}, inference, net)
     block = st.block or meta.get("block") or pre["block"]
@@ -80,9 +88,10 @@ def segment_volume(net: str, preset: str, model_file: str | Path, raw_path: str 
                           where=f"segmentation {net} inference")
     raw, resolution = read_dataset(raw_path, RAW_KEY, dtype=np.uint8, ndim=3)
     dev = devices.pick_device(st.device)
+    devices.precision_plan(dev.type, st.precision, "config segmentation.inference")  # fp16 on CPU: fail before any work
     t0 = time.perf_counter()
     with torch.no_grad():
-        affs = predict_affinities(model, raw, spec, dev, batch=st.batch)
+        affs = predict_affinities(model, raw, spec, dev, batch=st.batch, precision=st.precision)
     infer_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     segs = segment(affs, list(thresholds), scoring=scoring, threads=threads)
@@ -90,9 +99,10 @@ def segment_volume(net: str, preset: str, model_file: str | Path, raw_path: str 
     stats = {
         "network": net, "preset": preset, "model_file": str(model_file), "source": str(raw_path),
         "thresholds": [float(t) for t in thresholds], "scoring": scoring, "device": devices.describe(dev),
-        "threads": threads, "infer_seconds": infer_seconds, "agglomerate_seconds": agglo_seconds,
+        "precision": st.precision, "threads": threads, "infer_seconds": infer_seconds, "agglomerate_seconds": agglo_seconds,
         "blocks": {"in": list(in_shape), "out": list(out_shape), "stride": list(spec.stride), "pad": list(spec.pad)},
-        "parameters": int(meta["parameters"]), "flags": list(meta.get("flags") or []),
+        "parameters": int(meta["parameters"]),
+        "flags": list(meta.get("flags") or []) + devices.precision_flag(st.precision, "segmentation inference"),
     }
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
         plane = (1, min(raw.shape[1], 256), min(raw.shape[2], 256))
@@ -111,54 +121,40 @@ def segment_volume(net: str, preset: str, model_file: str | Path, raw_path: str 
     return stats
 
 
-def score_intervals(gt, seg, resolution, border_nm, settings, threads, where) -> tuple[dict, dict]:
-    """({metric: Replicates}, {metric: (low, high, note)}) of the whole-volume scores.
+def score_intervals(gt, seg, resolution, border_nm, settings, threads, where) -> tuple[dict, dict, object]:
+    """({metric: Replicates}, {metric: (low, high, note)}, settings with the slab length used) of
+    the whole-volume scores: :func:`emsrbench.stats.intervals.slab_intervals` (z-slabs of the
+    test volume, ``auto``: length from the ground truth; missing intervals give their reason)."""
+    from ..stats.intervals import slab_intervals
 
-    The test volume is cut into z-slabs of ``settings.sections_per_slab`` sections; a resample
-    draws as many slabs with replacement and its scores are those of the volume made of the drawn
-    slabs (contingency tables summed, :func:`emsrbench.stats.segmentation_replicates`), so the
-    estimate is the reported score.  Fewer than 2 slabs with scored voxels: no interval, the
-    reason in the note.
-    """
-    from ..evaluate import interval_note
-    from ..stats import interval, segmentation_replicates, slab_tables
-
-    if settings is None:
-        return {}, {}
-    tables = slab_tables(gt, seg, sections_per_slab=settings.sections_per_slab, resolution=resolution,
-                         border_nm=border_nm, threads=threads, what=where)
-    slabs = sum(t.scored().voxels > 0 for t in tables)
-    if slabs < 2:
-        why = f"no interval: {slabs} z-slab(s) with scored voxels, a bootstrap needs >= 2"
-        return {}, {m: (float("nan"), float("nan"), why) for m in SCORE_METRICS}
-    reps = segmentation_replicates(tables, resamples=settings.resamples, seed=settings.seed, what=where)
-    reps = {m: reps[m] for m in SCORE_METRICS}
-    ci = {}
-    for m, r in reps.items():
-        low, high = interval(r, settings.confidence, settings.method)
-        ci[m] = (low, high, interval_note(settings, r.blocks, "z-slab", settings.sections_per_slab,
-                                          " of the whole-volume score") if np.isfinite(low)
-                 else "no interval: the score is undefined on some resamples")
-    return reps, ci
+    return slab_intervals(gt, seg, settings, SCORE_METRICS, resolution=resolution, border_nm=border_nm,
+                          threads=threads, where=where)
 
 
 def score_volume(seg_path: str | Path, gt_path: str | Path, *, net: str, method: str, display_name: str,
                  family: str, preset: str, scale: int, border_nm: float | None = None,
-                 threads: int | None = None, intervals=None,
+                 gt_labels: str = "auto", threads: int | None = None, intervals=None,
                  sidecar_path: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(leaderboard rows at the first threshold, every threshold's scores) of a segmentation file
     against the labels of the HR test volume ``gt_path``.
+
+    ``gt_labels`` (config ``segmentation.gt_labels``: auto | 3d | per_section): whether the
+    labels are 3D or labelled per section (then ground truth and segmentation are relabelled
+    per section, :class:`emsrbench.segment.scores.PerSectionIds`); the notes say which.
 
     ``intervals`` (:class:`emsrbench.stats.BootstrapSettings`, None: none): intervals of the
     reported whole-volume scores from a bootstrap over z-slabs (see :func:`score_intervals`);
     their replicates go to ``sidecar_path`` (:mod:`emsrbench.stats.sidecar`)."""
     from ..evaluate import COLUMNS
     from ..stats import sidecar
-    from .scores import segmentation_scores
+    from .scores import PerSectionIds, gt_labels_mode, segmentation_scores
 
     stats = read_stats(seg_path, "segmentation")
     gt, resolution = read_dataset(gt_path, LABELS_KEY, ndim=3)
     where = f"{seg_path}"
+    mode, why = gt_labels_mode(gt, gt_labels, where=f"config: segmentation.gt_labels ({gt_path})")
+    per_section = mode == "per_section"
+    scored_gt = PerSectionIds(gt, background_zero=True) if per_section else gt
     sweep = []
     with h5py.File(seg_path, "r") as f:
         if SWEEP_GROUP not in f:
@@ -170,15 +166,20 @@ def score_volume(seg_path: str | Path, gt_path: str | Path, *, net: str, method:
             ds = f[key]
             if tuple(ds.shape) != gt.shape:
                 raise EmsrError(f"{seg_path}:{key}: shape {tuple(ds.shape)} differs from the labels {gt.shape} of {gt_path}")
-            sc = segmentation_scores(gt, ds, resolution=resolution, border_nm=border_nm, threads=threads, where=where)
+            scored_seg = PerSectionIds(ds, background_zero=False) if per_section else ds
+            sc = segmentation_scores(scored_gt, scored_seg, resolution=resolution, border_nm=border_nm, threads=threads,
+                                     where=where)
             if not sweep:  # the reported threshold
-                reps, ci = score_intervals(gt, ds, resolution, border_nm, intervals, threads, where)
+                reps, ci, used = score_intervals(scored_gt, scored_seg, resolution, border_nm, intervals, threads,
+                                                 where)
             sweep.append({"threshold": float(t), **{k: sc[k] for k in ("voi_split", "voi_merge", "voi_sum", "arand",
-                                                                        "cremi_score")}, "voxels": sc["voxels"]})
+                                                                        "cremi_score")}, "voxels": sc["voxels"],
+                          "gt_labels": mode})
     first = sweep[0]
     mask = f"CREMI border mask {border_nm:g} nm" if border_nm is not None else "no border mask"
-    common = (f"waterz {stats['scoring']} threshold {first['threshold']:g}; GT 0 ignored; {mask}; "
-              f"{stats['device']}")
+    common = (f"waterz {stats['scoring']} threshold {first['threshold']:g}; {gt_labels_note(mode, why)}; "
+              f"GT 0 ignored; {mask}; "
+              f"{stats['device']}, {stats.get('precision') or 'precision not recorded'}")
     notes = {"voi_split": "bits; " + common, "voi_merge": "bits; " + common, "arand": common,
              "cremi_score": "sqrt(VOI sum x ARAND); " + common}
     flags = "; ".join(stats.get("flags") or [])
@@ -186,13 +187,30 @@ def score_volume(seg_path: str | Path, gt_path: str | Path, *, net: str, method:
             "segmenter": net}
     none = (float("nan"), float("nan"), "")
     rows = [{**base, "metric": m, "value": float(first[m]),
-             "note": "; ".join(x for x in (notes[m], ci.get(m, none)[2], flags) if x),
+             "note": "; ".join(x for x in (nan_reason(first, m), notes[m], ci.get(m, none)[2], flags) if x),
              "ci_low": ci.get(m, none)[0], "ci_high": ci.get(m, none)[1], "variant": "", "tie": ""}
             for m in SCORE_METRICS]
     if sidecar_path is not None:
-        sidecar.write(sidecar_path, reps, kind="segmentation", method=method, scale=int(scale), settings=intervals,
+        sidecar.write(sidecar_path, reps, kind="segmentation", method=method, scale=int(scale), settings=used,
                       segmenter=net)
     return pd.DataFrame(rows, columns=COLUMNS), pd.DataFrame(sweep)
+
+
+def nan_reason(scores: dict, metric: str) -> str:
+    """Why ``scores[metric]`` is NaN (emsrbench.segment.scores: 0/0), as the note clause the
+    leaderboard and the report show beside "n/a"; "" when it is a number."""
+    if not np.isnan(scores[metric]):
+        return ""
+    if scores["voxels"] == 0:
+        return "no labels: no labelled (non-zero) ground-truth voxels left to score"
+    return "undefined: a pair count of 0 (every ground-truth object or segment is one voxel)"
+
+
+def gt_labels_note(mode: str, why: str) -> str:
+    """The notes' clause saying how the ground truth was read (the leaderboard and report show it)."""
+    if mode == "per_section":
+        return f"GT labels per section ({why}): scored per section, ids of GT and segmentation unique per section"
+    return f"GT labels 3D ({why})"
 
 
 def _segmentation(path: str | Path, what: str, shape: tuple, resolution: tuple, gt_path) -> np.ndarray:
@@ -256,8 +274,8 @@ def score_hallucination(seg_path: str | Path, hr_seg_path: str | Path, gt_path: 
         ("erased_um_per_um2", density(b["erased_nm"]),
          f"um of GT boundary with no SR boundary within tolerance ({b['erased_nm']:.0f} nm), {per_area}; {common}"),
     ]
-    if area_um2 == 0:
-        rows[3:] = [(m, v, f"missing: {gt_path} has no labelled (non-zero) ground truth") for m, v, _ in rows[3:]]
+    if area_um2 == 0:  # nothing is scored: boundary_scores' 1.0 for 0/0 would be a perfect score for nothing
+        rows = [(m, float("nan"), f"no labels: {gt_path} has no labelled (non-zero) ground truth") for m, _, _ in rows]
     if hr_seg is None:
         rows.append(("orphan_fraction", float("nan"),
                      "not applicable: the HR segmentation is the reference of the orphan fraction"))

@@ -121,11 +121,13 @@ class WeightedMSEObjective(AdamObjective):
 
 def train_segmenter(name: str, preset: str, train_files: list[str], out_path: str | Path, ckpt_dir: str | Path,
                     override: dict | None = None, threads: int | None = None, max_steps: int | None = None,
-                    labels_key: str = LABELS_KEY) -> Path | None:
+                    labels_key: str = LABELS_KEY, identity=None) -> Path | None:
     """Train network ``name`` with its ``preset`` on HR volumes with labels; write ``out_path``.
 
     ``override``: trainer settings applied after the preset's (``segmentation.train``).
     ``max_steps``: stop after a checkpoint at that step (tests simulate a kill with it).
+    ``identity``: the planned job's fingerprint (:meth:`emsrbench.plan.Plan.segmenter_identity`),
+    stored in the model file for the segment jobs to check.
     """
     pre = networks.preset(name, preset)
     settings = TrainSettings.merged(pre["train"], override or {}, source=f"segmentation {name} train settings")
@@ -135,8 +137,8 @@ def train_segmenter(name: str, preset: str, train_files: list[str], out_path: st
     sampler = AffinitySampler(train_files, in_shape, out_shape, labels_key=labels_key)
     job = TrainJob(method=networks.segmenter(name), scale=1, preset=preset, model_params=pre["model"],
                    settings=settings, train_files=list(train_files), out_path=Path(out_path),
-                   ckpt_dir=Path(ckpt_dir), threads=threads)
+                   ckpt_dir=Path(ckpt_dir), threads=threads, identity=identity)
     meta = {"network": name, "block": list(pre["block"]), "in_shape": list(in_shape), "out_shape": list(out_shape)}
     print(f"segmentation: training {name} ({preset}), blocks {in_shape} -> {out_shape}", file=sys.stderr)
     return fit(job, max_steps, objective=WeightedMSEObjective(), model=model, sampler=sampler, meta=meta,
-               stage="affinities")
+               stage="affinities", shaped_by={"network": meta, "labels_key": labels_key})

@@ -1,7 +1,9 @@
 """Statistics over test blocks: bootstrap confidence intervals and paired method comparisons."""
 
+from .blocklength import BlockLength, image_block_length, politis_white, slab_length
 from .bootstrap import (
     BootstrapSettings,
+    Bounds,
     Interval,
     PairedDifference,
     Replicates,
@@ -9,11 +11,14 @@ from .bootstrap import (
     WeightedMean,
     bootstrap_statistic,
     bootstrap_mean,
+    bounds,
     compare_to_best,
+    holm,
     image_block_values,
     interval,
     mean_replicates,
     multiplicities,
+    p_value,
     paired_bootstrap,
     paired_interval,
     section_blocks,
@@ -23,7 +28,9 @@ from .bootstrap import (
 )
 
 __all__ = [
+    "BlockLength",
     "BootstrapSettings",
+    "Bounds",
     "Interval",
     "PairedDifference",
     "Replicates",
@@ -31,15 +38,21 @@ __all__ = [
     "WeightedMean",
     "bootstrap_statistic",
     "bootstrap_mean",
+    "bounds",
     "compare_to_best",
+    "holm",
+    "image_block_length",
     "image_block_values",
     "interval",
     "mean_replicates",
     "multiplicities",
+    "p_value",
     "paired_bootstrap",
     "paired_interval",
+    "politis_white",
     "section_blocks",
     "segmentation_replicates",
+    "slab_length",
     "slab_tables",
     "ties_with_best",
 ]

@@ -23,20 +23,32 @@ Definitions
     along z) is the sum of the slab tables weighted by the multiplicities, and every score is
     a function of that table.  Its estimate is exactly the reported whole-volume score.
 
-* Interval (:func:`interval`): BCa (bias-corrected and accelerated, Efron 1987) by default,
-  percentile on request, from (estimate, replicates, jackknife).  The bias correction uses the
-  share of replicates below the estimate (ties count half), clipped to [1/(2B), 1 - 1/(2B)].
-  A degenerate sample (every replicate equal, e.g. identical methods) gives
-  ``[estimate, estimate]``; a sample with a non-finite replicate gives no interval (NaN).
+* Interval (:func:`bounds`, :func:`interval`): BCa (bias-corrected and accelerated, Efron
+  1987) by default, percentile on request, from (estimate, replicates, jackknife).  The bias
+  correction uses the share of replicates below the estimate (ties count half).  Every replicate
+  equal to the estimate (e.g. identical methods) gives ``[estimate, estimate]``.  An interval
+  that cannot be computed honestly is **missing** (NaN bounds and the reason): a non-finite
+  value; a *degenerate* bootstrap distribution, i.e. fewer than ``(1 - confidence) / 2`` of the
+  replicates on one side of the estimate.  That happens to whole-volume segmentation scores:
+  where a segmentation gives each section's piece of an object its own segment (MALA on a
+  12-section FIB-SEM crop), the test volume's VOI split is the *largest* any resample reaches
+  (a resample repeats some slabs, so an object's pieces are fewer and less even), every
+  replicate lies below it, the bias correction ``z0`` hits its clip and BCa returns the top
+  replicate: an interval that excludes its own estimate (``[3.8638, 3.8638]`` around 3.8674
+  on that crop).  The resamples then do not describe the estimate and no correction makes
+  that interval honest, so none is given.
 * Paired comparison of methods A and B over the same blocks: the interval of the statistic
   ``A - B`` whose replicates and jackknife values are the differences of A's and B's (same
-  resamples).  ``tied`` means the interval contains 0.
+  resamples), and the p-value of "A - B = 0" from inverting that interval (:func:`p_value`).
+  Against the best method of a column the p-values are Holm-corrected over the column's
+  comparisons (:func:`compare_to_best`); ``tied`` means **not shown to differ** at that
+  family-wise level, not "equal".
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import sparse
@@ -44,9 +56,11 @@ from scipy.special import ndtr, ndtri
 
 from ..errors import EmsrError
 from ..settings import merge_layers
+from .blocklength import AUTO, block_length_setting
 
 __all__ = [
     "BootstrapSettings",
+    "Bounds",
     "Interval",
     "PairedDifference",
     "Replicates",
@@ -54,13 +68,16 @@ __all__ = [
     "WeightedMean",
     "bootstrap_statistic",
     "bootstrap_mean",
+    "bounds",
     "compare_to_best",
+    "holm",
     "image_block_values",
     "interval",
     "mean_replicates",
     "multiplicities",
     "paired_bootstrap",
     "paired_interval",
+    "p_value",
     "section_blocks",
     "segmentation_replicates",
     "slab_tables",
@@ -78,27 +95,45 @@ class BootstrapSettings:
     """``metrics.intervals`` of the config: the bootstrap and its blocks.
 
     ``sections_per_block``: sections per block of the image metrics; ``sections_per_slab``:
-    sections per z-slab of the segmentation scores (both default 1).
+    sections per z-slab of the segmentation scores: a positive number, or ``auto`` (the
+    default) for a length chosen from the test volume (:mod:`emsrbench.stats.blocklength`).
     """
 
     resamples: int = 2000
     confidence: float = 0.95
     seed: int = 0
     method: str = "bca"
-    sections_per_block: int = 1
-    sections_per_slab: int = 1
+    sections_per_block: int | str = AUTO
+    sections_per_slab: int | str = AUTO
 
     @classmethod
     def merged(cls, *layers: dict, source: str = "bootstrap") -> "BootstrapSettings":
         s = merge_layers(cls, layers, source, "bootstrap")
         _check_settings(s.resamples, s.confidence, s.method, source)
         for key in ("sections_per_block", "sections_per_slab"):
-            _check_block_size(getattr(s, key), f"{source}: {key}")
+            setattr(s, key, block_length_setting(getattr(s, key), f"{source}: {key}"))
         return s
+
+    def with_lengths(self, sections_per_block: int | None = None,
+                     sections_per_slab: int | None = None) -> "BootstrapSettings":
+        """A copy with block lengths resolved (``auto`` replaced by the lengths used), as the
+        sidecars record them: two methods are paired only over the same blocks."""
+        return replace(self, sections_per_block=self.sections_per_block if sections_per_block is None
+                       else sections_per_block,
+                       sections_per_slab=self.sections_per_slab if sections_per_slab is None else sections_per_slab)
 
     def kwargs(self) -> dict:
         """The keyword arguments of :func:`bootstrap_mean` / :func:`paired_bootstrap`."""
         return {"resamples": self.resamples, "confidence": self.confidence, "seed": self.seed, "method": self.method}
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """An interval's bounds, or NaN bounds and why (``missing``: "" when there is an interval)."""
+
+    low: float
+    high: float
+    missing: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,6 +145,7 @@ class Interval:
     resamples: int
     blocks: int
     method: str
+    missing: str = ""  # why low / high are NaN ("" when there is an interval)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -117,9 +153,17 @@ class Interval:
 
 @dataclass(frozen=True)
 class PairedDifference(Interval):
-    """Interval of the statistic of A minus that of B; ``tied`` is True when it contains 0."""
+    """Interval of the statistic of A minus that of B and the test of "A - B = 0".
+
+    ``p_value``: the two-sided bootstrap p-value (:func:`p_value`); ``p_holm``: Holm-adjusted
+    over the comparisons of its family (:func:`compare_to_best`: one column); ``tied``: **not
+    shown to differ** at the family-wise level, ``p_holm > 1 - confidence``.  Tied does not
+    mean equal: with 12 correlated sections a real difference can stay unshown.
+    """
 
     tied: bool = False
+    p_value: float = float("nan")
+    p_holm: float = float("nan")
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,40 +273,144 @@ def bootstrap_statistic(statistic: Statistic, blocks: int, resamples: int, seed:
     return {k: Replicates(float(est[k][0]), boot[k], jack[k]) for k in est}
 
 
-def interval(rep: Replicates, confidence: float = 0.95, method: str = "bca") -> tuple[float, float]:
-    """(low, high) of the BCa or percentile interval; NaN when a value is not finite."""
+def _share_below(boot: np.ndarray, x: float) -> float:
+    """Share of the replicates below ``x``, ties counted half."""
+    return (np.count_nonzero(boot < x) + 0.5 * np.count_nonzero(boot == x)) / boot.size
+
+
+def _acceleration(jack: np.ndarray) -> float:
+    """BCa acceleration from the leave-one-block-out values (Efron 1987, eq. 6.6)."""
+    d = jack.mean() - jack
+    den = 6.0 * float(np.dot(d, d)) ** 1.5
+    return float(np.sum(d**3)) / den if den > 0 else 0.0
+
+
+def _bca_levels(z0: float, acc: float, alpha: float) -> tuple[float, float] | None:
+    """The BCa percentile levels of a central ``1 - 2 alpha`` interval; None where the
+    acceleration folds the level map back (``1 - a (z0 + z) <= 0``)."""
+    levels = []
+    for z in (ndtri(alpha), ndtri(1.0 - alpha)):
+        den = 1.0 - acc * (z0 + z)
+        if den <= 0:
+            return None
+        levels.append(float(ndtr(z0 + (z0 + z) / den)))
+    return levels[0], levels[1]
+
+
+def _percent(confidence: float) -> str:
+    return f"{100.0 * confidence:.4g}%"
+
+
+def _missing(reason: str) -> Bounds:
+    return Bounds(float("nan"), float("nan"), f"interval missing: {reason}")
+
+
+def _degenerate(share: float, rep: Replicates, confidence: float) -> Bounds:
+    return _missing(f"bootstrap distribution degenerate ({share:.1%} of {rep.replicates.size} resampled values below "
+                    f"the estimate {rep.estimate:.6g}, outside their central {_percent(confidence)}; the resamples "
+                    "do not describe this estimate)")
+
+
+def bounds(rep: Replicates, confidence: float = 0.95, method: str = "bca") -> Bounds:
+    """The BCa or percentile interval, or NaN bounds and the reason (see the module doc).
+
+    Missing when a value is not finite, when every resample gives one value other than the
+    estimate, when fewer than ``(1 - confidence) / 2`` of the resamples lie on one side of the
+    estimate (the bias correction would then pick the extreme replicates and exclude the
+    estimate: the FIB-SEM crop's "[4.0412, 4.0419]" around a VOI split of 4.0257), when the BCa
+    acceleration is too large for the level map, and, as last guards, when the interval does
+    not contain its estimate or has zero width although the replicates vary.
+    """
     est, boot, jack = rep.estimate, rep.replicates, rep.jackknife
-    if not (np.isfinite(est) and np.isfinite(boot).all() and np.isfinite(jack).all()):
-        return float("nan"), float("nan")
-    if np.ptp(boot) <= 1e-12 * max(1.0, abs(est)):
-        return est, est
+    if not np.isfinite(est):
+        return _missing("the estimate is not finite")
+    undefined = int(np.count_nonzero(~np.isfinite(boot)))
+    if undefined or not np.isfinite(jack).all():
+        return _missing(f"the score is undefined on {undefined} of {boot.size} resamples or a leave-one-block-out")
+    tol = 1e-12 * max(1.0, abs(est))
+    if np.ptp(boot) <= tol:
+        if abs(float(boot[0]) - est) <= tol:  # no variation at all, e.g. two identical methods
+            return Bounds(est, est)
+        return _degenerate(_share_below(boot, est), rep, confidence)
     alpha = (1.0 - confidence) / 2.0
+    share = _share_below(boot, est)
+    if not alpha <= share <= 1.0 - alpha:
+        return _degenerate(share, rep, confidence)
     if method == "percentile":
-        lo_q, hi_q = alpha, 1.0 - alpha
+        levels = (alpha, 1.0 - alpha)
     else:
-        b = boot.size
-        share = (np.count_nonzero(boot < est) + 0.5 * np.count_nonzero(boot == est)) / b
-        z0 = float(ndtri(np.clip(share, 0.5 / b, 1.0 - 0.5 / b)))
-        d = jack.mean() - jack
-        den = 6.0 * float(np.dot(d, d)) ** 1.5
-        acc = float(np.sum(d**3)) / den if den > 0 else 0.0
-        lo_q, hi_q = (float(ndtr(z0 + (z0 + z) / (1.0 - acc * (z0 + z)))) for z in (ndtri(alpha), ndtri(1.0 - alpha)))
-    low, high = np.quantile(boot, [lo_q, hi_q])
-    return float(low), float(high)
+        acc = _acceleration(jack)
+        levels = _bca_levels(float(ndtri(share)), acc, alpha)
+        if levels is None:
+            return _missing(f"BCa acceleration {acc:.3g} too large for a {_percent(confidence)} interval "
+                            f"(one of the {jack.size} blocks dominates the leave-one-out values)")
+    low, high = (float(v) for v in np.quantile(boot, levels))
+    if not low <= est <= high:
+        return _missing(f"the interval [{low:.6g}, {high:.6g}] excludes its estimate {est:.6g}")
+    if high - low <= tol:  # both levels fall in one atom of a few-valued distribution (e.g. 3 slabs)
+        return _missing(f"the interval has zero width though the {boot.size} resampled values vary "
+                        f"({np.unique(boot).size} distinct): too few blocks ({jack.size}) to resolve its tails")
+    return Bounds(low, high)
+
+
+def interval(rep: Replicates, confidence: float = 0.95, method: str = "bca") -> tuple[float, float]:
+    """(low, high) of :func:`bounds`; NaN when the interval is missing."""
+    b = bounds(rep, confidence, method)
+    return b.low, b.high
+
+
+def p_value(rep: Replicates, method: str = "bca") -> float:
+    """Two-sided bootstrap p-value of "the statistic is 0": the smallest ``1 - confidence`` at
+    which the interval of :func:`bounds` excludes 0 (the interval inverted; Efron & Tibshirani
+    1993, ch. 15).  Resolution ``1 / B``; 0 where 0 lies beyond every BCa level."""
+    est, boot = rep.estimate, rep.replicates
+    tol = 1e-12 * max(1.0, abs(est))
+    if np.ptp(boot) <= tol:  # the same value on every resample: 0 or certainly not 0
+        return 1.0 if abs(est) <= tol else 0.0
+    b = boot.size
+    w = float(ndtri(np.clip(_share_below(boot, 0.0), 0.5 / b, 1.0 - 0.5 / b)))
+    if method == "bca":
+        z0 = float(ndtri(np.clip(_share_below(boot, est), 0.5 / b, 1.0 - 0.5 / b)))
+        acc = _acceleration(rep.jackknife)
+        w -= z0
+        if 1.0 + acc * w <= 0:
+            return 0.0
+        w = w / (1.0 + acc * w) - z0  # the normal quantile z whose BCa bound is 0
+    return float(2.0 * ndtr(-abs(w)))
+
+
+def holm(p_values: Mapping[str, float]) -> dict[str, float]:
+    """Holm (1979) step-down adjusted p-values of one family of tests.
+
+    A NaN p-value (a comparison without an interval) stays NaN but counts in the family as a
+    test that is never rejected, so it makes the others' correction stricter, never looser.
+    """
+    m = len(p_values)
+    order = sorted(p_values, key=lambda k: (np.isnan(p_values[k]), p_values[k]))
+    out, running = {}, 0.0
+    for i, name in enumerate(order):
+        p = p_values[name]
+        if np.isnan(p):
+            out[name] = float("nan")
+            continue
+        running = max(running, min(1.0, (m - i) * p))
+        out[name] = running
+    return out
 
 
 def _interval(rep: Replicates, confidence: float, resamples: int, method: str) -> Interval:
-    low, high = interval(rep, confidence, method)
-    return Interval(rep.estimate, low, high, float(confidence), int(resamples), rep.blocks, method)
+    b = bounds(rep, confidence, method)
+    return Interval(rep.estimate, b.low, b.high, float(confidence), int(resamples), rep.blocks, method, b.missing)
 
 
 def paired_interval(a: Replicates, b: Replicates, confidence: float = 0.95, method: str = "bca") -> PairedDifference:
-    """Interval of A - B from two statistics' replicates on the same resamples, and the tie."""
+    """Interval of A - B from two statistics' replicates on the same resamples, its p-value
+    and the tie of this one comparison (``p > 1 - confidence``; no interval: not tied)."""
     d = a - b
-    low, high = interval(d, confidence, method)
-    tied = bool(low <= 0.0 <= high)  # False for NaN
-    return PairedDifference(d.estimate, low, high, float(confidence), int(d.replicates.size), d.blocks, method,
-                            tied=tied)
+    iv = bounds(d, confidence, method)
+    p = p_value(d, method) if not iv.missing else float("nan")
+    return PairedDifference(d.estimate, iv.low, iv.high, float(confidence), int(d.replicates.size), d.blocks, method,
+                            iv.missing, tied=bool(p > 1.0 - confidence), p_value=p, p_holm=p)
 
 
 # ------------------------------------------------------------------ the weighted mean
@@ -311,12 +459,22 @@ def paired_bootstrap(a, b, weights=None, *, resamples: int = 2000, confidence: f
 
 def compare_to_best(reps: Mapping[str, Replicates], higher_is_better: bool, confidence: float = 0.95,
                     method: str = "bca", what: str = "compare_to_best") -> tuple[str, dict[str, PairedDifference]]:
-    """The best method by estimate (first one on equal estimates) and, per method, method - best."""
+    """The best method by estimate (first one on equal estimates) and, per method, method - best.
+
+    The m - 1 comparisons of the others with the best are one family: their p-values are
+    Holm-corrected, so "tied" means not shown to differ from the best at the family-wise level
+    ``1 - confidence`` (the chance that any method of the column is wrongly marked as
+    different stays below it).  The best itself: a [0, 0] difference, tied, p 1.
+    """
     if not reps:
         raise EmsrError(f"{what}: no methods to compare")
     sign = 1.0 if higher_is_better else -1.0
     best = max(reps, key=lambda k: sign * reps[k].estimate)
-    return best, {name: paired_interval(r, reps[best], confidence, method) for name, r in reps.items()}
+    diffs = {name: paired_interval(r, reps[best], confidence, method) for name, r in reps.items()}
+    adjusted = holm({name: d.p_value for name, d in diffs.items() if name != best})
+    alpha = 1.0 - confidence
+    return best, {name: d if name == best else replace(d, p_holm=adjusted[name], tied=bool(adjusted[name] > alpha))
+                  for name, d in diffs.items()}
 
 
 def ties_with_best(block_values: Mapping[str, np.ndarray], higher_is_better: bool, weights=None,

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import EmsrError
 from ..io import atomic_path
+from .blocklength import AUTO
 from .bootstrap import BootstrapSettings, PairedDifference, Replicates, compare_to_best
 
 __all__ = ["Sidecar", "read", "tie_marks", "write"]
@@ -60,8 +61,10 @@ def write(path: str | Path, reps: dict[str, Replicates], *, kind: str, method: s
     blocks = {r.blocks for r in reps.values()}
     if len(blocks) > 1:
         raise EmsrError(f"{path}: metrics with different numbers of blocks {sorted(blocks)} in one sidecar")
-    s = settings or BootstrapSettings()
+    s = settings or BootstrapSettings(sections_per_block=0, sections_per_slab=0)  # disabled: no blocks
     size = s.sections_per_block if kind == "image" else s.sections_per_slab
+    if size == AUTO:  # the pairing check compares the lengths used, so they must be resolved here
+        raise EmsrError(f"{path}: block length 'auto' not resolved (pass the settings the intervals used)")
     arrays = {"format": np.int64(FORMAT), "kind": np.str_(kind), "method": np.str_(method), "variant": np.str_(variant),
               "scale": np.int64(scale), "segmenter": np.str_(segmenter), "seed": np.int64(s.seed),
               "resamples": np.int64(s.resamples), "confidence": np.float64(s.confidence), "ci_method": np.str_(s.method),
@@ -103,10 +106,14 @@ def tie_marks(sidecars: Iterable[Sidecar], direction: Callable[[str], int],
 
     ``sidecars``: the methods to compare (the caller leaves out reference and variant rows).
     Metrics are compared where ``direction(metric)`` is +1 (higher is better) or -1 (lower);
-    0 is not ranked.  In each scale x metric x segmenter group the best method is the one with
-    the best estimate; a method is ``tied`` when the interval of its paired difference to the
-    best contains 0.  Sidecars of one group with different seed, resamples, blocks, block size,
-    confidence or interval method are refused (their replicates are not paired).
+    0 is not ranked.  In each scale x metric x segmenter group (a column) the best method is the
+    one with the best estimate; a method is ``tied`` when its paired difference to the best is
+    **not shown to differ** from 0 at the family-wise level ``1 - confidence``: the p-values of
+    the column's m - 1 comparisons with the best are Holm-corrected
+    (:func:`emsrbench.stats.bootstrap.compare_to_best`).  A comparison without an interval
+    (undefined or degenerate, :func:`emsrbench.stats.bootstrap.bounds`) gets no mark.  Sidecars
+    of one group with different seed, resamples, blocks, block size (the length used, ``auto``
+    resolved), confidence or interval method are refused (their replicates are not paired).
     """
     groups: dict[tuple, list[tuple[Sidecar, Replicates]]] = {}
     for sc in sidecars:
@@ -130,7 +137,7 @@ def tie_marks(sidecars: Iterable[Sidecar], direction: Callable[[str], int],
         for (method, variant), d in diffs.items():
             if (method, variant) == best:
                 mark = "best"
-            elif not np.isfinite(d.low):  # no interval (a replicate without a defined score): not compared
+            elif d.missing:  # no honest interval (undefined score, degenerate bootstrap): not compared
                 mark = ""
             else:
                 mark = "tied" if d.tied else "worse"
