@@ -4,8 +4,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.emsrbench-installed
 CORES ?= 2
 SNAKEMAKE_ARGS ?=
+# GPUS=N: a machine with N GPUs and no SLURM: at most N GPU jobs at once, each on its own
+# card (emsrbench.gpu_pool); jobs without a GPU rule run on the CPU.
+GPUS ?=
+ifneq ($(strip $(GPUS)),)
+export EMSR_GPUS := $(GPUS)
+SNAKEMAKE_ARGS += --resources gpu=$(GPUS)
+endif
 
-.PHONY: bench test install dry-run lint clean
+.PHONY: bench test paper-smoke install dry-run lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +35,11 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+# Paper-scale smoke (issue 14): every paper preset takes one training step at the study's
+# patch and batch and infers one 1024x1024 section, on the CPU (tests/test_paper_scale.py).
+paper-smoke: $(STAMP)
+	EMSR_PAPER_SCALE=1 $(PY) -m pytest -ra -m paper_scale tests/test_paper_scale.py $(PYTEST_ARGS)
 
 dry-run: $(STAMP)
 	$(VENV)/bin/snakemake -n --cores $(CORES)

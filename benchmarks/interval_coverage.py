@@ -22,7 +22,7 @@ import argparse
 import math
 import time
 
-from emsrbench.stats.coverage import RULES, coverage
+from emsrbench.stats.coverage import coverage
 
 RHOS = (0.0, 0.5, 0.8)
 SECTIONS = (12, 50)

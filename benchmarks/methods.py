@@ -55,6 +55,7 @@ def time_inference(method, preset: str, scale: int, dev, lr_size: int, repeats: 
     model = method.module().build(scale, **p["model"]).to(dev).eval()
     up = TiledUpscaler(model, scale, InferSettings.merged({}, p["infer"]), dev)
     stack = np.random.default_rng(0).integers(0, 256, (method.slices, lr_size, lr_size), dtype=np.uint8)
+    stack = stack[None]  # one output section
     up(stack)  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):

@@ -79,8 +79,11 @@ def test_empty_label_sets_give_nan_scores_that_say_why(tmp_path):
     seg = segmentation_file(tmp_path / "seg.h5", np.arange(np.prod(SHAPE), dtype=np.uint64).reshape(SHAPE))
     ident = dict(net="toynet", method="bicubic", display_name="Bicubic", family="single-image", preset="quick", scale=8)
     rows, _ = score_volume(seg, gt, **ident)
-    assert rows["value"].isna().all() and rows["note"].str.startswith(NO_LABELS).all()
-    assert rows["note"].str.contains("cpu:test, fp32").all()  # the device and precision of the segmentation
+    counts = rows.set_index("metric").loc[["segments", "gt_objects"], "value"]  # plain counts, defined
+    assert counts.to_dict() == {"segments": float(np.prod(SHAPE)), "gt_objects": 0.0}
+    scores = rows[~rows["metric"].isin(["segments", "gt_objects"])]
+    assert scores["value"].isna().all() and scores["note"].str.startswith(NO_LABELS).all()
+    assert scores["note"].str.contains("cpu:test, fp32").all()  # the device and precision of the segmentation
     hall = score_hallucination(seg, seg, gt, tolerance_nm=8.0, **ident).set_index("metric")
     # nothing is scored: a boundary precision of 1 would be a perfect score for nothing
     boundary = hall.drop(index="orphan_fraction")

@@ -8,7 +8,6 @@ import os
 import stat
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch

@@ -305,3 +305,22 @@ def test_discriminator_min_size():
     s = disc.min_size()
     assert disc(torch.rand(1, 1, s, s)).shape[-1] == 1
     assert isinstance(disc.net[0], nn.Conv2d)
+
+
+def test_self_attention_is_supplement_eq1_through_sdpa():
+    """The attention block runs torch's scaled_dot_product_attention; it equals Eq. 1 written
+    out with the whole (h*w)^2 weight matrix, V softmax_keys(K^T Q / sqrt(d_k)), to 1e-5."""
+    import math
+
+    from emsrbench.gpemsr.vqgan import SelfAttention
+
+    torch.manual_seed(0)
+    att = SelfAttention(32, groups=8).eval()
+    x = torch.randn(2, 32, 6, 7)
+    b, c, h, w = x.shape
+    y = att.norm(x)
+    q, k, v = (f(y).reshape(b, c, h * w) for f in (att.q, att.k, att.v))
+    weights = torch.softmax(torch.bmm(k.transpose(1, 2), q) / math.sqrt(c), dim=1)  # (b, keys, queries)
+    eq1 = x + att.proj(torch.bmm(v, weights).reshape(b, c, h, w))
+    with torch.no_grad():
+        assert torch.allclose(att(x), eq1, atol=1e-5)

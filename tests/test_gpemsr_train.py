@@ -412,3 +412,20 @@ def test_cosine_restarts_settings_errors(settings, message):
     with pytest.raises(EmsrError, match=message) as err:
         TrainSettings.merged(settings, source="m/method.yaml presets.paper.train")
     assert str(err.value).startswith("m/method.yaml presets.paper.train: ") and "\n" not in str(err.value)
+
+
+def test_contextual_loss_in_row_blocks_equals_the_whole_tensor():
+    """Blocks of rows (recomputed in the backward pass) give the loss and its gradient of the
+    whole (N, P_x, P_y) computation to 1e-5, whatever the block size (1 row, uneven, all)."""
+    torch.manual_seed(0)
+    vgg = VGGFeatures(full=True)
+    x = smooth(2, 24).requires_grad_(True)
+    prior = torch.stack([smooth(3, 24, seed=1), smooth(3, 24, seed=2)])
+    whole = contextual_loss(vgg, x, prior, block_elements=10**9)
+    (g_whole,) = torch.autograd.grad(whole, x)
+    n, p = 2 * 3, 6 * 6  # relu3_4 of 24 px: 6 x 6 positions
+    for rows in (1, 5, p):
+        loss = contextual_loss(vgg, x, prior, block_elements=rows * n * p)
+        (grad,) = torch.autograd.grad(loss, x)
+        assert abs(loss.item() - whole.item()) < 1e-5
+        assert torch.allclose(grad, g_whole, atol=1e-5, rtol=1e-4)

@@ -57,7 +57,7 @@ def test_tiled_equals_whole_image(shape):
     stack = rng.integers(0, 256, shape, dtype=np.uint8)
     model = LocalNet(scale, shape[0]).eval()
     settings = InferSettings.merged({"tile": 16, "overlap": 8, "margin": 2, "batch": 3})
-    tiled = TiledUpscaler(model, scale, settings, torch.device("cpu"))(stack)
+    tiled = TiledUpscaler(model, scale, settings, torch.device("cpu"))(stack[None])[0]
     with torch.no_grad():
         whole = model(torch.from_numpy(stack).float()[None] / 255.0)[0, 0].numpy()
     assert tiled.shape == whole.shape
@@ -173,3 +173,30 @@ def test_multi_slice_methods_get_their_neighbours(tmp_path, degraded_x8):
         sr = f["volumes/raw"][:]
     for z in range(lr.shape[0]):
         np.testing.assert_array_equal(sr[z, ::8, ::8], lr[max(z - 2, 0)])
+
+
+def test_batches_across_sections_equal_one_section_at_a_time():
+    """Tiles of several sections share a forward batch (batch 5 over 4 tiles per section):
+    each section's blend equals its own pass, and a NaN is traced to its section."""
+    scale = 4
+    stacks = np.random.default_rng(2).integers(0, 256, (3, 1, 20, 20), dtype=np.uint8)
+    model = LocalNet(scale).eval()
+    settings = InferSettings.merged({"tile": 12, "overlap": 4, "margin": 1, "batch": 5})
+    up = TiledUpscaler(model, scale, settings, torch.device("cpu"))
+    assert up.tiles_per_section(20, 20) == 4
+    together = up(stacks)
+    alone = np.stack([up(stacks[k : k + 1])[0] for k in range(3)])
+    np.testing.assert_array_equal(together, alone)
+
+    class NaNOnBright(nn.Module):
+        def forward(self, x):
+            y = model(x)
+            return torch.where(x.amax(dim=(1, 2, 3), keepdim=True) > 0.99, torch.nan, y)
+
+    dark = stacks // 2
+    dark[2] = 255  # only the third section is bright
+    from emsrbench.infer import NonFiniteOutput
+
+    with pytest.raises(NonFiniteOutput) as err:
+        TiledUpscaler(NaNOnBright(), scale, settings, torch.device("cpu"))(dark)
+    assert err.value.index == 2

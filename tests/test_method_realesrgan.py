@@ -163,7 +163,7 @@ def test_perceptual_loss_with_vgg19_from_the_registry(tmp_path, degraded_x8, ran
     # A GAN step uses it, and gradients reach the generator only.
     lr_b, hr_b = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 32, 32)
     torch.manual_seed(0)
-    losses = objective.step(lr_b, hr_b, 0)
+    losses = {k: float(v) for k, v in objective.step(lr_b, hr_b, 0).items()}  # detached 0-d tensors
     assert losses["l_percep"] > 0 and losses["loss"] == pytest.approx(losses["l_pix"] + losses["l_percep"] + losses["l_gan"], rel=1e-5)
     assert all(p.grad is None for p in percep.parameters())
 

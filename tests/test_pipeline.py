@@ -3,6 +3,7 @@ config and method errors, and a failing method that must not take the others dow
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,18 +18,31 @@ sys.path.insert(0, str(REPO / "tests"))
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args, snakefile: Path = REPO / "Snakefile", configfile: Path = REPO / "config" / "test.yaml"):
+def snakemake(workdir: Path, *args, snakefile: Path = REPO / "Snakefile", configfile: Path = REPO / "config" / "test.yaml",
+              env: dict | None = None):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir), "--cores", "2",
            "--configfile", str(configfile)]
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=1200)
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    """The tiny config, run as `make bench GPUS=2` runs it on a machine with two (here: fake)
+    GPUs: Snakemake's gpu resource and the lock-file pool of emsrbench.gpu_pool."""
     work = tmp_path_factory.mktemp("tiny")
-    run = snakemake(work)
+    run = snakemake(work, "--resources", "gpu=2", env={"EMSR_GPUS": "2", "EMSR_GPU_LOCKS": str(work / "gpu-locks")})
     assert run.returncode == 0, run.stderr[-3000:]
     return work
+
+
+def test_gpu_jobs_get_a_card_of_the_pool_and_the_others_none(tiny_run):
+    logs = tiny_run / "results" / "logs"
+    for log in [logs / "train" / "rcan-x8.log", logs / "infer" / "rcan-x16.log"]:  # rcan: gpus 1 in method.yaml
+        said = [line for line in log.read_text().splitlines() if "GPU pool" in line]
+        assert len(said) == 1 and said[0].split("this job uses ")[1] in ("0", "1"), log
+    for log in [logs / "infer" / "bicubic-x8.log", logs / "evaluate" / "rcan-x8.log"]:  # no GPU declared
+        assert "GPU pool of 2: this job uses no GPU" in log.read_text(), log
 
 
 def test_tiny_run_produces_the_leaderboard(tiny_run):

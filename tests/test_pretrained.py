@@ -25,7 +25,9 @@ def test_registry_entries_are_complete():
     reg = registry()
     assert {"alexnet", "vgg19", "spynet"} <= set(reg)
     for w in reg.values():
-        assert w.url.startswith("https://") and w.file and len(w.sha256) >= 8 and w.used_by
+        assert w.url.startswith("https://") and w.file and w.used_by
+        # no checksum only where the publishers give none and the file is fetched by hand
+        assert len(w.sha256) >= 8 if w.verified else w.manual
 
 
 def fake_registry(tmp_path: Path, name: str, data: bytes, url="http://127.0.0.1:9/x") -> Path:

@@ -32,7 +32,8 @@ def synthetic(tmp_path_factory):
 
 def rows_of(synthetic):
     records = failures.load(synthetic.root / synthetic.plan.results)
-    planned = Planned({"bicubic": ("Bicubic", "single-image"), "rcan": ("RCAN", "single-image")}, [8, 16], "quick")
+    planned = Planned({"bicubic": ("Bicubic", "single-image", "quick"), "rcan": ("RCAN", "single-image", "quick")}, [8, 16],
+                      "quick")
     return build_rows(load_tidy(synthetic.tidy), planned, records)
 
 
@@ -108,7 +109,7 @@ def test_rows_cover_the_plan_with_failed_and_not_run_rows(synthetic):
     assert rows[("bicubic", "", 16)].status == "ok" and rows[("rcan", "", 8)].status == "ok"
     assert rows[("gpemsr", "no_pod", 8)].variant == "no_pod"
     assert rows[("rcan", "", 8)].value("voi_split", NET) == pytest.approx(1.5)
-    planned = Planned({"edvr": ("EDVR", "multi-slice")}, [8], "quick")
+    planned = Planned({"edvr": ("EDVR", "multi-slice", "quick")}, [8], "quick")
     [lone] = [r for r in build_rows(load_tidy([]), planned, []) if r.method == "edvr"]
     assert lone.status == "not run"
 

@@ -19,7 +19,7 @@ def test_superhuman_paper_size_and_shape():
     model = networks.build("superhuman", pre["model"])
     assert n_params(model) == pytest.approx(1.48e6, rel=0.02)
     assert networks.block_shapes("superhuman", model, pre["block"]) == ((18, 160, 160), (18, 160, 160))
-    assert pre["infer"] == {"stride": [10, 80, 80], "pad": [4, 48, 48]}
+    assert pre["infer"] == {"stride": [10, 80, 80], "pad": [4, 48, 48], "tiling": "study"}
 
 
 def test_mala_paper_size_and_shape():

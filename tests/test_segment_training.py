@@ -136,7 +136,12 @@ def test_segment_and_score_write_the_file_contract(tmp_path, volume, tiny_preset
     rows, sweep = score_volume(out, path, net="mala", method="hr", display_name="HR (upper bound)",
                                family="reference", preset="quick", scale=8, border_nm=8.0)
     assert list(rows.columns) == COLUMNS
-    assert rows["metric"].tolist() == ["voi_split", "voi_merge", "arand", "cremi_score"]
+    assert rows["metric"].tolist() == ["voi_split", "voi_merge", "arand", "cremi_score", "segments",
+                                     "gt_objects"]
+    with h5py.File(out, "r") as f:  # the plain count beside the scores: every id of the segmentation, 0 included
+        assert rows.set_index("metric").loc["segments", "value"] == np.unique(f[SEG_KEY][...]).size
+    assert sweep["segments"].iloc[0] == rows.set_index("metric").loc["segments", "value"]
+    assert rows.set_index("metric").loc["gt_objects", "value"] == np.count_nonzero(np.unique(labels))
     assert (rows["segmenter"] == "mala").all() and rows["value"].notna().all()
     assert sweep["threshold"].tolist() == [0.5, 0.8]
     assert rows["note"].str.contains("threshold 0.5").all() and rows["note"].str.contains("8 nm").all()

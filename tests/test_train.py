@@ -274,3 +274,35 @@ def test_custom_objective_stage_runs_in_the_harness_loop(tmp_path, degraded_x8):
         assert meta["stage"] == "two" and meta["train_seconds"] > 100
         outs.append(meta["state_dict"])
     assert_identical(*outs)
+
+
+def test_worker_processes_give_the_same_training(tmp_path, degraded_x8):
+    """Batches depend on (seed, step) only: cut in two worker processes they are the same, and
+    the weights bit-identical on CPU."""
+    main = job_for(tmp_path, degraded_x8, "main", loader_workers=0)
+    workers = job_for(tmp_path, degraded_x8, "workers", loader_workers=2)
+    fit(main)
+    fit(workers)
+    assert_identical(weights(main.out_path), weights(workers.out_path))
+    with pytest.raises(EmsrError, match="loader_workers must be an integer >= 0 or null"):
+        TrainSettings.merged({"loader_workers": -1})
+
+
+def test_a_non_finite_loss_is_caught_when_the_device_check_is_deferred(tmp_path, degraded_x8):
+    """Off the CPU the finiteness check stays on the device until the loop reads it (every
+    log_every steps, before a checkpoint); the error still names the first bad step and no
+    checkpoint holds weights a NaN went through."""
+    from emsrbench.train import L1Objective
+
+    class NaNFromStep3(L1Objective):
+        def setup(self, job, model, settings, device):
+            super().setup(job, model, settings, device)
+            self.defer_finite_checks = True  # as on a GPU
+
+        def step(self, lr_b, hr_b, step):
+            return super().step(lr_b * float("nan") if step >= 3 else lr_b, hr_b, step)
+
+    job = job_for(tmp_path, degraded_x8, "nan", log_every=5, checkpoint_every=4)
+    with pytest.raises(EmsrError, match="training loss became nan at step 3"):
+        fit(job, objective=NaNFromStep3())
+    assert not (job.ckpt_dir / "last.pt").exists() and not job.out_path.exists()

@@ -224,8 +224,8 @@ class RealESRGANObjective(harness.Objective):
         self.opt_d.step()
         self.sched_g.step()
         self.sched_d.step()
-        return {"loss": l_g.item(), "l_pix": l_pix.item(), "l_percep": l_percep.item(), "l_gan": l_gan.item(),
-                "l_d_real": l_d_real.item(), "l_d_fake": l_d_fake.item()}
+        return {"loss": l_g.detach(), "l_pix": l_pix.detach(), "l_percep": l_percep.detach(), "l_gan": l_gan.detach(),
+                "l_d_real": l_d_real.detach(), "l_d_fake": l_d_fake.detach()}
 
     def lr(self):
         return self.sched_g.get_last_lr()[0]

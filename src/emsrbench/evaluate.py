@@ -116,7 +116,7 @@ def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_pa
         ("ssim", float(np.mean(ssim)), _join("Gaussian 11x11 sigma 1.5, mean over sections", inferred)),
         ("lpips", lp, _join(lp_note, inferred if lp_sections is not None else "")),
         ("parameters", float(stats["parameters"]), ""),
-        ("train_seconds", float(stats["train_seconds"]), ""),
+        ("train_seconds", float(stats["train_seconds"]), stats.get("train_seconds_note", "")),
         # the device first: emsrbench.leaderboard.devices reads it from there
         ("infer_s_per_mp", float(stats["infer_seconds_per_mp"]), _join(stats["device"], inferred)),
         *cost_rows(stats),

@@ -71,39 +71,71 @@ def edge_window(length: int, ramp: int, margin: int, open_before: bool, open_aft
     return w
 
 
+class NonFiniteOutput(EmsrError):
+    """The model gave NaN or Inf for section ``index`` of the stacks it was given."""
+
+    def __init__(self, index: int):
+        super().__init__("model output contains NaN or Inf values")
+        self.index = index
+
+
 class TiledUpscaler:
-    """Applies an SR model to one LR stack (C, h, w) tile by tile."""
+    """Applies an SR model to LR stacks tile by tile: tiles of several sections share a forward
+    batch, and the weighted tiles are blended on the model's device in fp32, so only the
+    finished sections come back to the host."""
 
     def __init__(self, model: nn.Module, scale: int, settings: InferSettings, device: torch.device):
         self.model, self.scale, self.s, self.device = model, scale, settings, device
+        self._blend: dict[tuple[int, int], tuple[list, torch.Tensor]] = {}
 
-    @torch.no_grad()
-    def __call__(self, stack: np.ndarray) -> np.ndarray:
+    def tiles_per_section(self, h: int, w: int) -> int:
+        st = self.s
+        return len(tile_starts(h, st.tile, st.overlap)) * len(tile_starts(w, st.tile, st.overlap))
+
+    def _weights(self, h: int, w: int) -> tuple[list, torch.Tensor]:
+        """Per tile (y, x, its 2-D weight) and the summed weights of an h x w LR section, on
+        the device; the same for every section of that size."""
+        if (h, w) not in self._blend:
+            s, st = self.scale, self.s
+            th, tw = min(h, st.tile), min(w, st.tile)
+            tiles, norm = [], torch.zeros((h * s, w * s), dtype=torch.float32, device=self.device)
+            for y in tile_starts(h, st.tile, st.overlap):
+                for x in tile_starts(w, st.tile, st.overlap):
+                    wy = edge_window(th * s, st.overlap * s, st.margin * s, y > 0, y + th < h)
+                    wx = edge_window(tw * s, st.overlap * s, st.margin * s, x > 0, x + tw < w)
+                    wgt = torch.from_numpy(np.outer(wy, wx)).float().to(self.device)
+                    norm[y * s : (y + th) * s, x * s : (x + tw) * s] += wgt
+                    tiles.append((y, x, wgt))
+            self._blend[(h, w)] = (tiles, norm)
+        return self._blend[(h, w)]
+
+    @torch.inference_mode()
+    def __call__(self, stacks: np.ndarray) -> np.ndarray:
+        """``stacks`` (N, C, h, w) uint8, one LR stack per output section -> (N, h*s, w*s)
+        float32 in the model's output range; :class:`NonFiniteOutput` names the first of the N
+        sections with a NaN or Inf."""
         s, st = self.scale, self.s
-        c, h, w = stack.shape
-        ys, xs = tile_starts(h, st.tile, st.overlap), tile_starts(w, st.tile, st.overlap)
+        n, c, h, w = stacks.shape
         th, tw = min(h, st.tile), min(w, st.tile)
-        out = np.zeros((h * s, w * s), dtype=np.float64)
-        norm = np.zeros_like(out)
-        boxes = [(y, x) for y in ys for x in xs]
-        x_t = torch.from_numpy(np.ascontiguousarray(stack)).float().div_(255.0)
-        for i in range(0, len(boxes), st.batch):
-            chunk = boxes[i : i + st.batch]
-            batch = torch.stack([x_t[:, y : y + th, x : x + tw] for y, x in chunk]).to(self.device)
+        tiles, norm = self._weights(h, w)
+        x_t = torch.from_numpy(np.ascontiguousarray(stacks)).to(self.device).float().div_(255.0)
+        out = torch.zeros((n, h * s, w * s), dtype=torch.float32, device=self.device)
+        jobs = [(k, y, x, wgt) for k in range(n) for y, x, wgt in tiles]
+        for i in range(0, len(jobs), st.batch):
+            chunk = jobs[i : i + st.batch]
+            batch = torch.stack([x_t[k, :, y : y + th, x : x + tw] for k, y, x, _ in chunk])
             with devices.inference_precision(self.device, st.precision):
                 pred = self.model(batch)
             if pred.shape != (len(chunk), 1, th * s, tw * s):
                 raise EmsrError(f"model maps LR tiles {tuple(batch.shape)} to {tuple(pred.shape)}, expected (B, 1, {th * s}, {tw * s})")
-            pred = pred.float().cpu().numpy()[:, 0]
-            if not np.isfinite(pred).all():
-                raise EmsrError("model output contains NaN or Inf values")
-            for (y, x), p in zip(chunk, pred):
-                wy = edge_window(th * s, st.overlap * s, st.margin * s, y > 0, y + th < h)
-                wx = edge_window(tw * s, st.overlap * s, st.margin * s, x > 0, x + tw < w)
-                wgt = np.outer(wy, wx)
-                out[y * s : (y + th) * s, x * s : (x + tw) * s] += wgt * p
-                norm[y * s : (y + th) * s, x * s : (x + tw) * s] += wgt
-        return out / norm
+            pred = pred.float()[:, 0]
+            for (k, y, x, wgt), p in zip(chunk, pred):
+                out[k, y * s : (y + th) * s, x * s : (x + tw) * s] += wgt * p
+        # a NaN or Inf anywhere in a tile reaches its section's sum (0 * NaN is NaN)
+        bad = ~torch.isfinite(out.flatten(1)).all(dim=1)
+        if bool(bad.any()):
+            raise NonFiniteOutput(int(bad.nonzero()[0]))
+        return (out / norm).cpu().numpy()
 
 
 def neighbour_indices(z: int, depth: int, slices: int) -> np.ndarray:
@@ -181,12 +213,18 @@ def infer_file(method: Method, scale: int, model_params: dict, settings: InferSe
         ds = f.create_dataset(RAW_KEY, shape=(depth, h * scale, w * scale), dtype=np.uint8,
                               chunks=(1, min(h * scale, 256), min(w * scale, 256)), compression="gzip", compression_opts=1)
         ds.attrs["resolution"] = np.asarray(hr_res, dtype=float)
+        # sections per call: enough that a forward batch can be filled with their tiles
+        group = max(1, -(-settings.batch // upscale.tiles_per_section(h, w)))
         with peak:
-            for z in range(depth):
+            for z0 in range(0, depth, group):
+                zs = range(z0, min(depth, z0 + group))
+                stacks = np.stack([lr[neighbour_indices(z, depth, method.slices)] for z in zs])
                 try:
-                    ds[z] = to_uint8(upscale(lr[neighbour_indices(z, depth, method.slices)]))
+                    ds[z0 : zs[-1] + 1] = to_uint8(upscale(stacks))
+                except NonFiniteOutput as err:
+                    raise EmsrError(f"{out_path}: {method.name} x{scale} section {z0 + err.index}: {err}") from None
                 except EmsrError as err:
-                    raise EmsrError(f"{out_path}: {method.name} x{scale} section {z}: {err}") from None
+                    raise EmsrError(f"{out_path}: {method.name} x{scale} sections {z0}-{zs[-1]}: {err}") from None
         seconds = time.perf_counter() - t0
         stats = {
             "method": method.name,
@@ -196,6 +234,7 @@ def infer_file(method: Method, scale: int, model_params: dict, settings: InferSe
             "output_megapixels": depth * h * w * scale * scale / 1e6,
             "infer_seconds_per_mp": seconds / (depth * h * w * scale * scale / 1e6),
             "train_seconds": float(meta.get("train_seconds", 0.0)),
+            "train_seconds_note": str(meta.get("train_seconds_note", "")),  # why it is missing (released weights)
             "device": devices.describe(dev),
             "precision": settings.precision,
             "flags": list(meta.get("flags", [])) + devices.precision_flag(settings.precision),

@@ -5,7 +5,9 @@ them, become columns ``<metric>@x<scale>/<segmenter>``; the HR reference (method
 only those. The
 Markdown has one image-metric table per scale and, after them, the segmentation tables laid
 out like the study's Table 1 (rows = methods, columns = scale x segmenter VOI split), then the
-hallucination tables per scale and segmenter.
+hallucination tables per scale and segmenter. A scale x segmenter table that carries no signal
+(:mod:`emsrbench.no_signal`: every segmentation collapsed, or no ranked score separates the
+methods) bolds nothing and says why under its heading.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ import pandas as pd
 from .errors import EmsrError
 from .evaluate import COLUMNS, INFERRED_IN
 from .io import atomic_path
-from .metric_specs import best_value, fmt, is_finite, keys, reason_clause, spec
+from .metric_specs import (
+    SEGMENTER_LABELS,
+    best_value,
+    fmt,
+    is_finite,
+    keys,
+    reason_clause,
+    spec,
+)
+from .no_signal import COLLAPSE_FRACTION, Findings, capitalised
+from .no_signal import find as find_no_signal
 
 
 def direction(metric: str) -> int:
@@ -35,7 +47,6 @@ TIES = ("best", "tied", "worse")
 METRIC_ORDER = keys("image") + keys("cost")
 SEG_METRICS = keys("segmentation")
 HALLUCINATION_METRICS = keys("hallucination")
-SEGMENTER_LABELS = {"superhuman": "Superhuman", "mala": "MALA"}
 HR = "hr"  # the HR test volume, segmented as the upper bound
 
 
@@ -156,17 +167,26 @@ def _row_name(row) -> str:
     return "HR (upper bound)" if row["method"] == HR else row["display_name"]
 
 
-def _scored_cells(rows: pd.DataFrame, row, cols: list[str], notes: dict, ties: dict | None = None) -> list[str]:
+def _scored_cells(rows: pd.DataFrame, row, cols: list[str], notes: dict, ties: dict | None = None,
+                  findings: Findings | None = None) -> list[str]:
     """``row``'s cells in ``cols``: the best finite SR value of a ranked column in bold (HR,
-    the upper bound, never), tie marks where ``ties`` has them."""
+    the upper bound, never; nor a column that ``findings`` silences: no signal), tie marks
+    where ``ties`` has them."""
     others = rows["method"] != HR
     out = []
     for c in cols:
-        metric = _split(c)[0]
+        metric, scale, segmenter = _split(c)
         text = _cell_text(row, c, notes, ties)
-        best = best_value(metric, rows.loc[others, c])
+        silenced = findings is not None and findings.silenced(scale, segmenter, metric)
+        best = None if silenced else best_value(metric, rows.loc[others, c])
         out.append(f"**{text}**" if row["method"] != HR and best is not None and row[c] == best else text)
     return out
+
+
+def _no_signal_line(findings: Findings, scale: int, segmenter: str) -> list[str]:
+    """The sentence under a table's heading when the table carries no signal (emsrbench.no_signal)."""
+    verdict = findings.verdict(scale, segmenter)
+    return [f"*{capitalised(verdict.sentence)}. Nothing in this table is bold.*", ""] if verdict else []
 
 
 def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]:
@@ -179,9 +199,10 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
     rows = _reference_first(table, seg_cols)
     ties = _tie_lookup(tidy)
     notes = _note_lookup(tidy)
+    findings = find_no_signal(tidy)
 
     def cells(row, cols):
-        return _scored_cells(rows, row, cols, notes, ties)
+        return _scored_cells(rows, row, cols, notes, ties, findings)
 
     t1 = [(s, g) for s in scales for g in segmenters if _column("voi_split", s, g) in rows]
     lines = ["## Segmentation: VOI split (Table 1 layout)", "",
@@ -190,13 +211,16 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
     lines += [f"| {_row_name(r)} | " + " | ".join(cells(r, [_column("voi_split", s, g) for s, g in t1])) + " |"
               for _, r in rows.iterrows()]
     lines.append("")
+    silent = [findings.verdict(s, g) for s, g in t1 if findings.verdict(s, g)]
+    if silent:  # a VOI split of 0 here is a merge, not a merit: say so under the table that shows it
+        lines += [f"- {capitalised(v.sentence)}." for v in silent] + [""]
     for s in scales:
         for g in segmenters:
             cols = [_column(m, s, g) for m in SEG_METRICS if _column(m, s, g) in rows]
             if not cols:
                 continue
-            lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", "",
-                      "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
+            lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", ""] + _no_signal_line(findings, s, g)
+            lines += ["| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
             lines += [f"| {_row_name(r)} | " + " | ".join(cells(r, cols)) + " |" for _, r in rows.iterrows()]
             lines.append("")
@@ -206,7 +230,10 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
               "error; CREMI score: sqrt(VOI sum x ARAND). Lower is better; a low VOI split alone can mean "
               "that everything was merged (high VOI merge), so only ARAND and the CREMI score are ranked (best SR "
               "value in bold where the values differ); HR "
-              "is the upper bound.", ""]
+              "is the upper bound. Segments: 3D segments of the whole segmentation, not ranked. No signal (nothing "
+              f"bold, said under the heading): every method's segmentation has at most {COLLAPSE_FRACTION:g} x HR's "
+              "segments, or no ranked score of the table tells the methods apart (equal, all tied with the best, "
+              "or, without tie marks, all inside bicubic's interval).", ""]
     return lines
 
 
@@ -218,16 +245,17 @@ def _hallucination_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str
         return []
     rows = _reference_first(table, cols_all)
     notes = _note_lookup(tidy)
+    findings = find_no_signal(tidy)
     lines = ["## Hallucination", ""]
     for s in sorted(tidy["scale"].unique()):
         for g in _segmenters(tidy):
             cols = [_column(m, s, g) for m in HALLUCINATION_METRICS if _column(m, s, g) in rows]
             if not cols:
                 continue
-            lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", "",
-                      "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
+            lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", ""] + _no_signal_line(findings, s, g)
+            lines += ["| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
-            lines += [f"| {_row_name(r)} | " + " | ".join(_scored_cells(rows, r, cols, notes)) + " |"
+            lines += [f"| {_row_name(r)} | " + " | ".join(_scored_cells(rows, r, cols, notes, findings=findings)) + " |"
                       for _, r in rows.iterrows()]
             lines.append("")
     lines += ["Hallucination: boundaries of each segmentation against the ground truth, matched within the "

@@ -38,6 +38,11 @@ METRICS = {m.key: m for m in [
     Metric("voi_sum", "VOI sum", -1, "segmentation", 4, "bits"),
     Metric("arand", "ARAND", -1, "segmentation", 4),
     Metric("cremi_score", "CREMI score", -1, "segmentation", 4),
+    # Segments of the whole segmentation (3D ids at the reported threshold) and the ground
+    # truth's objects: not scores, the plain counts beside HR's that show a collapse
+    # (emsrbench.no_signal) at a glance.
+    Metric("segments", "Segments", 0, "segmentation", 0),
+    Metric("gt_objects", "GT objects", 0, "segmentation", 0),
     # Hallucination (issue #7; emsrbench.segment.stage.score_hallucination): boundaries of the
     # segmentation against the ground truth within a tolerance, orphans against HR's segmentation.
     # Like VOI split and merge, precision (and invented length) alone is won by merging
@@ -55,6 +60,8 @@ METRICS = {m.key: m for m in [
     Metric("macs_per_mp", "GMAC/MP", 0, "cost"),  # printed in 1e9 multiply-accumulates
     Metric("peak_mem_mib", "Peak MiB", 0, "cost"),
 ]}
+# The affinity networks' names as the tables print them.
+SEGMENTER_LABELS = {"superhuman": "Superhuman", "mala": "MALA"}
 GROUP_ORDER = ["image", "segmentation", "hallucination", "cost", "other"]
 GROUP_LABELS = {"image": "Image quality", "segmentation": "Segmentation", "hallucination": "Hallucination",
                 "cost": "Cost", "other": "Other"}

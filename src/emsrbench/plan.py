@@ -38,6 +38,7 @@ class Plan:
         self.scales = [int(s) for s in config["scales"]]
         self.data = config["data"]
         self.methods: dict[str, Method] = select(config["methods"], self.preset, self.scales, methods_dir)
+        self.method_presets: dict[str, str] = self._check_method_presets(dict(config.get("method_presets") or {}))
         self.pieces = {
             split: [Piece(split, i, p["sample"], tuple(p.get("z", (0, None)))) for i, p in enumerate(items)]
             for split, items in self.data["splits"].items()
@@ -77,11 +78,64 @@ class Plan:
     def method(self, name: str) -> Method:
         return self.methods[name]
 
+    def _check_method_presets(self, chosen: dict[str, str]) -> dict[str, str]:
+        """``method_presets``: each a method of this run with that preset; a preset with
+        released weights (method.yaml ``released``) only for GPEMSR's stage rules, with a
+        registry entry for every scale of the run."""
+        from .pretrained import REGISTRY, registry
+
+        for name, preset in chosen.items():
+            if name not in self.methods:
+                raise EmsrError(f"config: method_presets.{name}: not a method of this run "
+                                f"(methods: {', '.join(self.methods)})")
+            m = self.methods[name]
+            if preset not in m.presets:
+                raise EmsrError(f"config: method_presets.{name}: method '{name}' has no preset '{preset}' "
+                                f"(has {sorted(m.presets)})")
+            released = m.presets[preset].get("released")
+            if not released:
+                continue
+            if m.stage_rules != "gpemsr":
+                raise EmsrError(f"config: method_presets.{name}: preset '{preset}' installs released weights, "
+                                "which only GPEMSR's rules (workflow/rules/gpemsr.smk) can do")
+            known = registry()
+            for s in self.scales:
+                entry = released.get(int(s), released.get(str(s)))
+                if entry is None:
+                    raise EmsrError(f"config: method_presets.{name}: preset '{preset}' has no released weights for "
+                                    f"x{s} (has x{', x'.join(map(str, released))})")
+                if entry not in known:
+                    raise EmsrError(f"{m.folder / 'method.yaml'}: presets.{preset}.released.{s}: '{entry}' is not "
+                                    f"an entry of {REGISTRY}")
+        return chosen
+
+    def preset_name(self, name: str) -> str:
+        """The preset method ``name`` runs: ``method_presets.<name>``, else the run's ``preset``."""
+        return self.method_presets.get(name, self.preset)
+
+    def released_entry(self, name: str, scale) -> str | None:
+        """The registry entry whose released file is the model of ``name`` x``scale`` (its
+        preset's ``released``); None where the method trains."""
+        released = self.methods[name].presets[self.preset_name(name)].get("released") or {}
+        return released.get(int(scale), released.get(str(scale)))
+
+    def is_released(self, name: str) -> bool:
+        """Whether ``name`` runs on released weights (trains nothing)."""
+        return bool(self.methods[name].presets[self.preset_name(name)].get("released"))
+
+    def released_entries(self) -> list[str]:
+        return sorted({self.released_entry(m, s) for m in self.methods if self.is_released(m) for s in self.scales})
+
     def preset_of(self, name: str, scale=None, variant: str = "") -> dict:
-        """The method's preset; with ``scale``, its per-scale overrides applied; a method with
-        variants gets ``variant`` (default: its first, the model itself) in ``model``."""
+        """The method's preset (:meth:`preset_name`); with ``scale``, its per-scale overrides
+        applied; a method with variants gets ``variant`` (default: its first, the model itself)
+        in ``model``."""
         m = self.methods[name]
-        preset = m.preset(self.preset, scale)
+        preset = m.preset(self.preset_name(name), scale)
+        if variant and m.variants and variant != m.variants[0] and self.is_released(name):
+            m.check_variant(variant)
+            raise EmsrError(f"method '{name}' runs preset '{self.preset_name(name)}' (released weights), which has no "
+                            f"variant '{variant}': ablations are trained (method_presets.{name}: paper or quick)")
         if m.variants:
             if variant:
                 m.check_variant(variant)
@@ -144,17 +198,27 @@ class Plan:
         """What the model file inference reads for ``name`` x``scale`` (``variant``: an
         ablation row) must have been trained from (:func:`emsrbench.fingerprint.planned_job`)."""
         m = self.methods[name]
+        if self.is_released(name):
+            # nothing trained: the model is the released file (its content digest) in the
+            # preset's architecture (emsrbench.gpemsr.install)
+            variant = variant or (m.variants[0] if m.variants else "")
+            return planned_job("released", method=name, variant=variant, scale=scale, preset=self.preset_name(name),
+                               model=self.preset_of(name, scale, variant)["model"], train={}, inputs={},
+                               pretrained=self.pretrained_state([self.released_entry(name, scale)]))
         if m.stage_rules == "gpemsr":
             from .gpemsr.workflow import StagePlan
 
             return StagePlan(self).identity("fusion", name, scale, variant or StagePlan(self).own_variant(name))
-        return planned_job("train", method=name, variant=variant, scale=scale, preset=self.preset,
+        return planned_job("train", method=name, variant=variant, scale=scale, preset=self.preset_name(name),
                            model=self.train_model(name), train=self.train_layers(name),
                            inputs=self.train_inputs(name, scale),
                            pretrained=self.pretrained_state(self.pretrained_names(name)))
 
     def pretrained_names(self, name: str) -> list[str]:
-        """Registry entries the training of method ``name`` may use (method.yaml ``pretrained``)."""
+        """Registry entries the training of method ``name`` may use (method.yaml ``pretrained``);
+        for a method on released weights, those files (one per scale) and nothing else."""
+        if self.is_released(name):
+            return sorted({self.released_entry(name, s) for s in self.scales})
         return list(self.methods[name].pretrained)
 
     def pretrained(self, names=None, who: str = "") -> Pretrained:
@@ -186,12 +250,17 @@ class Plan:
 
     def check_pretrained_present(self) -> None:
         """Start-up check: without ``allow_missing`` every pretrained file a planned job uses
-        must be present (one line naming the first that is not, and how to get it)."""
-        if self.allow_missing_pretrained():
-            return
+        must be present (one line naming the first that is not, and how to get it); the
+        released files of a method on released weights always."""
         registry = self.pretrained()
-        for entry, users in sorted(self.required_pretrained().items()):
+        released = set(self.released_entries())
+        for entry, users in sorted(self.required_pretrained().items(), key=lambda e: (e[0] not in released, e[0])):
+            if entry not in released and self.allow_missing_pretrained():
+                continue
             path, why, _ = registry.lookup(entry)
+            if path is None and entry in released:  # a released model has nothing to run without
+                raise EmsrError(f"method_presets: {', '.join(users)} runs on the study's released weights, but "
+                                f"{entry} is not usable: {why}")
             if path is None:
                 raise EmsrError(f"preset '{self.preset}': pretrained {entry} (used by {', '.join(users)}) is not usable: "
                                 f"{why}; or set `pretrained: {{allow_missing: true}}` to run without it, flagged")

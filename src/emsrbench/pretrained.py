@@ -3,6 +3,12 @@
 Nothing here downloads implicitly: ``fetch`` is called only by the ``fetch_weights`` rule.
 A consumer asks :meth:`Pretrained.status` and either gets a verified file or the reason it
 has none, which becomes a visible flag on every output that depends on it.
+
+An entry with ``fetch: manual`` (a file its publishers share only through a page a program
+cannot download from, e.g. a Google Drive folder) is put in place by hand; ``fetch_weights``
+skips it and says so. Only such an entry may have ``sha256: null``: the publishers give no
+checksum, so the file is used unverified, by its content digest (the jobs that read it carry
+that digest and say it was not verified). Every other entry is checked as before.
 """
 
 from __future__ import annotations
@@ -20,14 +26,28 @@ from .fingerprint import ABSENT, file_digest
 REGISTRY = Path(__file__).resolve().parents[2] / "config" / "pretrained.yaml"
 
 
+FETCH_MODES = ("download", "manual")
+
+
 @dataclass(frozen=True)
 class Weight:
     name: str
     file: str
     url: str
-    sha256: str
+    sha256: str | None  # None: the publishers give none (``fetch: manual`` only); used unverified
     used_by: tuple[str, ...]
     description: str
+    fetch: str = "download"  # "download": by `snakemake fetch_weights`; "manual": by hand from ``url``
+    notes: str = ""
+
+    @property
+    def manual(self) -> bool:
+        return self.fetch == "manual"
+
+    @property
+    def verified(self) -> bool:
+        """Whether a file of this entry is checked against a checksum."""
+        return self.sha256 is not None
 
 
 @lru_cache(maxsize=None)
@@ -39,8 +59,17 @@ def registry(path: str | Path = REGISTRY) -> dict[str, Weight]:
         missing = {"file", "url", "sha256"} - set(e)
         if missing:
             raise EmsrError(f"{path}: {name}: missing {sorted(missing)}")
-        expected_sha256(e["sha256"], f"{path}: {name}.sha256")
-        out[name] = Weight(name, e["file"], e["url"], e["sha256"], tuple(e.get("used_by", [])), e.get("description", ""))
+        fetch = e.get("fetch", "download")
+        if fetch not in FETCH_MODES:
+            raise EmsrError(f"{path}: {name}.fetch: '{fetch}' is not one of {list(FETCH_MODES)}")
+        if e["sha256"] is None:
+            if fetch != "manual":
+                raise EmsrError(f"{path}: {name}.sha256: null (no published checksum) is only allowed with "
+                                "`fetch: manual`; a downloaded file must be verified")
+        else:
+            expected_sha256(e["sha256"], f"{path}: {name}.sha256")
+        out[name] = Weight(name, e["file"], e["url"], e["sha256"], tuple(e.get("used_by", [])),
+                           e.get("description", ""), fetch, e.get("notes", ""))
     return out
 
 
@@ -97,11 +126,35 @@ class Pretrained:
         for p in self.candidates(name):
             if p.is_file():
                 actual = file_digest(p)
-                if not actual.startswith(expected_sha256(w.sha256, p)):
+                if w.verified and not actual.startswith(expected_sha256(w.sha256, p)):
                     return None, f"{p}: sha256 mismatch, expected {w.sha256}, got {actual}", actual
                 return p, "", actual
-        return None, (f"{name} weights not found: looked for {self.candidates(name)[0]} "
-                      f"(run `snakemake fetch_weights` or copy {w.file} there)"), ABSENT
+        where = self.candidates(name)[0]
+        return None, f"{name} weights not found: looked for {where} ({self.how_to_get(name)})", ABSENT
+
+    def how_to_get(self, name: str) -> str:
+        w = self.entry(name)
+        if w.manual:
+            return (f"download {Path(w.file).name} by hand from {w.url} and put it there; "
+                    "`snakemake fetch_weights` cannot fetch it")
+        return f"run `snakemake fetch_weights` or copy {w.file} there"
+
+    def downloadable(self) -> list[Weight]:
+        """The entries `snakemake fetch_weights` downloads (the others are put in place by hand)."""
+        return [w for w in self.entries.values() if not w.manual]
+
+    def manual(self) -> list[Weight]:
+        return [w for w in self.entries.values() if w.manual]
+
+    def manual_note(self) -> str:
+        """What `snakemake fetch_weights` says of the entries it skips: where to get them."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for w in self.manual():
+            groups.setdefault((w.url, str(self.dir / Path(w.file).parent)), []).append(Path(w.file).name)
+        if not groups:
+            return "fetch_weights: every registry entry is downloaded"
+        return "fetch_weights: skipped, to download by hand (no program can fetch them): " + "; ".join(
+            f"{', '.join(files)} from {url} into {folder}/" for (url, folder), files in groups.items())
 
     def state(self, names) -> dict[str, str]:
         """{name: sha256 or ``absent``} of ``names``: a rule param, so that adding, removing or
@@ -113,4 +166,7 @@ class Pretrained:
 
     def fetch(self, name: str) -> Path:
         w = self.entry(name)
+        if w.manual:
+            raise EmsrError(f"pretrained {name}: {w.file} cannot be downloaded by emsrbench; "
+                            f"download it by hand from {w.url} into {self.dir / Path(w.file).parent}")
         return download(w.url, self.dir / w.file, w.sha256)

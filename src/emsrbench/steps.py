@@ -12,13 +12,18 @@ import os
 import socket
 import sys
 import traceback
+from functools import lru_cache
 from pathlib import Path
 
+from . import gpu_pool
 from .errors import EmsrError
 from .pretrained import Pretrained
 
 
-def _rebuild_plan(smk):
+@lru_cache(maxsize=1)
+def job_plan(smk):
+    """The run plan of this job, built once from the config Snakemake hands the job (a job
+    runs in its own process, so the Snakefile's plan is not at hand)."""
     from .plan import Plan
 
     return Plan(smk.config, methods_dir=smk.params.methods_dir)
@@ -51,7 +56,7 @@ def degrade(smk) -> None:
 def train(smk) -> None:
     from .train import TrainJob, TrainSettings, run as run_training
 
-    plan = _rebuild_plan(smk)
+    plan = job_plan(smk)
     method = plan.method(smk.wildcards.method)
     job = TrainJob(
         method=method,
@@ -79,7 +84,7 @@ def fetch_weight(smk) -> None:
 def infer(smk) -> None:
     from .infer import InferSettings, infer_file
 
-    plan = _rebuild_plan(smk)
+    plan = job_plan(smk)
     method = plan.method(smk.wildcards.method)
     scale = int(smk.wildcards.scale)
     settings = InferSettings.merged(*smk.params.settings, source=f"{method.name} inference settings")
@@ -93,7 +98,7 @@ def infer(smk) -> None:
 def evaluate(smk) -> None:
     from .evaluate import evaluate as score, write_rows
 
-    plan = _rebuild_plan(smk)
+    plan = job_plan(smk)
     method = plan.method(smk.wildcards.method)
     lpips = plan.pretrained(plan.lpips_pretrained(), who="LPIPS") if smk.params.lpips else None
     # an ablation variant's rows (workflow/rules/gpemsr.smk) carry its name
@@ -124,7 +129,7 @@ def leaderboard(smk) -> None:
 def report(smk) -> None:
     from .report import build
 
-    plan = _rebuild_plan(smk)
+    plan = job_plan(smk)
     path = build(plan, list(smk.input.metrics), smk.output.html, smk.output.figures, repo=smk.params.repo,
                  workdir=Path.cwd(), bootstrap=list(smk.input.get("bootstrap") or []))
     print(f"report: {Path(path).resolve()}", file=sys.stderr)
@@ -136,7 +141,7 @@ def train_segmenter(smk) -> None:
     net = smk.wildcards.net
     train_network(net, smk.params.preset, list(smk.input.train), smk.output[0], smk.params.ckpt_dir,
                   override=dict(smk.params.override), threads=smk.threads,
-                  identity=_rebuild_plan(smk).segmenter_identity(net))
+                  identity=job_plan(smk).segmenter_identity(net))
 
 
 def segment(smk) -> None:
@@ -146,7 +151,7 @@ def segment(smk) -> None:
     segment_volume(net, smk.params.preset, smk.input.model, smk.input.raw, smk.output[0],
                    thresholds=list(smk.params.thresholds), scoring=smk.params.scoring,
                    inference=dict(smk.params.inference), threads=smk.threads,
-                   planned=_rebuild_plan(smk).segmenter_identity(net))
+                   planned=job_plan(smk).segmenter_identity(net))
 
 
 def _segmentation_row(smk) -> dict:
@@ -154,13 +159,14 @@ def _segmentation_row(smk) -> dict:
     from .segment.stage import HR_DISPLAY
 
     method = smk.wildcards.method
+    preset = smk.params.preset
     if method == smk.params.hr:
         display, family = HR_DISPLAY, "reference"
     else:
-        m = _rebuild_plan(smk).method(method)
-        display, family = m.display_name, m.family
+        m = job_plan(smk).method(method)
+        display, family, preset = m.display_name, m.family, job_plan(smk).preset_name(method)  # method_presets
     return {"net": smk.wildcards.net, "method": method, "display_name": display, "family": family,
-            "preset": smk.params.preset, "scale": int(smk.wildcards.scale)}
+            "preset": preset, "scale": int(smk.wildcards.scale)}
 
 
 def score_segmentation(smk) -> None:
@@ -183,18 +189,16 @@ def score_hallucination(smk) -> None:
     write_rows(rows, smk.output[0])
 
 
-STEPS = {f.__name__: f for f in (phantom, download_cremi, fetch_weight, degrade, train, infer, evaluate, leaderboard,
-                                 report)}
-STEPS.update({f.__name__: f for f in (train_segmenter, segment, score_segmentation, score_hallucination)})
-
-
 def gpemsr_stage(smk) -> None:
     from .gpemsr.workflow import run_stage
 
-    run_stage(smk)
+    run_stage(smk, job_plan(smk))
 
 
-STEPS["gpemsr_stage"] = gpemsr_stage
+# Every step a workflow script may name: workflow/scripts/<name>.py calls run(snakemake, "<name>").
+STEPS = {f.__name__: f for f in (phantom, download_cremi, fetch_weight, degrade, train, infer, evaluate, leaderboard,
+                                 report, train_segmenter, segment, score_segmentation, score_hallucination,
+                                 gpemsr_stage)}
 
 
 def _job_record(smk, step: str):
@@ -235,6 +239,8 @@ def run(smk, step: str) -> None:
     job = os.environ.get("SLURM_JOB_ID")
     print(f"emsrbench {step} on {socket.gethostname()}" + (f", SLURM job {job}" if job else ""), file=sys.stderr)
     try:
+        # a local run with a GPU pool (make bench GPUS=N): this job's own cards, or none
+        gpu_pool.assign(int(getattr(getattr(smk, "resources", None), "gpu", 0) or 0))
         STEPS[step](smk)
     except EmsrError as err:
         message = f"emsrbench error in {step}: {err}"

@@ -15,6 +15,7 @@ from snakemake.utils import validate
 
 from emsrbench.config import check_config, take_data_from_user
 from emsrbench.errors import EmsrError
+from emsrbench.gpemsr.workflow import StagePlan
 from emsrbench.plan import Plan
 from emsrbench.pretrained import Pretrained
 
@@ -34,6 +35,10 @@ except EmsrError as err:
     raise WorkflowError(f"emsrbench: {err}") from None
 
 PRETRAINED = Pretrained(PLAN.pretrained_dir)
+try:  # the stage files of the methods trained by gpemsr.smk (the report reads their stage I rows)
+    GPEMSR = StagePlan(PLAN)
+except EmsrError as err:
+    raise WorkflowError(f"emsrbench: {err}") from None
 
 
 def fetching_weights():

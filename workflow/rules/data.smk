@@ -42,7 +42,7 @@ rule fetch_weight:
     params:
         pretrained_dir=lambda w, output: str(Path(output[0]).parent),
     wildcard_constraints:
-        file="|".join(re.escape(w.file) for w in PRETRAINED.entries.values()),
+        file="|".join(re.escape(w.file) for w in PRETRAINED.downloadable()),
     log:
         f"{RESULTS}/logs/fetch_weight/{{file}}.log",
     retries: 3
@@ -52,6 +52,10 @@ rule fetch_weight:
         "../scripts/fetch_weight.py"
 
 
+# Entries with `fetch: manual` (the GPEMSR study's Google Drive folder) cannot be downloaded by
+# a program: skipped, with where to get them.
 rule fetch_weights:
     input:
-        [f"{PLAN.pretrained_dir}/{w.file}" for w in PRETRAINED.entries.values()],
+        [f"{PLAN.pretrained_dir}/{w.file}" for w in PRETRAINED.downloadable()],
+    message:
+        PRETRAINED.manual_note()

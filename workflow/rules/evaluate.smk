@@ -10,7 +10,7 @@ rule evaluate:
         # replicates of the PSNR/SSIM/LPIPS intervals, for the leaderboard's paired ties
         bootstrap=f"{RESULTS}/metrics/{{method}}/x{{scale}}-bootstrap.npz",
     params:
-        preset=PLAN.preset,
+        preset=lambda w: PLAN.preset_name(w.method),
         methods_dir=METHODS_DIR,
         lpips=PLAN.lpips_enabled(),
         intervals=PLAN.intervals(),

@@ -9,14 +9,14 @@
 # models/<m>/<variant>/x<s>/, their own infer/evaluate rules, and `snakemake ablations`
 # (results/ablations/leaderboard.md). Keys name the settings a stage depends on
 # (emsrbench.gpemsr.config.stage_key), so variants share stage I/II files where they can.
-from emsrbench.gpemsr.config import OWN_VARIANT as GPEMSR_OWN_VARIANT
-from emsrbench.gpemsr.workflow import StagePlan
+# A method on released weights (`method_presets: {gpemsr: released}`) trains nothing: rule
+# gpemsr_released writes its models/<m>/x<s>/model.pt from the study's stage III file.
 
-try:
-    GPEMSR = StagePlan(PLAN)
-except EmsrError as err:
-    raise WorkflowError(f"emsrbench: {err}") from None
+from emsrbench.gpemsr.config import OWN_VARIANT as GPEMSR_OWN_VARIANT
+
+# GPEMSR (its StagePlan) is built in common.smk, with PLAN.
 GPEMSR_METHODS = GPEMSR.methods or ["__none__"]
+GPEMSR_RELEASED = GPEMSR.released or ["__none__"]
 GPEMSR_VARIANTS = sorted({v for m, v in PLAN.variants() if m in GPEMSR.methods}) or ["__none__"]
 GPEMSR_PRIOR_VARIANTS = sorted({v for m in GPEMSR.methods for v in GPEMSR.prior_variants(m)}) or ["__none__"]
 
@@ -105,6 +105,32 @@ rule gpemsr_stage3:
         "../scripts/gpemsr_stage.py"
 
 
+# The study's released stage III file (config/pretrained.yaml gpemsr_stage3_x<s>, put in
+# pretrained_dir by hand) as the model file, flagged "released weights" (emsrbench.gpemsr.install).
+# Not an input (the start-up check stops a run without it); its sha256 is a param, so a new
+# or changed file reinstalls the model and reruns what reads it.
+rule gpemsr_released:
+    output:
+        f"{RESULTS}/models/{{method}}/x{{scale}}/model.pt",
+    params:
+        **GPEMSR.released_params(METHODS_DIR),
+    wildcard_constraints:
+        method="|".join(GPEMSR_RELEASED),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
+        gpu=0,
+    log:
+        f"{RESULTS}/logs/gpemsr_released/{{method}}-x{{scale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gpemsr_released/{{method}}-x{{scale}}.tsv"
+    conda:
+        method_env
+    script:
+        "../scripts/gpemsr_stage.py"
+
+
 # -- ablation variants -------------------------------------------------------------------
 
 
@@ -142,7 +168,7 @@ rule gpemsr_infer_variant:
     output:
         f"{RESULTS}/sr/{{method}}/{{variant}}/x{{scale}}.h5",
     params:
-        preset=PLAN.preset,
+        preset=lambda w: PLAN.preset_name(w.method),
         methods_dir=METHODS_DIR,
         model=lambda w: PLAN.preset_of(w.method, variant=w.variant)["model"],
         settings=lambda w: PLAN.infer_layers(w.method),
@@ -173,7 +199,7 @@ rule gpemsr_evaluate_variant:
     output:
         f"{RESULTS}/metrics/{{method}}/{{variant}}/x{{scale}}.csv",
     params:
-        preset=PLAN.preset,
+        preset=lambda w: PLAN.preset_name(w.method),
         methods_dir=METHODS_DIR,
         lpips=PLAN.lpips_enabled(),
         intervals=PLAN.intervals(),
@@ -205,7 +231,7 @@ rule gpemsr_stage1_evaluate:
         f"{RESULTS}/metrics/{{method}}/{{variant}}/stage1.csv",
     params:
         stage="reconstruct",
-        preset=PLAN.preset,
+        preset=lambda w: PLAN.preset_name(w.method),
         methods_dir=METHODS_DIR,
         model=lambda w: PLAN.preset_of(w.method, GPEMSR.stage1_scale(), w.variant)["model"],
         scales=PLAN.scales,

@@ -8,7 +8,7 @@ rule infer:
     output:
         f"{RESULTS}/sr/{{method}}/x{{scale}}.h5",
     params:
-        preset=PLAN.preset,
+        preset=lambda w: PLAN.preset_name(w.method),
         methods_dir=METHODS_DIR,
         model=lambda w: PLAN.preset_of(w.method)["model"],
         settings=lambda w: PLAN.infer_layers(w.method),

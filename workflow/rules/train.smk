@@ -9,7 +9,7 @@ rule train:
     output:
         f"{RESULTS}/models/{{method}}/x{{scale}}/model.pt",
     params:
-        preset=PLAN.preset,
+        preset=lambda w: PLAN.preset_name(w.method),
         methods_dir=METHODS_DIR,
         model=lambda w: PLAN.train_model(w.method),
         settings=lambda w: PLAN.train_layers(w.method),

@@ -83,12 +83,12 @@ class VQGANObjective(AdamObjective):
         rec = rec.float()
         rec_loss = F.l1_loss(rec, hr_b)
         loss = self.rec_weight * rec_loss + self.codebook_weight * q_loss.float()
-        out = {"rec": rec_loss.item(), "codebook": q_loss.item()}
+        out = {"rec": rec_loss.detach(), "codebook": q_loss.detach()}
         if gan:
             self.disc.requires_grad_(False)
             g_loss = -self.disc(rec).mean()
             loss = loss + self.gan_weight * g_loss
-            out["gan"] = g_loss.item()
+            out["gan"] = g_loss.detach()
         self.update(loss, self.opt, self.sched, self.model.parameters(), step)
         if gan:
             self.disc.requires_grad_(True)
@@ -103,8 +103,8 @@ class VQGANObjective(AdamObjective):
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
-            out["disc"] = d_loss.item()
-        return {"loss": loss.item(), **out}
+            out["disc"] = d_loss.detach()
+        return {"loss": loss.detach(), **out}
 
     def state_dict(self):
         return {**super().state_dict(), "disc": self.disc.state_dict(), "optimizer_d": self.opt_d.state_dict()}
@@ -144,10 +144,28 @@ class IndexerObjective(AdamObjective):
         loss = self.ce_weight * ce + self.latent_weight * latent_loss
         self.update(loss, self.opt, self.sched, self.model.parameters(), step)
         acc = (logits.argmax(1) == target).float().mean()
-        return {"loss": loss.item(), "ce": ce.item(), "latent": latent_loss.item(), "code_acc": acc.item()}
+        return {"loss": loss.detach(), "ce": ce.detach(), "latent": latent_loss.detach(), "code_acc": acc.detach()}
 
 
-def contextual_loss(vgg: nn.Module, sr: torch.Tensor, prior: torch.Tensor, band_width: float = 0.5) -> torch.Tensor:
+# Elements of one block of the (N, P_x, P_y) similarity tensors: at the paper patch a whole
+# tensor is ~2.7 GB, and the loss builds several; rows are taken in blocks of about this many
+# elements (256 MB in fp32), each recomputed in the backward pass instead of being kept.
+CONTEXTUAL_BLOCK_ELEMENTS = 2**26
+
+
+def _contextual_rows(nx: torch.Tensor, ny: torch.Tensor, band_width: float):
+    """For a block of x's feature rows: the best contextual similarity of each y position
+    within the block and the cosine distance at that best row."""
+    dist = (1 - torch.bmm(nx.transpose(1, 2), ny)).clamp(min=0)  # (N, rows, P_y)
+    rel = dist / (dist.min(dim=2, keepdim=True).values + 1e-5)
+    w = torch.exp((1 - rel) / band_width)
+    cx = w / (w.sum(dim=2, keepdim=True) + 1e-5)
+    best, arg = cx.max(dim=1, keepdim=True)  # (N, 1, P_y)
+    return best, torch.gather(dist, 1, arg)
+
+
+def contextual_loss(vgg: nn.Module, sr: torch.Tensor, prior: torch.Tensor, band_width: float = 0.5,
+                    block_elements: int = CONTEXTUAL_BLOCK_ELEMENTS) -> torch.Tensor:
     """The study's reference loss: a contextual loss (Mechrez et al., ECCV 2018) between VGG19
     relu3_4 features of the output x (B, 1, H, W) and of each section's prior image y
     (B, T, 1, H, W), ImageNet-normalised grey replicated to RGB.
@@ -157,6 +175,11 @@ def contextual_loss(vgg: nn.Module, sr: torch.Tensor, prior: torch.Tensor, band_
     over j; for each y position j the best match i*(j) = argmax_i cx_ij and its weight
     c_j = exp((1 - d_i*j) / h); CX = sum_j cx_i*j c_j / sum_j c_j; loss = mean(-log(CX + 1e-5))
     (the study's weighted variant of CX = mean_j max_i cx_ij).
+
+    Every step but the max over i is local to a row i, so the rows are taken in blocks of about
+    ``block_elements`` similarity entries, the running best (and the first index on ties, as
+    one max over all rows) kept across blocks; each block is recomputed in the backward pass
+    (activation checkpointing), so memory grows with the block, not with P_x * P_y.
     """
     b, t = prior.shape[:2]
     x = sr.unsqueeze(1).expand(-1, t, -1, -1, -1).reshape(b * t, 1, *sr.shape[-2:])
@@ -166,14 +189,24 @@ def contextual_loss(vgg: nn.Module, sr: torch.Tensor, prior: torch.Tensor, band_
     fx = vgg((x.expand(-1, 3, -1, -1) - mean) / std, RELU3_4).float()
     fy = vgg((y.expand(-1, 3, -1, -1) - mean) / std, RELU3_4).float()
     mu = fy.mean(dim=(0, 2, 3), keepdim=True)
-    nx = F.normalize((fx - mu).flatten(2), dim=1)  # (N, C, P)
-    ny = F.normalize((fy - mu).flatten(2), dim=1)
-    dist = (1 - torch.bmm(nx.transpose(1, 2), ny)).clamp(min=0)  # (N, P_x, P_y)
-    rel = dist / (dist.min(dim=2, keepdim=True).values + 1e-5)
-    w = torch.exp((1 - rel) / band_width)
-    cx = w / (w.sum(dim=2, keepdim=True) + 1e-5)
-    best, arg = cx.max(dim=1, keepdim=True)  # (N, 1, P_y)
-    c = torch.gather(torch.exp((1 - dist) / band_width), 1, arg)
+    nx = F.normalize((fx - mu).flatten(2), dim=1)  # (N, C, P_x)
+    ny = F.normalize((fy - mu).flatten(2), dim=1)  # (N, C, P_y)
+    n, _, px = nx.shape
+    rows = max(1, block_elements // max(1, n * ny.shape[2]))
+    best = best_dist = None
+    for r0 in range(0, px, rows):
+        block = nx[:, :, r0 : r0 + rows]
+        if torch.is_grad_enabled() and (block.requires_grad or ny.requires_grad):
+            b_best, b_dist = torch.utils.checkpoint.checkpoint(_contextual_rows, block, ny, band_width,
+                                                               use_reentrant=False)
+        else:
+            b_best, b_dist = _contextual_rows(block, ny, band_width)
+        if best is None:
+            best, best_dist = b_best, b_dist
+        else:
+            better = b_best > best  # strict: an earlier row wins a tie, as argmax over all rows
+            best, best_dist = torch.where(better, b_best, best), torch.where(better, b_dist, best_dist)
+    c = torch.exp((1 - best_dist) / band_width)
     score = (best * c).sum(dim=(1, 2)) / c.sum(dim=(1, 2))
     return torch.mean(-torch.log(score + 1e-5))
 
@@ -231,10 +264,10 @@ class FusionObjective(AdamObjective):
         # the study's L1, or MSE where the stage's harness setting ``loss`` says so (quick preset)
         rec = (F.mse_loss if self.settings.loss == "mse" else F.l1_loss)(sr.float(), hr_b)
         loss = self.rec_weight * rec
-        out = {"rec": rec.item()}
+        out = {"rec": rec.detach()}
         if self.loss_vgg is not None:
             ref = contextual_loss(self.loss_vgg, sr.float(), prior.float(), self.band_width)
             loss = loss + self.ref_weight * ref
-            out["ref"] = ref.item()
+            out["ref"] = ref.detach()
         self.update(loss, self.opt, self.sched, self.model.parameters(), step)
-        return {"loss": loss.item(), **out}
+        return {"loss": loss.detach(), **out}

@@ -18,8 +18,6 @@ Discriminator: the study's PatchGAN (4x4 convs without padding, InstanceNorm, Le
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,10 +42,11 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         y = self.norm(x)
-        q, k, v = (f(y).reshape(b, c, h * w) for f in (self.q, self.k, self.v))
-        # (b, n_keys, n_queries): column j holds the weights of every key for query j
-        weights = torch.softmax(torch.bmm(k.transpose(1, 2), q) / math.sqrt(c), dim=1)
-        out = torch.bmm(v, weights).reshape(b, c, h, w)
+        # positions as tokens (b, h*w, c): query i takes softmax_j(q_i . k_j / sqrt(c)) of the
+        # values. scaled_dot_product_attention never holds the (h*w)^2 weights at once on a GPU
+        # (flash / memory-efficient kernels); the result is the same formula.
+        q, k, v = (f(y).reshape(b, c, h * w).transpose(1, 2) for f in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, c, h, w)
         return x + self.proj(out)
 
 

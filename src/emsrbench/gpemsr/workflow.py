@@ -10,6 +10,10 @@ Paths (``<results>/models/<method>/``): ``stage1-<key>.pt``, ``x<scale>/stage2-<
 then the model inference reads, ``x<scale>/model.pt`` (the method's own row) or
 ``<variant>/x<scale>/model.pt`` (an ablation row).  Each stage checkpoints under
 ``checkpoints/<stage>/`` beside its file and resumes from a checkpoint of the same fingerprint.
+
+A method whose preset has released weights (``method_presets: {gpemsr: released}``) trains
+nothing: rule ``gpemsr_released`` writes its ``x<scale>/model.pt`` from the study's stage III
+file (:mod:`.install`), and it has no stage files and no ablation variants.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ class StagePlan:
 
     def __init__(self, plan):
         self.plan = plan
-        self.methods = plan.staged(self.RULES)
+        # trained through the three stages; those on released weights are installed instead
+        self.methods = [m for m in plan.staged(self.RULES) if not plan.is_released(m)]
+        self.released = [m for m in plan.staged(self.RULES) if plan.is_released(m)]
         self.stage1: dict[tuple[str, str], str] = {}  # (method, key) -> a variant that has it
         self.stage2: dict[tuple[str, str, int], str] = {}
         for m in self.methods:
@@ -92,6 +98,21 @@ class StagePlan:
         checks the checkpoint's fingerprint (:func:`emsrbench.train.fit`)."""
         return str(Path(folder) / "checkpoints" / stage)
 
+    def released_params(self, methods_dir: str) -> dict:
+        """Params of a ``gpemsr_released`` job (functions of its wildcards): the released
+        file's state (its sha256) makes a new or changed file reinstall the model."""
+        plan = self.plan
+        return dict(
+            stage="released",
+            scale=lambda w: int(w.scale),
+            preset=lambda w: plan.preset_name(w.method),
+            methods_dir=methods_dir,
+            model=lambda w: plan.preset_of(w.method, int(w.scale))["model"],
+            entry=lambda w: plan.released_entry(w.method, w.scale),
+            pretrained_dir=plan.pretrained_dir,
+            pretrained=lambda w: plan.pretrained_state([plan.released_entry(w.method, w.scale)]),
+        )
+
     # -- what the rules of gpemsr.smk ask ----------------------------------------------
     def job_variant(self, stage: str, w) -> str:
         """The variant whose settings a stage job of wildcards ``w`` trains with: stage I and
@@ -120,7 +141,7 @@ class StagePlan:
         return dict(
             stage=stage,
             scale=scale,
-            preset=plan.preset,
+            preset=lambda w: plan.preset_name(w.method),
             methods_dir=methods_dir,
             model=lambda w: plan.preset_of(w.method, scale(w), variant(w))["model"],
             settings=lambda w: plan.train_layers(w.method, scale(w)),
@@ -155,7 +176,8 @@ class StagePlan:
         """The planned stage job (:func:`emsrbench.fingerprint.planned_job`): what its file
         must be made from; ``scale`` is the job's (stage I: :meth:`stage1_scale`)."""
         scale = self.stage1_scale() if stage == "vqgan" else int(scale)
-        return planned_job(f"gpemsr_{stage}", method=method, variant=variant, scale=scale, preset=self.plan.preset,
+        return planned_job(f"gpemsr_{stage}", method=method, variant=variant, scale=scale,
+                           preset=self.plan.preset_name(method),
                            model=self.plan.preset_of(method, scale, variant)["model"],
                            train=self.plan.train_layers(method, scale),
                            inputs=self.stage_inputs(stage, method, scale, variant),
@@ -184,6 +206,11 @@ class StagePlan:
     def ablation_inputs(self) -> list[str]:
         """The rows of `snakemake ablations`: every method with variants, its variants and
         stage I models; a one-line error when no planned method has variants."""
+        released = [m for m in self.released if self.plan.method(m).variants]
+        if released:
+            m = released[0]
+            raise EmsrError(f"ablations: '{m}' runs preset '{self.plan.preset_name(m)}' (the study's released weights), "
+                            f"which has no ablation variants; set method_presets.{m} to paper or quick to train them")
         files = self.plan.ablation_metrics() + self.prior_metrics()
         if not files:
             raise EmsrError(f"ablations: no method of this run has variants (methods: {', '.join(self.plan.methods)}); "
@@ -201,17 +228,21 @@ class StagePlan:
                 + [self.stage2_file(m, s, k) for m, k, s in self.stage2])
 
 
-def run_stage(smk) -> None:
-    """The body of one stage job: ``smk.params.stage`` is "vqgan", "indexer" or "fusion"."""
-    from ..plan import Plan
+def run_stage(smk, plan) -> None:
+    """The body of one stage job (``plan``: the job's :class:`~emsrbench.plan.Plan`):
+    ``smk.params.stage`` is "vqgan", "indexer", "fusion" or "reconstruct" (stage I evaluation)."""
     from ..train import TrainJob, TrainSettings
     from . import training
 
-    plan = Plan(smk.config, methods_dir=smk.params.methods_dir)
     method = plan.method(smk.wildcards.method)
     stage = smk.params.stage
     if stage == "reconstruct":
         evaluate_prior(smk, plan, method)
+        return
+    if stage == "released":
+        from .install import install_job
+
+        install_job(smk, plan)
         return
     scale = int(smk.params.scale)
     stages = StagePlan(plan)

@@ -23,7 +23,7 @@ import scipy.ndimage as ndi
 
 from ..errors import EmsrError
 
-__all__ = ["psnr_sections", "psnr_volume", "ssim_sections", "ssim_volume", "check_pair"]
+__all__ = ["psnr_from_mse", "psnr_sections", "psnr_volume", "ssim_sections", "ssim_volume", "check_pair"]
 
 DATA_RANGE = 255.0
 SSIM_SIGMA = 1.5
@@ -65,22 +65,25 @@ def _sse_sections(hr: np.ndarray, sr: np.ndarray) -> np.ndarray:
     return out
 
 
-def _psnr(mse: np.ndarray) -> np.ndarray:
+def psnr_from_mse(mse, data_range: float = DATA_RANGE):
+    """PSNR (dB) of a mean squared error (scalar or array) on a ``data_range`` scale; ``inf``
+    where the error is 0. The one PSNR formula of the project (metrics, validation, panels)."""
     with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(DATA_RANGE**2 / mse)
+        out = 10.0 * np.log10(np.float64(data_range) ** 2 / np.asarray(mse, dtype=np.float64))
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def psnr_sections(hr: np.ndarray, sr: np.ndarray, what: str = "") -> np.ndarray:
     """PSNR (dB) of each section, float64; ``inf`` for identical sections."""
     hr, sr = check_pair(hr, sr, what)
     npix = hr.shape[1] * hr.shape[2]
-    return _psnr(_sse_sections(hr, sr).astype(np.float64) / npix)
+    return psnr_from_mse(_sse_sections(hr, sr).astype(np.float64) / npix)
 
 
 def psnr_volume(hr: np.ndarray, sr: np.ndarray, what: str = "") -> float:
     """PSNR (dB) of the whole volume from the MSE over all voxels."""
     hr, sr = check_pair(hr, sr, what)
-    return float(_psnr(np.float64(_sse_sections(hr, sr).sum()) / hr.size))
+    return float(psnr_from_mse(np.float64(_sse_sections(hr, sr).sum()) / hr.size))
 
 
 def _ssim_chunk(x: np.ndarray, y: np.ndarray) -> np.ndarray:

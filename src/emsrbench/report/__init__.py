@@ -134,7 +134,8 @@ def build(plan, metric_paths: list[str], html_path: str | Path, figures_dir: str
 
         tidy["tie"] = ties(tidy, bootstrap)
     records = failure_records.load(workdir / plan.results)
-    planned = Planned({n: (m.display_name, m.family) for n, m in plan.methods.items()}, plan.scales, plan.preset)
+    planned = Planned({n: (m.display_name, m.family, plan.preset_name(n)) for n, m in plan.methods.items()},
+                      plan.scales, plan.preset)
     rows = build_rows(tidy, planned, records)
     settings = plan.config.get("report", {}) or {}
 
@@ -144,7 +145,8 @@ def build(plan, metric_paths: list[str], html_path: str | Path, figures_dir: str
     ok = [r for r in rows if r.status == "ok" and not r.variant]
     failed = [r for r in rows if r.status != "ok" and not r.variant]
     subtitle = (f"{len({r.method for r in ok})} method(s) ran, {len(ok)} method x scale row(s)"
-                + (f", {len(failed)} failed or not run" if failed else "") + f"; preset {plan.preset}, "
+                + (f", {len(failed)} failed or not run" if failed else "") + f"; preset {plan.preset}"
+                + "".join(f", {m} {p}" for m, p in sorted((plan.config.get("method_presets") or {}).items())) + ", "
                 + f"data: {plan.data['source']}")
     sr_files = {(r.method, r.scale): workdir / plan.sr_file(r.method, r.scale) for r in ok
                 if (workdir / plan.sr_file(r.method, r.scale)).exists()}

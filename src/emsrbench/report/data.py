@@ -76,7 +76,8 @@ class Row:
 
 @dataclass
 class Planned:
-    """What the plan says should be on the page: methods (name -> display name, family)."""
+    """What the plan says should be on the page: methods (name -> display name, family,
+    preset: the run's or its own from ``method_presets``)."""
 
     methods: dict
     scales: list
@@ -92,12 +93,12 @@ def build_rows(tidy: pd.DataFrame, planned: Planned, failures: list[Failure]) ->
         for r in g.itertuples():
             row.cells[(r.metric, r.segmenter)] = Cell(r.value, r.note, r.ci_low, r.ci_high, r.tie)
         rows[(method, variant, int(scale))] = row
-    for method, (display, family) in planned.methods.items():
+    for method, (display, family, preset) in planned.methods.items():
         for scale in planned.scales:
             row = rows.get((method, "", int(scale)))
             concerned = [f for f in failures if f.concerns(method, scale) and f.wildcards.get("variant", "") == ""]
             if row is None:
-                row = Row(method, display, family, planned.preset, int(scale), status="failed" if concerned else "not run")
+                row = Row(method, display, family, preset, int(scale), status="failed" if concerned else "not run")
                 rows[(method, "", int(scale))] = row
             row.failures = concerned
     for row in rows.values():
@@ -116,6 +117,15 @@ def columns(rows: list[Row], scale: int | None = None) -> list[tuple[str, str]]:
     """The (metric, segmenter) columns that any row (at ``scale``) has, in display order."""
     keys = {k for r in rows if scale is None or r.scale == scale for k in r.cells}
     return sorted(keys, key=lambda k: (sort_key(k[0])[0], k[1], sort_key(k[0])[1:]))
+
+
+def as_tidy(rows: list[Row]) -> pd.DataFrame:
+    """The cells of the rows that ran, one tidy record each (what emsrbench.no_signal reads)."""
+    recs = [{"method": r.method, "variant": r.variant, "scale": r.scale, "metric": m, "segmenter": seg,
+             "value": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high, "tie": c.tie or ""}
+            for r in rows if r.status == "ok" for (m, seg), c in r.cells.items()]
+    return pd.DataFrame(recs, columns=["method", "variant", "scale", "metric", "segmenter", "value", "ci_low",
+                                       "ci_high", "tie"])
 
 
 def flags(tidy: pd.DataFrame) -> tuple[list[str], list[str]]:

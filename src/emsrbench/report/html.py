@@ -27,7 +27,7 @@ table.sortable th[aria-sort=descending]::after{content:" \\25BE"}
 figure{margin:10px 0 22px}figure img{max-width:100%;border:1px solid #d5dce8}figcaption{color:#4b5566;font-size:13px;max-width:1100px}
 dl.kv{display:grid;grid-template-columns:max-content auto;gap:2px 14px;margin:6px 0}dl.kv dt{font-weight:600}dl.kv dd{margin:0}
 .failures li,.flags li{margin:2px 0}.failures code{color:#b3261e}pre{background:#f4f6fa;padding:8px;overflow:auto;font-size:12px}
-.skipped{color:#6b7280;font-style:italic}.scroll{overflow-x:auto;max-width:100%}a.download{font-size:13px}
+.no-signal{color:#8a5a00;font-weight:600;margin:4px 0 8px}.skipped{color:#6b7280;font-style:italic}.scroll{overflow-x:auto;max-width:100%}a.download{font-size:13px}
 """
 
 # Sorts a table by the clicked column of its last header row: numbers by data-v, text by
@@ -94,7 +94,8 @@ def render(page: Page) -> str:
     sections = []
     board = ['<section id="leaderboard"><h2>Leaderboard</h2>',
              "<p>Click a column header to sort. Best value per column in bold (quality metrics only; cost is not "
-             "ranked; <i>HR (upper bound)</i> is the segmentation of the HR volume itself, a reference, not ranked). "
+             "ranked; <i>HR (upper bound)</i> is the segmentation of the HR volume itself, a reference, not ranked; "
+             "none in a segmenter's columns that carry no signal, as the sentence under the table says). "
              "Hover a value for its note, a <i>n/a</i> for why it is missing.</p>"]
     if page.csv:
         board.append(f'<p><a class="download" download="leaderboard.csv" href="{data_uri(page.csv.encode(), "text/csv")}">'

@@ -30,6 +30,7 @@ from skimage.segmentation import find_boundaries  # noqa: E402
 
 from ..errors import EmsrError  # noqa: E402
 from ..io import LABELS_KEY, LR_KEY, RAW_KEY  # noqa: E402
+from ..metrics.image import psnr_volume  # noqa: E402
 
 SEG_KEY = "volumes/segmentation"
 HR_METHOD = "hr"  # the segmentation of the HR volume itself
@@ -139,14 +140,9 @@ def _read_crop(path, key, region: Region, shape) -> np.ndarray:
         return np.asarray(ds[region.z, region.y:region.y + s, region.x:region.x + s])
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
 def _psnr_text(sr: np.ndarray, hr: np.ndarray) -> str:
     """A crop's PSNR for its title; an identical crop has no error (PSNR inf) and says so."""
-    psnr = _psnr(sr, hr)
+    psnr = psnr_volume(hr, sr, "report crop")  # uint8 crops: the leaderboard's PSNR
     return "PSNR inf (identical to HR)" if math.isinf(psnr) else f"PSNR {psnr:.2f} dB"
 
 

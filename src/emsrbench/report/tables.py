@@ -13,9 +13,11 @@ from ..gpemsr.config import ABLATED as GPEMSR_ABLATED
 from ..gpemsr.config import OWN_VARIANT as GPEMSR_OWN
 from ..leaderboard import TIE_MARK
 from ..metric_specs import GROUP_LABELS, best_value, fmt, is_finite, is_missing, spec
+from ..no_signal import Findings, capitalised
+from ..no_signal import find as find_no_signal
 from ..stats.coverage import coverage_sentence
 from ..stats.intervals import block_lengths
-from .data import Row, columns
+from .data import Row, as_tidy, columns
 
 # The tie mark of a value tied with the best (emsrbench.leaderboard.ties) and its legend.
 TIE_TITLE = "tied: not shown to differ from the best (paired block bootstrap, Holm-corrected over the column)"
@@ -37,9 +39,13 @@ def _header(metric: str, segmenter: str, inline: bool = False) -> str:
     return f'<th class="num" title="{escape(metric)}: {title}">{escape(m.label)}{arrow}{sub}</th>'
 
 
-def _best(rows: list[Row], cols) -> dict:
+def _best(rows: list[Row], cols, silenced=lambda metric, seg: False) -> dict:
+    """(metric, segmenter) -> the best value of a ranked column; none for a ``silenced`` column
+    (no signal: emsrbench.no_signal)."""
     best = {}
     for metric, seg in cols:
+        if silenced(metric, seg):
+            continue
         v = best_value(metric, [r.value(metric, seg) for r in rows if r.status == "ok" and not r.reference])
         if v is not None:
             best[(metric, seg)] = v
@@ -86,14 +92,26 @@ def _name_cell(row: Row) -> str:
     return f'<td data-v="{escape(row.label)}">{escape(row.label)}{warn}</td>'
 
 
+def _no_signal_paragraphs(findings: Findings, scale: int, segmenters: list[str]) -> str:
+    """One sentence per segmenter whose columns carry no signal at ``scale``, under the table."""
+    verdicts = [findings.verdict(scale, seg) for seg in segmenters if findings.verdict(scale, seg)]
+    return "".join(f'<p class="no-signal">{escape(capitalised(v.sentence))}. Nothing in the {escape(v.segmenter)} '
+                   "columns is bold.</p>" for v in verdicts)
+
+
 def leaderboard(rows: list[Row], scale: int) -> str:
-    """The leaderboard at one scale: every planned method, failed or not-run rows last."""
+    """The leaderboard at one scale: every planned method, failed or not-run rows last. A
+    segmenter's columns that carry no signal (emsrbench.no_signal) bold nothing, and a sentence
+    under the table says why."""
     rows = [r for r in rows if r.scale == scale and not r.variant]
     cols = columns(rows, scale)
-    best = _best(rows, cols)
+    findings = find_no_signal(as_tidy(rows))
+    best = _best(rows, cols, lambda metric, seg: findings.silenced(scale, seg, metric))
     groups = []
     for metric, seg in cols:
         label = GROUP_LABELS[spec(metric).group] + (f" ({seg})" if seg else "")
+        if seg and findings.verdict(scale, seg):
+            label += ": no signal"
         if groups and groups[-1][0] == label:
             groups[-1][1] += 1
         else:
@@ -118,8 +136,9 @@ def leaderboard(rows: list[Row], scale: int) -> str:
         used = block_lengths(c.note for r in rows for c in r.cells.values())
         text = TIE_LEGEND_HTML + (f" Block length used: {used}." if used else "") + " " + coverage_sentence()
         legend = f'<p class="legend"><span class="tie">{TIE_MARK}</span> {escape(text)}</p>'
+    silent = _no_signal_paragraphs(findings, scale, list(dict.fromkeys(seg for _, seg in cols if seg)))
     return (f'<div class="scroll"><table class="board sortable" id="leaderboard-x{scale}"><thead><tr>{top}</tr>'
-            f'<tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>{legend}')
+            f'<tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>{silent}{legend}')
 
 
 # -- ablations ---------------------------------------------------------------------------

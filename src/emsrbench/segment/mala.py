@@ -1,19 +1,23 @@
 """MALA (Funke et al. 2018): the valid-convolution 3D U-Net as ported in the GPEMSR study.
 
-Architecture (``paper`` preset: feature maps 12-60-300-1500, about 81.5 M parameters,
-53x268x268 in -> 25x56x56 out):
+Architecture (``paper`` preset: feature maps 12-60-300-1500, 81,489,387 parameters,
+53x268x268 in -> 25x56x56 out; the study's released ``MALA.pt``, :mod:`.released` maps its keys):
 
 * every level: two unpadded ("valid") convs + LeakyReLU(0.005), in the encoder and decoder;
 * three (1,3,3) max poolings (z is never downsampled);
-* upsampling: a per-channel transposed conv (kernel = stride = (1,3,3)) followed by a 1x1x1
-  conv to the next level's width; the encoder's output at that level is centre-cropped to the
-  upsampled size and added (the original TensorFlow MALA concatenates; the study's port adds);
+* upsampling: a per-channel transposed conv (kernel = stride = (1,3,3), no bias, as the
+  release) followed by a 1x1x1 conv to the next level's width; the encoder's output at that
+  level is centre-cropped to the upsampled size and added (the original TensorFlow MALA
+  concatenates; the study's port adds);
 * a 1x1x1 conv to 3 channels, sigmoid: nearest-neighbour affinities (z, y, x).
 
 Valid convolutions mean that the output block is smaller than the input block; inference
 reflect-pads the volume by the context so that the output covers it.  Because of the
 poolings the network is translation-equivariant only for shifts that are multiples of the
-total pooling factor, so blocks are placed on that grid (see :mod:`.blockwise`).
+total pooling factor, so blocks are placed on that grid (see :mod:`.blockwise`) -- except in
+the ``paper`` preset, which tiles as the study did (``tiling: study``: output blocks 25x56x56
+at a stride of 56, off that grid, the last one moved back inside the volume, later blocks
+overwriting earlier ones), so that released weights give the study's affinities.
 
 Quick preset (a documented change): 3 levels (two (1,3,3) poolings), widths 8-24-72, and
 3x3x3 convs only on the top level (the deeper levels use (1,3,3)), which cuts the z context
@@ -41,7 +45,9 @@ PRESETS = {
         # MALA, so it trains as long as Superhuman.
         "train": {"iterations": 200000, "batch_size": 1, "lr": 0.5e-4, "lr_schedule": "constant",
                   "betas": [0.95, 0.999], "checkpoint_every": 1000, "log_every": 100},
-        "infer": {"stride": None, "pad": [0, 0, 0]},
+        # The study's tiling: the volume reflect-padded by the context only (14x106x106),
+        # output blocks at a stride of the block, 25x56x56 (off the 27-voxel pooling grid).
+        "infer": {"stride": [25, 56, 56], "pad": [0, 0, 0], "tiling": "study"},
     },
     "quick": {
         "model": {"fmaps": [8, 24, 72], "z_kernels": [3, 1, 1]},
@@ -92,7 +98,7 @@ class Mala(nn.Module):
         for level in reversed(range(len(fmaps) - 1)):
             c = fmaps[level + 1]
             self.up.append(nn.Sequential(
-                nn.ConvTranspose3d(c, c, (1, POOL, POOL), stride=(1, POOL, POOL), groups=c),
+                nn.ConvTranspose3d(c, c, (1, POOL, POOL), stride=(1, POOL, POOL), groups=c, bias=False),
                 nn.Conv3d(c, fmaps[level], 1),
             ))
             self.up_convs.append(_two_convs(fmaps[level], fmaps[level], z_kernels[level]))

@@ -7,8 +7,9 @@ Each architecture module (:mod:`.superhuman`, :mod:`.mala`) defines ``NAME``, ``
 A preset is ``{"model": build kwargs, "block": output block (z, y, x), "train": TrainSettings
 layer, "infer": {"stride", "pad"}}``.  The model file (``results/segmenters/<net>/model.pt``)
 is the harness trainer's payload plus ``network``, ``block`` and the block shapes; users may
-point the config at their own file instead: either such a payload or a bare ``state_dict`` of
-the preset's architecture.
+point the config at their own file instead: such a payload, a bare ``state_dict`` of the
+preset's architecture, or the file the GPEMSR study released for that network (:mod:`.released`;
+read into the paper architecture, segmented with the paper preset's blocks and tiling).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import EmsrError
-from . import mala, superhuman
+from . import mala, released, superhuman
 
 NETWORKS: dict[str, ModuleType] = {m.NAME: m for m in (superhuman, mala)}
 
@@ -70,7 +71,9 @@ def block_shapes(name: str, model: nn.Module, block) -> tuple[tuple, tuple]:
 def load(path: str | Path, name: str, which: str) -> tuple[nn.Module, dict]:
     """The network of a model file and its metadata (``block``, ``stride``, ``pad``, ...).
 
-    ``which`` is the preset whose architecture and block a bare ``state_dict`` is read with.
+    ``which`` is the preset whose architecture and block a bare ``state_dict`` is read with;
+    a released file (:mod:`.released`) is read with the paper preset's, and its metadata says
+    so (``released_weights``, a flag for the rows, ``infer_preset: paper``).
     """
     path = Path(path)
     if not path.exists():
@@ -79,6 +82,10 @@ def load(path: str | Path, name: str, which: str) -> tuple[nn.Module, dict]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a non-checkpoint
         raise EmsrError(f"{path}: not a readable torch model file ({str(err).splitlines()[0]})") from None
+    if released.release_weights(payload) is not None:
+        paper = preset(name, "paper")
+        model = build(name, paper["model"])
+        return model, released.load(payload, path, name, model, paper)
     pre = preset(name, which)
     if isinstance(payload, dict) and "state_dict" in payload:
         if payload.get("network", name) != name:

@@ -7,8 +7,11 @@ File contract (read by the leaderboard and the HTML report):
   ``volumes/segmentations/<threshold>`` per threshold, and a JSON ``stats`` attribute
   (network, preset, thresholds, scoring, device, seconds, source file, flags);
 * ``results/segment/<net>/<method>/x<scale>.csv``: tidy rows (``evaluate.COLUMNS``) with
-  metrics ``voi_split``, ``voi_merge``, ``arand``, ``cremi_score`` at the first threshold;
-* ``results/segment/<net>/<method>/x<scale>-thresholds.csv``: every threshold's scores;
+  metrics ``voi_split``, ``voi_merge``, ``arand``, ``cremi_score``, ``segments`` (the
+  segmentation's 3D segment count, :func:`count_segments`) at the first threshold and
+  ``gt_objects`` (:func:`count_gt_objects`);
+* ``results/segment/<net>/<method>/x<scale>-thresholds.csv``: every threshold's scores and
+  segment count;
 * ``results/segment/<net>/<method>/x<scale>-hallucination.csv``: tidy rows of the hallucination
   scores (:data:`HALLUCINATION_METRICS`, :func:`score_hallucination`) of ``volumes/segmentation``.
 """
@@ -33,6 +36,11 @@ SEG_KEY = "volumes/segmentation"
 AFF_KEY = "volumes/affinities"
 SWEEP_GROUP = "volumes/segmentations"
 SCORE_METRICS = ("voi_split", "voi_merge", "arand", "cremi_score")
+# Not a score (no interval, not ranked): set beside HR's, it shows a segmentation that merged
+# the volume into a few segments, whose low VOI split would otherwise read as a merit.
+SEGMENT_COUNT = "segments"
+GT_OBJECTS = "gt_objects"  # the ground truth's objects as scored, beside every segment count
+SECTION_VOXELS_PER_READ = 2**24  # count_segments reads about this many voxels at a time
 # boundary precision / recall (fractions of boundary length), invented / erased boundary length
 # per labelled section area (um per um^2), orphan fraction (of SR segments); see hallucination.py
 HALLUCINATION_METRICS = ("boundary_precision", "boundary_recall", "boundary_f1", "invented_um_per_um2",
@@ -50,6 +58,7 @@ class SegmentInferSettings:
     batch: int = 2  # blocks per forward pass (from 2 PyTorch uses its fast CPU 3D conv)
     device: str = "auto"
     precision: str = "fp32"  # fp32 (no TF32) | bf16 | fp16 autocast; see emsrbench.device.precision_plan
+    tiling: str = "grid"  # grid (ours) | study (the GPEMSR study's; the paper presets); see blockwise
 
 
 def infer_settings(preset_infer: dict, override: dict | None, net: str) -> SegmentInferSettings:
@@ -80,12 +89,13 @@ def segment_volume(net: str, preset: str, model_file: str | Path, raw_path: str 
     threads = devices.set_threads(threads)
     model, meta = networks.load(model_file, net, preset)
     check_planned(model_file, meta.get("planned"), planned, f"{net} segmentation network")
-    pre = networks.preset(net, preset)
+    # Released weights come with their architecture's preset (paper): its blocks and tiling.
+    pre = networks.preset(net, meta.get("infer_preset", preset))
     st = infer_settings({k: v for k, v in pre["infer"].items()}, inference, net)
     block = st.block or meta.get("block") or pre["block"]
     in_shape, out_shape = networks.block_shapes(net, model, block)
     spec = BlockSpec.make(in_shape, out_shape, st.stride, st.pad or (0, 0, 0), factor=model.factor,
-                          where=f"segmentation {net} inference")
+                          where=f"segmentation {net} inference", tiling=st.tiling)
     raw, resolution = read_dataset(raw_path, RAW_KEY, dtype=np.uint8, ndim=3)
     dev = devices.pick_device(st.device)
     devices.precision_plan(dev.type, st.precision, "config segmentation.inference")  # fp16 on CPU: fail before any work
@@ -100,7 +110,8 @@ def segment_volume(net: str, preset: str, model_file: str | Path, raw_path: str 
         "network": net, "preset": preset, "model_file": str(model_file), "source": str(raw_path),
         "thresholds": [float(t) for t in thresholds], "scoring": scoring, "device": devices.describe(dev),
         "precision": st.precision, "threads": threads, "infer_seconds": infer_seconds, "agglomerate_seconds": agglo_seconds,
-        "blocks": {"in": list(in_shape), "out": list(out_shape), "stride": list(spec.stride), "pad": list(spec.pad)},
+        "blocks": {"in": list(in_shape), "out": list(out_shape), "stride": list(spec.stride), "pad": list(spec.pad),
+                   "tiling": spec.tiling},
         "parameters": int(meta["parameters"]),
         "flags": list(meta.get("flags") or []) + devices.precision_flag(st.precision, "segmentation inference"),
     }
@@ -174,7 +185,7 @@ def score_volume(seg_path: str | Path, gt_path: str | Path, *, net: str, method:
                                                  where)
             sweep.append({"threshold": float(t), **{k: sc[k] for k in ("voi_split", "voi_merge", "voi_sum", "arand",
                                                                         "cremi_score")}, "voxels": sc["voxels"],
-                          "gt_labels": mode})
+                          "segments": count_segments(ds), "gt_labels": mode})
     first = sweep[0]
     mask = f"CREMI border mask {border_nm:g} nm" if border_nm is not None else "no border mask"
     common = (f"waterz {stats['scoring']} threshold {first['threshold']:g}; {gt_labels_note(mode, why)}; "
@@ -190,10 +201,46 @@ def score_volume(seg_path: str | Path, gt_path: str | Path, *, net: str, method:
              "note": "; ".join(x for x in (nan_reason(first, m), notes[m], ci.get(m, none)[2], flags) if x),
              "ci_low": ci.get(m, none)[0], "ci_high": ci.get(m, none)[1], "variant": "", "tie": ""}
             for m in SCORE_METRICS]
+    rows += count_rows(base, first["segments"], count_gt_objects(gt, per_section), per_section, common, flags)
     if sidecar_path is not None:
         sidecar.write(sidecar_path, reps, kind="segmentation", method=method, scale=int(scale), settings=used,
                       segmenter=net)
     return pd.DataFrame(rows, columns=COLUMNS), pd.DataFrame(sweep)
+
+
+def count_segments(labels) -> int:
+    """Distinct ids (0 included, an ordinary segment) of a (z, y, x) label volume, array or
+    HDF5 dataset, read a few sections at a time so that memory stays bounded."""
+    import fastremap
+
+    depth, height, width = (int(n) for n in labels.shape)
+    step = max(1, SECTION_VOXELS_PER_READ // max(1, height * width))
+    seen = np.empty(0, dtype=labels.dtype)
+    for z0 in range(0, depth, step):
+        seen = np.union1d(seen, fastremap.unique(np.asarray(labels[z0:z0 + step])))
+    return int(seen.size)
+
+
+def count_gt_objects(gt: np.ndarray, per_section: bool) -> int:
+    """Ground-truth objects as the scores see them: non-zero ids, each (section, id) one object
+    when the labels are per section."""
+    import fastremap
+
+    if not per_section:
+        return int(np.count_nonzero(fastremap.unique(gt)))
+    return sum(int(np.count_nonzero(fastremap.unique(gt[z]))) for z in range(gt.shape[0]))
+
+
+def count_rows(base: dict, segments: int, gt_objects: int, per_section: bool, common: str, flags: str) -> list[dict]:
+    """The tidy ``segments`` and ``gt_objects`` rows of one segmentation (no interval: counts,
+    not estimates); set beside HR's, they show a collapse (emsrbench.no_signal)."""
+    objects = ("per-section objects (each id of each section one object, as scored)" if per_section
+               else "3D objects (non-zero ids)")
+    notes = {SEGMENT_COUNT: f"3D segments of the whole segmentation (label 0 one of them); {common}",
+             GT_OBJECTS: f"ground truth: {objects}, before any border mask; {common}"}
+    values = {SEGMENT_COUNT: segments, GT_OBJECTS: gt_objects}
+    return [{**base, "metric": m, "value": float(values[m]), "note": notes[m] + (f"; {flags}" if flags else ""),
+             "ci_low": float("nan"), "ci_high": float("nan"), "variant": "", "tie": ""} for m in (SEGMENT_COUNT, GT_OBJECTS)]
 
 
 def nan_reason(scores: dict, metric: str) -> str:

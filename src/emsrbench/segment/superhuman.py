@@ -1,14 +1,17 @@
 """Superhuman (Lee et al. 2017): the residual symmetric U-Net as ported in the GPEMSR study.
 
-Architecture (``paper`` preset: filters 28-36-48-64-80, about 1.48 M parameters):
+Architecture (``paper`` preset: filters 28-36-48-64-80, 1,477,659 parameters, the study's
+released ``superhuman.pt``; :mod:`.released` maps its keys):
 
 * embedding: a (1,5,5) conv to ``filters[0]`` channels + ELU;
 * encoder: one residual block per level, (1,2,2) max pooling between levels (z is never
   downsampled: serial-section EM is anisotropic, 40 nm vs 4 nm);
 * residual block (c_in -> c): a (1,3,3) conv (BN, ELU) gives ``x``; two 3x3x3 convs
-  (BN + ELU, then BN) give ``r``; out = ELU(BN(x + r));
-* decoder: trilinear (1,2,2) upsampling + a 1x1x1 conv to the level's filters, the skip joined
-  by addition, BN + ELU, one residual block;
+  (BN + ELU between them, nothing after the second) give ``r``; out = ELU(BN(x + r)).  The
+  block's convs have no bias (each feeds a BN, which has its own), as in the release;
+* decoder: trilinear (1,2,2) upsampling (align_corners=True, the release's ``nn.Upsample``) +
+  a 1x1x1 conv to the level's filters, the skip joined by addition, BN + ELU, one residual
+  block;
 * output: a (1,5,5) conv (+ ELU), a 1x1x1 conv to 3 channels, sigmoid: nearest-neighbour
   affinities (z, y, x).
 
@@ -31,14 +34,15 @@ CITATION = "Lee et al., Superhuman Accuracy on the SNEMI3D Connectomics Challeng
 # model: build() kwargs; block: the training patch = inference block (z, y, x), input = output;
 # train: TrainSettings layers (the study's lineage: Adam 1e-4, batch 2, 200k iterations);
 # infer: stride between blocks and reflect padding around the volume (the study's port:
-# 18x160x160 blocks, stride 10x80x80, padding 4x48x48).
+# 18x160x160 blocks, stride 10x80x80, padding 4x48x48) and the study's tiling (its last block
+# moved back inside the padded volume, its Gaussian window; blockwise.TILINGS).
 PRESETS = {
     "paper": {
         "model": {"filters": [28, 36, 48, 64, 80]},
         "block": [18, 160, 160],
         "train": {"iterations": 200000, "batch_size": 2, "lr": 1.0e-4, "lr_schedule": "constant",
                   "betas": [0.9, 0.999], "checkpoint_every": 1000, "log_every": 100},
-        "infer": {"stride": [10, 80, 80], "pad": [4, 48, 48]},
+        "infer": {"stride": [10, 80, 80], "pad": [4, 48, 48], "tiling": "study"},
     },
     # Narrow (8-12-16-24, about 96 k parameters) and 3 poolings: on CPU, narrow 3D convs cost
     # in element-wise passes more than in multiply-adds, and ~30 volumes are segmented in the
@@ -54,18 +58,21 @@ PRESETS = {
 }
 
 
-def _conv(cin: int, cout: int, kernel) -> nn.Conv3d:
+def _conv(cin: int, cout: int, kernel, bias: bool = True) -> nn.Conv3d:
     pad = tuple(k // 2 for k in kernel)
-    return nn.Conv3d(cin, cout, kernel, padding=pad)
+    return nn.Conv3d(cin, cout, kernel, padding=pad, bias=bias)
 
 
 class ResidualBlock(nn.Module):
+    """The release's ``resBlock_pni``: its second 3x3x3 conv has no BN of its own (the BN of
+    ``exit`` normalises the sum), and no conv has a bias."""
+
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.entry = nn.Sequential(_conv(cin, cout, (1, 3, 3)), nn.BatchNorm3d(cout), nn.ELU(inplace=True))
+        self.entry = nn.Sequential(_conv(cin, cout, (1, 3, 3), bias=False), nn.BatchNorm3d(cout), nn.ELU(inplace=True))
         self.body = nn.Sequential(
-            _conv(cout, cout, (3, 3, 3)), nn.BatchNorm3d(cout), nn.ELU(inplace=True),
-            _conv(cout, cout, (3, 3, 3)), nn.BatchNorm3d(cout),
+            _conv(cout, cout, (3, 3, 3), bias=False), nn.BatchNorm3d(cout), nn.ELU(inplace=True),
+            _conv(cout, cout, (3, 3, 3), bias=False),
         )
         self.exit = nn.Sequential(nn.BatchNorm3d(cout), nn.ELU(inplace=True))
 
@@ -75,7 +82,10 @@ class ResidualBlock(nn.Module):
 
 
 class UpJoin(nn.Module):
-    """Trilinear (1,2,2) upsampling, 1x1x1 conv to the skip's width, addition, BN + ELU."""
+    """Trilinear (1,2,2) upsampling, 1x1x1 conv to the skip's width, addition, BN + ELU.
+
+    align_corners=True as the release's ``nn.Upsample``: it changes every upsampled value
+    (corner-aligned sampling grid), so released weights need it."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
@@ -83,7 +93,7 @@ class UpJoin(nn.Module):
         self.post = nn.Sequential(nn.BatchNorm3d(cout), nn.ELU(inplace=True))
 
     def forward(self, x, skip):
-        x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
+        x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=True)
         return self.post(self.project(x) + skip)
 
 

@@ -116,7 +116,7 @@ class WeightedMSEObjective(AdamObjective):
             raise EmsrError(f"{self.job.method.model_py}: the network maps {tuple(x.shape)} to {tuple(pred.shape)}, expected {tuple(aff.shape)}")
         loss = (weight * (pred.float() - aff) ** 2).mean()
         self.update(loss, self.opt, self.sched, self.model.parameters(), step)
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
 
 def train_segmenter(name: str, preset: str, train_files: list[str], out_path: str | Path, ckpt_dir: str | Path,
