@@ -12,7 +12,7 @@ export EMSR_GPUS := $(GPUS)
 SNAKEMAKE_ARGS += --resources gpu=$(GPUS)
 endif
 
-.PHONY: bench test paper-smoke install dry-run lint clean
+.PHONY: bench test style paper-smoke install dry-run lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,8 +33,13 @@ bench: $(STAMP)
 	@echo "leaderboard: $$(pwd)/results/leaderboard.md (and leaderboard.csv)"
 	@echo "report: $$(pwd)/results/report/index.html"
 
-test: $(STAMP)
+# The formatter and linter first (pyproject.toml [tool.ruff]): a line of style fails in seconds.
+test: $(STAMP) style
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+style: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 
 # Paper-scale smoke (issue 14): every paper preset takes one training step at the study's
 # patch and batch and infers one 1024x1024 section, on the CPU (tests/test_paper_scale.py).

@@ -35,8 +35,10 @@ def main() -> None:
     args = ap.parse_args()
     band = 3.0 * math.sqrt(0.95 * 0.05 / args.reps)
     t0 = time.perf_counter()
-    print(f"Nominal 95 % BCa interval of the mean of AR(1) series; {args.reps} series per cell, "
-          f"{args.resamples} resamples; 3-sigma band {0.95 - band:.3f}-{min(1.0, 0.95 + band):.3f}.\n")
+    print(
+        f"Nominal 95 % BCa interval of the mean of AR(1) series; {args.reps} series per cell, "
+        f"{args.resamples} resamples; 3-sigma band {0.95 - band:.3f}-{min(1.0, 0.95 + band):.3f}.\n"
+    )
     print("| rho | sections | blocks | mean block length | coverage | missing | in band |")
     print("|---:|---:|---|---:|---:|---:|---|")
     for rho in RHOS:

@@ -86,8 +86,16 @@ def main() -> int:
         shape = f"{st.batch_size} x {st.patch_size}" if m.trains else "-"
         rows.append(f"| {name} | {params:,} | {its:.2f} | {shape} | {s_mp:.3f} |")
         print(rows[-1], flush=True)
-    text = "\n".join([f"# Method speed, preset {args.preset}, x{args.scale}", "",
-                      f"Machine: {machine()}; device {devices.describe(dev)}", ""] + rows + [""])
+    text = "\n".join(
+        [
+            f"# Method speed, preset {args.preset}, x{args.scale}",
+            "",
+            f"Machine: {machine()}; device {devices.describe(dev)}",
+            "",
+        ]
+        + rows
+        + [""]
+    )
     out = Path(__file__).resolve().parent / "out" / f"methods-{args.preset}-x{args.scale}.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text(text)

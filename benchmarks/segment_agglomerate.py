@@ -75,10 +75,9 @@ def main() -> int:
     args = ap.parse_args()
 
     sys.path.insert(0, str(HERE))
-    from quick_preset import machine
-
     import mahotas  # noqa: F401  (imports outside the timed steps)
     import waterz  # noqa: F401
+    from quick_preset import machine
 
     from emsrbench.segment.affinities import widen_borders
     from emsrbench.segment.agglomerate import agglomerate, fragments
@@ -130,12 +129,14 @@ def main() -> int:
         f"with both cores to itself the run would need about {a_cpu + f_cpu / args.threads:.0f} s "
         "(CPU seconds, fragments split over the threads).",
         "",
-        "| scoring | segments | VOI split | VOI merge | VOI sum | ARAND | VOI sum vs widened gt | ARAND vs widened gt | scoring s |",
+        "| scoring | segments | VOI split | VOI merge | VOI sum | ARAND "
+        "| VOI sum vs widened gt | ARAND vs widened gt | scoring s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, n, full, inn, s_wall in rows:
         lines.append(
-            f"| {name} | {n} | {full['voi_split']:.4f} | {full['voi_merge']:.4f} | {full['voi_sum']:.4f} | {full['arand']:.4f} | "
+            f"| {name} | {n} | {full['voi_split']:.4f} | {full['voi_merge']:.4f} | "
+            f"{full['voi_sum']:.4f} | {full['arand']:.4f} | "
             f"{inn['voi_sum']:.4f} | {inn['arand']:.4f} | {s_wall:.2f} |"
         )
     lines += [

@@ -148,12 +148,21 @@ def worker(name: str, workdir: Path, repeats: int) -> None:
         times.append(time.perf_counter() - t0)
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / repeats
-    print(json.dumps({
-        "name": name, "seconds": min(times), "all_seconds": times, "values": values,
-        "peak_extra_bytes": peak_rss_bytes() - base, "peak_rss_bytes": peak_rss_bytes(), "loaded_rss_bytes": base,
-        "input_bytes": gt.nbytes + seg.nbytes,
-        "cpu_seconds": cpu,
-    }))
+    print(
+        json.dumps(
+            {
+                "name": name,
+                "seconds": min(times),
+                "all_seconds": times,
+                "values": values,
+                "peak_extra_bytes": peak_rss_bytes() - base,
+                "peak_rss_bytes": peak_rss_bytes(),
+                "loaded_rss_bytes": base,
+                "input_bytes": gt.nbytes + seg.nbytes,
+                "cpu_seconds": cpu,
+            }
+        )
+    )
 
 
 # ------------------------------------------------------------------ driver
@@ -213,7 +222,9 @@ def main() -> int:
             tmp.cleanup()
 
     ok = [r for r in results if "failed" not in r]
-    ref = next((r for r in ok if r["name"] == "skimage"), None) or next((r for r in ok if r["name"].startswith("skimage")), None)
+    ref = next((r for r in ok if r["name"] == "skimage"), None) or next(
+        (r for r in ok if r["name"].startswith("skimage")), None
+    )
     ours = next((r for r in ok if r["name"] == "emsrbench"), None)
     voxels = int(np.prod(shape))
     lines = [
@@ -227,7 +238,8 @@ def main() -> int:
         f"Machine: {machine()}; load average {load0[0]:.1f} before, {load1[0]:.1f} after (shared machine: "
         "wall times are noisy; CPU seconds: user+system time per run, mean over the runs).",
         "",
-        "| implementation | seconds (best) | all runs (s) | speed-up vs skimage | peak extra memory (GiB) | CPU s per run | VOI split | VOI merge | ARAND |",
+        "| implementation | seconds (best) | all runs (s) | speed-up vs skimage | peak extra memory (GiB) "
+        "| CPU s per run | VOI split | VOI merge | ARAND |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -238,16 +250,22 @@ def main() -> int:
         speed = f"{ref['seconds'] / r['seconds']:.1f}x" if ref else "n/a"
         runs = ", ".join(f"{t:.2f}" for t in r["all_seconds"])
         lines.append(
-            f"| {r['name']} | {r['seconds']:.2f} | {runs} | {speed} | {r['peak_extra_bytes'] / 2**30:.2f} | {r['cpu_seconds']:.1f} | "
+            f"| {r['name']} | {r['seconds']:.2f} | {runs} | {speed} | "
+            f"{r['peak_extra_bytes'] / 2**30:.2f} | {r['cpu_seconds']:.1f} | "
             f"{v['voi_split']:.12f} | {v['voi_merge']:.12f} | {v['arand']:.12f} |"
         )
     if ref and ours:
         diff = max(abs(ours["values"][k] - ref["values"][k]) for k in ours["values"])
         lines += ["", f"Largest difference emsrbench - {ref['name']} over the three values: {diff:.2e}."]
-        lines += [f"Goal >= 5x scikit-image: {'met' if ref['seconds'] / ours['seconds'] >= 5 else 'MISSED'} "
-                  f"({ref['seconds'] / ours['seconds']:.1f}x)."]
-    lines += ["", "Peak extra memory: peak RSS of the subprocess during the runs (VmHWM, reset after loading) minus "
-              f"its RSS with both volumes loaded (inputs {(ok[0]['input_bytes'] if ok else 0) / 2**30:.2f} GiB)."]
+        lines += [
+            f"Goal >= 5x scikit-image: {'met' if ref['seconds'] / ours['seconds'] >= 5 else 'MISSED'} "
+            f"({ref['seconds'] / ours['seconds']:.1f}x)."
+        ]
+    lines += [
+        "",
+        "Peak extra memory: peak RSS of the subprocess during the runs (VmHWM, reset after loading) minus "
+        f"its RSS with both volumes loaded (inputs {(ok[0]['input_bytes'] if ok else 0) / 2**30:.2f} GiB).",
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

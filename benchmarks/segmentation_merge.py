@@ -11,8 +11,9 @@ the default run's data:
   seed 2, 12x384x384), the test volume degraded (bicubic, antialiased) to 8x and 16x and
   upsampled by the bicubic method (what the leaderboard's bicubic row segments);
 * network: ``--net`` trained as the default run trains it (quick preset, 200 steps; also 50
-  steps, to see which way more training moves it), once, cached in ``--cache``; its affinities of HR, bicubic 8x and bicubic 16x through the stage's
-  own ``segment_volume`` (blockwise inference, then the study's fragments and waterz);
+  steps, to see which way more training moves it), once, cached in ``--cache``; its
+  affinities of HR, bicubic 8x and bicubic 16x through the stage's own ``segment_volume``
+  (blockwise inference, then the study's fragments and waterz);
 * what each input gives: mean xy affinity on ground-truth interiors and on ground-truth
   boundaries (the one-pixel-widened borders the network is trained to mark), the share of
   pixels whose boundary map ``1 - (aff_y + aff_x) / 2`` reaches the seeding threshold 0.5,
@@ -56,6 +57,7 @@ SEED_THRESHOLDS = (0.5, 0.3, 0.15)
 
 # -- data ----------------------------------------------------------------------------------
 
+
 def _write(path: Path, raw: np.ndarray, labels: np.ndarray) -> None:
     from emsrbench.io import LABELS_KEY, RAW_KEY
 
@@ -82,12 +84,13 @@ def volumes(cache: Path) -> dict[str, Path]:
     """Files (cached) of the training volume and of the inputs to segment: hr, bicubic8, bicubic16."""
     from emsrbench import phantom
 
-    files = {"train": cache / "train.h5", "hr": cache / "hr.h5"} | {f"bicubic{s}": cache / f"bicubic{s}.h5"
-                                                                   for s in SCALES}
+    files = {"train": cache / "train.h5", "hr": cache / "hr.h5"} | {
+        f"bicubic{s}": cache / f"bicubic{s}.h5" for s in SCALES
+    }
     if all(p.exists() for p in files.values()):
         return files
     raw, labels = phantom.generate(TRAIN["shape"], seed=TRAIN["seed"])
-    _write(files["train"], raw[:TRAIN["sections"]], labels[:TRAIN["sections"]])
+    _write(files["train"], raw[: TRAIN["sections"]], labels[: TRAIN["sections"]])
     raw, labels = phantom.generate(TEST["shape"], seed=TEST["seed"])
     _write(files["hr"], raw, labels)
     for s in SCALES:
@@ -103,8 +106,15 @@ def trained_network(net: str, iterations: int, train_file: Path, cache: Path, th
     model = cache / f"{net}-quick-{iterations}.pt"
     if not model.exists():
         t0 = time.perf_counter()
-        train_segmenter(net, "quick", [str(train_file)], model, cache / f"ckpt-{net}-{iterations}",
-                        override={"iterations": iterations}, threads=threads)
+        train_segmenter(
+            net,
+            "quick",
+            [str(train_file)],
+            model,
+            cache / f"ckpt-{net}-{iterations}",
+            override={"iterations": iterations},
+            threads=threads,
+        )
         print(f"{net} ({iterations} steps) trained in {time.perf_counter() - t0:.0f} s", flush=True)
     return model
 
@@ -121,6 +131,7 @@ def predicted_affinities(net: str, model: Path, raw_file: Path, cache: Path, thr
 
 
 # -- measurements --------------------------------------------------------------------------
+
 
 def seeded_fragments(affs: np.ndarray, seed_threshold: float, threads: int) -> np.ndarray:
     from emsrbench.segment.agglomerate import fragments
@@ -146,8 +157,12 @@ def affinity_profile(affs: np.ndarray, gt_boundary: np.ndarray) -> dict:
     from emsrbench.segment.agglomerate import boundary_map
 
     boundary = boundary_map(affs)
-    return {"interior": float(1.0 - boundary[~gt_boundary].mean()), "on_boundary": float(1.0 - boundary[gt_boundary].mean()),
-            "walls": float((boundary >= STUDY_THRESHOLD).mean()), "median_boundary": float(np.median(boundary))}
+    return {
+        "interior": float(1.0 - boundary[~gt_boundary].mean()),
+        "on_boundary": float(1.0 - boundary[gt_boundary].mean()),
+        "walls": float((boundary >= STUDY_THRESHOLD).mean()),
+        "median_boundary": float(np.median(boundary)),
+    }
 
 
 def calibrated_like(affs: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -183,16 +198,23 @@ def blurred_truth(gt: np.ndarray, scale: int, lowered: bool, seed: int = 0) -> n
 
 # -- the report ----------------------------------------------------------------------------
 
+
 def _row(name: str, profile: dict | None, frags: np.ndarray, result: tuple) -> str:
     segments, split, merge = result
     per_section = np.unique(frags).size / frags.shape[0]
-    prof = (f"{profile['interior']:.3f} | {profile['on_boundary']:.3f} | {profile['walls']:.3f}" if profile
-            else "- | - | -")
+    prof = (
+        f"{profile['interior']:.3f} | {profile['on_boundary']:.3f} | {profile['walls']:.3f}" if profile else "- | - | -"
+    )
     return f"| {name} | {prof} | {per_section:.1f} | {segments} | {split:.3f} | {merge:.3f} |"
 
 
-HEAD = [("| input | xy aff. interior | xy aff. GT boundary | share boundary >= 0.5 | fragments / section | segments "
-         "| VOI split | VOI merge |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
+HEAD = [
+    (
+        "| input | xy aff. interior | xy aff. GT boundary | share boundary >= 0.5 | fragments / section | segments "
+        "| VOI split | VOI merge |"
+    ),
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+]
 
 
 def main(argv=None) -> int:
@@ -200,8 +222,13 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=HERE / "out" / "segmentation_merge")
     ap.add_argument("--net", default="superhuman", choices=["superhuman", "mala"])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--iterations", type=int, nargs="+", default=[200, 50],
-                    help="training steps of each network compared (the first is analysed in full; 200: the preset)")
+    ap.add_argument(
+        "--iterations",
+        type=int,
+        nargs="+",
+        default=[200, 50],
+        help="training steps of each network compared (the first is analysed in full; 200: the preset)",
+    )
     args = ap.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -215,26 +242,51 @@ def main(argv=None) -> int:
     gt_boundary = widen_borders(gt) == 0
     inputs = ["hr"] + [f"bicubic{s}" for s in SCALES]
     models = {it: trained_network(args.net, it, files["train"], args.cache, args.threads) for it in args.iterations}
-    affs = {name: predicted_affinities(args.net, models[args.iterations[0]], files[name], args.cache, args.threads)
-            for name in inputs}
+    affs = {
+        name: predicted_affinities(args.net, models[args.iterations[0]], files[name], args.cache, args.threads)
+        for name in inputs
+    }
 
-    lines = [f"# Segmentation of blurry input: where it merges ({args.net}, quick preset)", "",
-             (f"Phantom test volume {TEST['shape'][0]}x{TEST['shape'][1]}x{TEST['shape'][2]}, "
-              f"{np.count_nonzero(np.unique(gt))} ground-truth objects (3D); the study's post-processing (seeds at "
-              "boundary < 0.5, waterz mean affinity) unless a row says otherwise."), "",
-             "## What the network gives (waterz threshold 0.5, seeding threshold 0.5)", ""] + HEAD
+    lines = [
+        f"# Segmentation of blurry input: where it merges ({args.net}, quick preset)",
+        "",
+        (
+            f"Phantom test volume {TEST['shape'][0]}x{TEST['shape'][1]}x{TEST['shape'][2]}, "
+            f"{np.count_nonzero(np.unique(gt))} ground-truth objects (3D); the study's post-processing (seeds at "
+            "boundary < 0.5, waterz mean affinity) unless a row says otherwise."
+        ),
+        "",
+        "## What the network gives (waterz threshold 0.5, seeding threshold 0.5)",
+        "",
+    ] + HEAD
     for it, model in models.items():
         for name in inputs:
-            a = affs[name] if it == args.iterations[0] else predicted_affinities(args.net, model, files[name],
-                                                                                  args.cache, args.threads)
+            a = (
+                affs[name]
+                if it == args.iterations[0]
+                else predicted_affinities(args.net, model, files[name], args.cache, args.threads)
+            )
             frags = seeded_fragments(a, STUDY_THRESHOLD, args.threads)
-            lines.append(_row(f"{name}, {it} training steps", affinity_profile(a, gt_boundary), frags,
-                              outcome(gt, a, frags)[STUDY_THRESHOLD]))
+            lines.append(
+                _row(
+                    f"{name}, {it} training steps",
+                    affinity_profile(a, gt_boundary),
+                    frags,
+                    outcome(gt, a, frags)[STUDY_THRESHOLD],
+                )
+            )
 
     for s in SCALES:
         name = f"bicubic{s}"
-        lines += ["", f"## Sweeps on {name}", "", "waterz threshold (fragments seeded at 0.5):", "",
-                  "| threshold | segments | VOI split | VOI merge |", "|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"## Sweeps on {name}",
+            "",
+            "waterz threshold (fragments seeded at 0.5):",
+            "",
+            "| threshold | segments | VOI split | VOI merge |",
+            "|---:|---:|---:|---:|",
+        ]
         frags = seeded_fragments(affs[name], STUDY_THRESHOLD, args.threads)
         for t, (n, split, merge) in outcome(gt, affs[name], frags, WATERZ_THRESHOLDS).items():
             lines.append(f"| {t:g}{' (study)' if t == STUDY_THRESHOLD else ''} | {n} | {split:.3f} | {merge:.3f} |")
@@ -245,8 +297,14 @@ def main(argv=None) -> int:
             lines.append(_row(label, None, frags, outcome(gt, affs[name], frags)[STUDY_THRESHOLD]))
         calibrated = calibrated_like(affs[name], affs["hr"])
         frags = seeded_fragments(calibrated, STUDY_THRESHOLD, args.threads)
-        lines.append(_row(f"{name}, calibrated like HR", affinity_profile(calibrated, gt_boundary), frags,
-                          outcome(gt, calibrated, frags)[STUDY_THRESHOLD]))
+        lines.append(
+            _row(
+                f"{name}, calibrated like HR",
+                affinity_profile(calibrated, gt_boundary),
+                frags,
+                outcome(gt, calibrated, frags)[STUDY_THRESHOLD],
+            )
+        )
 
     lines += ["", "## The post-processing alone: ground-truth affinities blurred like LR input", ""] + HEAD
     for s in SCALES:
@@ -257,9 +315,15 @@ def main(argv=None) -> int:
             lines.append(_row(label, affinity_profile(a, gt_boundary), frags, outcome(gt, a, frags)[STUDY_THRESHOLD]))
 
     load = os.getloadavg()
-    lines += ["", (f"Wall {time.perf_counter() - t0:.0f} s, CPU {time.process_time() - cpu0:.0f} s (this process; "
-                   f"training excluded when cached); load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
-                   f"{os.cpu_count()} CPUs."), ""]
+    lines += [
+        "",
+        (
+            f"Wall {time.perf_counter() - t0:.0f} s, CPU {time.process_time() - cpu0:.0f} s (this process; "
+            f"training excluded when cached); load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+            f"{os.cpu_count()} CPUs."
+        ),
+        "",
+    ]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))
     print("\n".join(lines))

@@ -22,8 +22,12 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from emsrbench.segment.hallucination import (boundary_error_maps, boundary_lengths, boundary_scores,  # noqa: E402
-                                             orphan_segments)
+from emsrbench.segment.hallucination import (
+    boundary_error_maps,
+    boundary_lengths,
+    boundary_scores,  # noqa: E402
+    orphan_segments,
+)
 
 RES = (4.0, 4.0)  # y, x nm: the phantom's and CREMI's lateral resolution
 TOL = 8.0  # nm, the default segmentation.hallucination.tolerance_nm
@@ -57,8 +61,14 @@ def cracks(labels: np.ndarray, owners: np.ndarray) -> list:
 def draw(ax, labels, band_of, errors, error_colour, title):
     boundary = boundary_lengths(band_of, RES) > 0
     band = ndimage.distance_transform_edt(~boundary, sampling=RES) <= TOL
-    ax.imshow(np.where(band, 1.0, 0.0), cmap=matplotlib.colors.ListedColormap(["white", BAND]), vmin=0, vmax=1,
-              interpolation="nearest", alpha=0.55)
+    ax.imshow(
+        np.where(band, 1.0, 0.0),
+        cmap=matplotlib.colors.ListedColormap(["white", BAND]),
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+        alpha=0.55,
+    )
     ax.add_collection(LineCollection(cracks(labels, ~errors), colors=MATCHED, linewidths=1.6))
     ax.add_collection(LineCollection(cracks(labels, errors), colors=error_colour, linewidths=3.2))
     ax.set_xlim(-0.5, W - 0.5)
@@ -75,31 +85,66 @@ def main(out: Path) -> None:
     invented, erased = boundary_error_maps(gt, sr, RES, TOL)
     orphans = orphan_segments(gt[None], sr[None])  # here the ground truth stands in for the HR segmentation
     fig, axes = plt.subplots(1, 3, figsize=(12.5, 4.4))
-    draw(axes[0], gt, gt, np.zeros_like(erased), MATCHED,
-         f"Ground truth: {s['reference_nm']:.0f} nm of boundary\nshaded: within {TOL:g} nm (2 px) of it")
-    draw(axes[1], sr, gt, invented, INVENTED,
-         f"SR segmentation over the ground truth's band\ninvented {s['invented_nm']:.0f} of {s['candidate_nm']:.0f} nm: "
-         f"precision {s['boundary_precision']:.3f}")
-    draw(axes[2], gt, sr, erased, ERASED,
-         f"Ground truth over the SR segmentation's band\nerased {s['erased_nm']:.0f} of {s['reference_nm']:.0f} nm: "
-         f"recall {s['boundary_recall']:.3f}")
-    for ax, text in zip(axes, ["4 cells", "moved 1 px (matched), one membrane invented,\none erased; "
-                               f"{orphans['orphan_segments']} of {orphans['sr_segments']} segments orphans (IoU < 0.5 with every cell)",
-                               "the erased membrane's ends lie within 8 nm\nof the SR boundary at x = 35|36: matched"]):
+    draw(
+        axes[0],
+        gt,
+        gt,
+        np.zeros_like(erased),
+        MATCHED,
+        f"Ground truth: {s['reference_nm']:.0f} nm of boundary\nshaded: within {TOL:g} nm (2 px) of it",
+    )
+    draw(
+        axes[1],
+        sr,
+        gt,
+        invented,
+        INVENTED,
+        f"SR segmentation over the ground truth's band\ninvented {s['invented_nm']:.0f} of {s['candidate_nm']:.0f} nm: "
+        f"precision {s['boundary_precision']:.3f}",
+    )
+    draw(
+        axes[2],
+        gt,
+        sr,
+        erased,
+        ERASED,
+        f"Ground truth over the SR segmentation's band\nerased {s['erased_nm']:.0f} of {s['reference_nm']:.0f} nm: "
+        f"recall {s['boundary_recall']:.3f}",
+    )
+    for ax, text in zip(
+        axes,
+        [
+            "4 cells",
+            "moved 1 px (matched), one membrane invented,\none erased; "
+            f"{orphans['orphan_segments']} of {orphans['sr_segments']} segments orphans (IoU < 0.5 with every cell)",
+            "the erased membrane's ends lie within 8 nm\nof the SR boundary at x = 35|36: matched",
+        ],
+    ):
         ax.text(0.5, -0.04, text, transform=ax.transAxes, ha="center", va="top", fontsize=8)
-    fig.legend(handles=[Patch(color=INVENTED, label="invented: SR boundary, no ground-truth boundary within the tolerance"),
-                        Patch(color=ERASED, label="erased: ground-truth boundary, no SR boundary within the tolerance"),
-                        Patch(color=MATCHED, label="matched boundary"),
-                        Patch(color=BAND, alpha=0.55, label=f"tolerance band ({TOL:g} nm)")],
-               loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.suptitle(f"Hallucination scores of one section (4 nm pixels, tolerance {TOL:g} nm; "
-                 f"lengths are crack lengths in nm)", fontsize=10)
+    fig.legend(
+        handles=[
+            Patch(color=INVENTED, label="invented: SR boundary, no ground-truth boundary within the tolerance"),
+            Patch(color=ERASED, label="erased: ground-truth boundary, no SR boundary within the tolerance"),
+            Patch(color=MATCHED, label="matched boundary"),
+            Patch(color=BAND, alpha=0.55, label=f"tolerance band ({TOL:g} nm)"),
+        ],
+        loc="lower center",
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(
+        f"Hallucination scores of one section (4 nm pixels, tolerance {TOL:g} nm; lengths are crack lengths in nm)",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0.13, 1, 0.95))
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    print(f"{out}: invented {s['invented_nm']:g} nm, erased {s['erased_nm']:g} nm, precision "
-          f"{s['boundary_precision']:.4f}, recall {s['boundary_recall']:.4f}, orphans {orphans['orphan_segments']}"
-          f"/{orphans['sr_segments']}")
+    print(
+        f"{out}: invented {s['invented_nm']:g} nm, erased {s['erased_nm']:g} nm, precision "
+        f"{s['boundary_precision']:.4f}, recall {s['boundary_recall']:.4f}, orphans {orphans['orphan_segments']}"
+        f"/{orphans['sr_segments']}"
+    )
 
 
 if __name__ == "__main__":

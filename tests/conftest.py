@@ -158,9 +158,20 @@ def random_vgg19(tmp_path_factory):
     path.parent.mkdir()
     torch.save(state, path)
     reg = root / "registry.yaml"
-    reg.write_text(yaml.safe_dump({
-        "vgg19": {"file": path.name, "url": "https://example.invalid/vgg19.pth",
-                  "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
-        "spynet": {"file": "spynet_sintel_final-3d2a1287.pth", "url": "https://example.invalid/spynet.pth",
-                   "sha256": "3d2a1287"}}))
+    reg.write_text(
+        yaml.safe_dump(
+            {
+                "vgg19": {
+                    "file": path.name,
+                    "url": "https://example.invalid/vgg19.pth",
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                },
+                "spynet": {
+                    "file": "spynet_sintel_final-3d2a1287.pth",
+                    "url": "https://example.invalid/spynet.pth",
+                    "sha256": "3d2a1287",
+                },
+            }
+        )
+    )
     return Pretrained(root / "w", reg), state

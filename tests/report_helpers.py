@@ -36,7 +36,7 @@ def _volume(seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     smooth = gaussian_filter(rng.random(SHAPE), sigma=(0, 4, 4))
     raw = np.round((smooth - smooth.min()) / np.ptp(smooth) * 255).astype(np.uint8)
-    labels = (np.arange(SHAPE[1])[None, :, None] // 32 * 4 + np.arange(SHAPE[2])[None, None, :] // 32 + 1)
+    labels = np.arange(SHAPE[1])[None, :, None] // 32 * 4 + np.arange(SHAPE[2])[None, None, :] // 32 + 1
     return raw, np.broadcast_to(labels, SHAPE).astype(np.uint64).copy()
 
 
@@ -49,9 +49,22 @@ def _rows(method, display, scale, values: dict, segmenter="", variant="", ci=Non
     out = []
     for metric, v in values.items():
         lo, hi = (ci or {}).get(metric, (np.nan, np.nan))
-        out.append({"method": method, "display_name": display, "family": "single-image", "preset": "quick",
-                    "scale": scale, "metric": metric, "value": v, "note": "", "segmenter": segmenter,
-                    "variant": variant, "ci_low": lo, "ci_high": hi})
+        out.append(
+            {
+                "method": method,
+                "display_name": display,
+                "family": "single-image",
+                "preset": "quick",
+                "scale": scale,
+                "metric": metric,
+                "value": v,
+                "note": "",
+                "segmenter": segmenter,
+                "variant": variant,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
     return out
 
 
@@ -87,25 +100,53 @@ def make_results(root: Path, segmentation: bool = True) -> tuple[Plan, list[str]
                 sr[:, 64:, 64:] = 255 - sr[:, 64:, 64:]  # the methods disagree most in this quadrant
             _sr(root / plan.sr_file(method, scale), sr, method, scale)
             if segmentation and method == "bicubic":
-                write_cremi(root / plan.results / "segment" / NET / method / f"x{scale}.h5", sr,
-                            extra={"volumes/segmentation": hallucinated(labels)}, attrs=SEG_ATTRS)
+                write_cremi(
+                    root / plan.results / "segment" / NET / method / f"x{scale}.h5",
+                    sr,
+                    extra={"volumes/segmentation": hallucinated(labels)},
+                    attrs=SEG_ATTRS,
+                )
         if segmentation:
-            write_cremi(root / plan.results / "segment" / NET / "hr" / f"x{scale}.h5", hr,
-                        extra={"volumes/segmentation": labels}, attrs=SEG_ATTRS)
+            write_cremi(
+                root / plan.results / "segment" / NET / "hr" / f"x{scale}.h5",
+                hr,
+                extra={"volumes/segmentation": labels},
+                attrs=SEG_ATTRS,
+            )
     quality = {"bicubic": (20.2, 0.27, 0.61, 1.9, 1.1, 0.30), "rcan": (22.4, 0.35, 0.52, 1.5, 0.9, 0.21)}
     for method, display in (("bicubic", "Bicubic"), ("rcan", "RCAN")):
         for scale in (8, 16):
             if (method, scale) == ("rcan", 16):
                 continue
             psnr, ssim, lpips, split, merge, arand = quality[method]
-            rows = _rows(method, display, scale, {"psnr": psnr - scale / 8, "psnr_volume": psnr - 0.1, "ssim": ssim,
-                                                  "lpips": lpips, "parameters": 0 if method == "bicubic" else 54257,
-                                                  "train_seconds": 0 if method == "bicubic" else 12.0,
-                                                  "infer_s_per_mp": 0.3 if method == "bicubic" else 1.1},
-                         ci={"psnr": (psnr - scale / 8 - 0.3, psnr - scale / 8 + 0.3)})
+            rows = _rows(
+                method,
+                display,
+                scale,
+                {
+                    "psnr": psnr - scale / 8,
+                    "psnr_volume": psnr - 0.1,
+                    "ssim": ssim,
+                    "lpips": lpips,
+                    "parameters": 0 if method == "bicubic" else 54257,
+                    "train_seconds": 0 if method == "bicubic" else 12.0,
+                    "infer_s_per_mp": 0.3 if method == "bicubic" else 1.1,
+                },
+                ci={"psnr": (psnr - scale / 8 - 0.3, psnr - scale / 8 + 0.3)},
+            )
             if segmentation:
-                rows += _rows(method, display, scale, {"voi_split": split, "voi_merge": merge, "arand": arand,
-                                                       "cremi_score": ((split + merge) * arand) ** 0.5}, segmenter=NET)
+                rows += _rows(
+                    method,
+                    display,
+                    scale,
+                    {
+                        "voi_split": split,
+                        "voi_merge": merge,
+                        "arand": arand,
+                        "cremi_score": ((split + merge) * arand) ** 0.5,
+                    },
+                    segmenter=NET,
+                )
             path = root / plan.metrics_file(method, scale)
             path.parent.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows).to_csv(path, index=False)
@@ -113,20 +154,42 @@ def make_results(root: Path, segmentation: bool = True) -> tuple[Plan, list[str]
     if segmentation:
         for scale in (8, 16):
             path = root / plan.results / "segment" / NET / "hr" / f"x{scale}.csv"
-            pd.DataFrame(_rows("hr", "HR", scale, {"voi_split": 0.4, "voi_merge": 0.3, "arand": 0.05,
-                                                   "cremi_score": 0.19}, segmenter=NET)).to_csv(path, index=False)
+            pd.DataFrame(
+                _rows(
+                    "hr",
+                    "HR",
+                    scale,
+                    {"voi_split": 0.4, "voi_merge": 0.3, "arand": 0.05, "cremi_score": 0.19},
+                    segmenter=NET,
+                )
+            ).to_csv(path, index=False)
             tables.append(str(path))
             # hallucination scores as the workflow computes them, of the two segmentations written above
             for method, display in (("hr", "HR (upper bound)"), ("bicubic", "Bicubic")):
                 seg = root / plan.segment_file(NET, method, scale)
                 path = root / plan.hallucination_file(NET, method, scale)
-                score_hallucination(seg, root / plan.segment_file(NET, "hr", scale), root / plan.test_file(scale),
-                                    net=NET, method=method, display_name=display, family="single-image",
-                                    preset="quick", scale=scale, tolerance_nm=8.0).to_csv(path, index=False)
+                score_hallucination(
+                    seg,
+                    root / plan.segment_file(NET, "hr", scale),
+                    root / plan.test_file(scale),
+                    net=NET,
+                    method=method,
+                    display_name=display,
+                    family="single-image",
+                    preset="quick",
+                    scale=scale,
+                    tolerance_nm=8.0,
+                ).to_csv(path, index=False)
                 tables.append(str(path))
     abl = []
-    for variant, psnr, lp in (("", 23.0, 0.50), ("no_enc_attn", 22.7, 0.52), ("no_dec_attn", 22.6, 0.51),
-                              ("mpf_no_mask", 22.5, 0.55), ("no_pod", 21.9, 0.56), ("no_frobnicator", 20.0, 0.6)):
+    for variant, psnr, lp in (
+        ("", 23.0, 0.50),
+        ("no_enc_attn", 22.7, 0.52),
+        ("no_dec_attn", 22.6, 0.51),
+        ("mpf_no_mask", 22.5, 0.55),
+        ("no_pod", 21.9, 0.56),
+        ("no_frobnicator", 20.0, 0.6),
+    ):
         abl += _rows("gpemsr", "GPEMSR", 8, {"psnr": psnr, "lpips": lp}, variant=variant)
         abl += _rows("gpemsr", "GPEMSR", 8, {"voi_split": 2.0 + (23.0 - psnr)}, variant=variant, segmenter=NET)
     # stage I reconstruction rows (emsrbench.gpemsr.reconstruct): the model's own under "full";
@@ -140,18 +203,31 @@ def make_results(root: Path, segmentation: bool = True) -> tuple[Plan, list[str]
     path.parent.mkdir(parents=True)
     pd.DataFrame(abl).to_csv(path, index=False)
     tables.append(str(path))
-    failures.write(root / plan.results, "train", {"method": "rcan", "scale": "16"},
-                   "emsrbench error in train: rcan x16 loss is NaN at step 3", log="results/logs/train/rcan-x16.log")
+    failures.write(
+        root / plan.results,
+        "train",
+        {"method": "rcan", "scale": "16"},
+        "emsrbench error in train: rcan x16 loss is NaN at step 3",
+        log="results/logs/train/rcan-x16.log",
+    )
     failures.write(root / plan.results, "phantom", {"sample": "extra"}, "disk full")
     return plan, tables
 
 
 # -- headless Chromium -------------------------------------------------------------------
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--hide-scrollbars", "--mute-audio",
-         # Any host lookup fails: a page that tried to load something from outside would show it.
-         "--host-resolver-rules=MAP * ~NOTFOUND"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--mute-audio",
+    # Any host lookup fails: a page that tried to load something from outside would show it.
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+]
 
 # Runs in the page after load: every image decoded and its pixel spread (drawn on a canvas),
 # the tables, every resource the page fetched, and the sorter clicked on the first PSNR header.
@@ -212,8 +288,12 @@ def render(page: Path, out_dir: Path, width: int = 1280, height: int = 2400) -> 
     probed.write_text(text.replace("</body>", PROBE + "</body>"), encoding="utf-8")
     profile = out_dir / "profile"
     common = [exe, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"]
-    dom = subprocess.run(common + ["--virtual-time-budget=15000", "--dump-dom", probed.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        common + ["--virtual-time-budget=15000", "--dump-dom", probed.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     m = re.search(r'<pre id="emsr-probe">(.*?)</pre>', dom.stdout, re.S)
     assert m, "the probe did not run: " + dom.stdout[-500:]

@@ -74,7 +74,11 @@ class SlurmCluster:
         ids = ",".join(str(i) for i in job_ids)
         out = subprocess.run(
             ["squeue", "--states=all", "-h", "-o", "%i|%T", "-j", ids],
-            env=self.env, capture_output=True, text=True, timeout=30, check=True,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout
         return dict(line.split("|", 1) for line in out.split() if "|" in line)
 
@@ -106,15 +110,23 @@ def _skip_or_fail(reason: str):
 
 def _cluster(cmd: str, timeout: int = 180) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(CLUSTER_SH), cmd], cwd=REPO_ROOT, env=slurm_env(),
-        capture_output=True, text=True, timeout=timeout,
+        ["bash", str(CLUSTER_SH), cmd],
+        cwd=REPO_ROOT,
+        env=slurm_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def _node_info(env: dict) -> tuple[int, int]:
     out = subprocess.run(
-        ["sinfo", "-h", "-N", "-o", "%c|%G"], env=env,
-        capture_output=True, text=True, timeout=30, check=True,
+        ["sinfo", "-h", "-N", "-o", "%c|%G"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout.split()[0]
     cpus, gres = out.split("|", 1)
     gpus = 0
@@ -149,7 +161,9 @@ def slurm_cluster():
         yield SlurmCluster(
             conf=SLURM_CONF,
             partition=os.environ.get("EMSR_SLURM_PARTITION", "main"),
-            cpus=cpus, gpus=gpus, env=env,
+            cpus=cpus,
+            gpus=gpus,
+            env=env,
         )
     finally:
         if not already_up:  # leave a cluster we did not start as we found it
@@ -195,7 +209,11 @@ def run_snakemake_on_slurm(
     t0 = time.monotonic()
     with open(log_file, "w") as log:
         proc = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, env=run_env, stdout=log, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=REPO_ROOT,
+            env=run_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:

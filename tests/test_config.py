@@ -79,7 +79,9 @@ def test_segmentation_section(tmp_path):
     plan = Plan(load("config.yaml"), methods_dir=REPO / "methods")
     assert plan.segment_networks() == ["superhuman", "mala"] and plan.segmentation()["thresholds"] == [0.5]
     assert plan.segmentation()["preset"] == "quick" and plan.segment_methods()[0] == "hr"
-    assert plan.segment_raw("hr", 8) == plan.test_file(8) and plan.segment_raw("bicubic", 8) == plan.sr_file("bicubic", 8)
+    assert plan.segment_raw("hr", 8) == plan.test_file(8) and plan.segment_raw("bicubic", 8) == plan.sr_file(
+        "bicubic", 8
+    )
     assert plan.segmenter_file("mala") == "results/segmenters/mala/model.pt"
     assert plan.segment_file("mala", "hr", 16) == "results/segment/mala/hr/x16.h5"
     assert len(plan.all_segment_scores()) == 2 * (1 + len(plan.methods)) * 2
@@ -105,7 +107,8 @@ def test_hallucination_settings():
     msg = errors_for(lambda c: c["segmentation"]["hallucination"].update(tolerance=8))
     assert "segmentation.hallucination.'tolerance'" in msg and "did you mean 'tolerance_nm'" in msg
     assert "segmentation.hallucination.tolerance_nm" in errors_for(
-        lambda c: c["segmentation"]["hallucination"].update(tolerance_nm=-1))
+        lambda c: c["segmentation"]["hallucination"].update(tolerance_nm=-1)
+    )
     assert "segmentation.hallucination.iou" in errors_for(lambda c: c["segmentation"]["hallucination"].update(iou=0))
     plan = Plan(load("config.yaml"), methods_dir=REPO / "methods")
     assert plan.hallucination() == {"enabled": True, "tolerance_nm": 8, "iou": 0.5}
@@ -127,9 +130,14 @@ def test_hallucination_settings():
 
 def test_user_data_replaces_the_default_data_whole():
     cfg = load("config.yaml")
-    user = {"methods": ["bicubic"],
-            "data": {"source": "path", "path": {"samples": {"vol": "vol.h5"}},
-                     "splits": {"train": [{"sample": "vol"}], "test": [{"sample": "vol"}]}}}
+    user = {
+        "methods": ["bicubic"],
+        "data": {
+            "source": "path",
+            "path": {"samples": {"vol": "vol.h5"}},
+            "splits": {"train": [{"sample": "vol"}], "test": [{"sample": "vol"}]},
+        },
+    }
     assert take_data_from_user(cfg, user)
     assert cfg["data"] == user["data"] and cfg["data"] is not user["data"]
     assert "val" not in cfg["data"]["splits"] and "phantom" not in cfg["data"]
@@ -156,8 +164,20 @@ def _dry_run(workdir: Path, configfile: Path) -> subprocess.CompletedProcess:
     into the working directory, where Snakemake looks for it) with ``--configfile`` over it."""
     (workdir / "config").mkdir(exist_ok=True)
     shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "-n",
-           "--cores", "1", "--configfile", str(configfile)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        str(configfile),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
@@ -171,15 +191,25 @@ def test_user_configfile_gets_exactly_its_own_splits(tmp_path):
     vol = tmp_path / "vol.h5"
     write_cremi(vol, np.zeros((6, 64, 64), np.uint8), np.ones((6, 64, 64), np.uint64), resolution=(40, 4, 4))
     mine = tmp_path / "mine.yaml"
-    mine.write_text(yaml.safe_dump({
-        "methods": ["bicubic"],
-        "data": {"source": "path", "path": {"samples": {"vol": str(vol)}},
-                 "splits": {"train": [{"sample": "vol", "z": [0, 4]}], "test": [{"sample": "vol", "z": [4, 6]}]}},
-    }))
+    mine.write_text(
+        yaml.safe_dump(
+            {
+                "methods": ["bicubic"],
+                "data": {
+                    "source": "path",
+                    "path": {"samples": {"vol": str(vol)}},
+                    "splits": {"train": [{"sample": "vol", "z": [0, 4]}], "test": [{"sample": "vol", "z": [4, 6]}]},
+                },
+            }
+        )
+    )
     run = _dry_run(tmp_path, mine)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
-    degraded = {line.split("/")[-1].strip() for line in out.splitlines() if "results/degraded/x" in line
-                and line.strip().startswith("output:")}
+    degraded = {
+        line.split("/")[-1].strip()
+        for line in out.splitlines()
+        if "results/degraded/x" in line and line.strip().startswith("output:")
+    }
     assert degraded == {"train-0.h5", "test-0.h5"}, degraded
     assert "val-" not in out and "rule phantom" not in out

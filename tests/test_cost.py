@@ -27,8 +27,14 @@ class ConvNet(nn.Module):
 
     def __init__(self, scale=4):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=4),
-                                  nn.ReLU(), nn.Conv2d(8, scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1, groups=4),
+            nn.ReLU(),
+            nn.Conv2d(8, scale * scale, 3, padding=1),
+            nn.PixelShuffle(scale),
+        )
 
     def forward(self, x):
         return self.body(x)
@@ -84,7 +90,9 @@ def test_deform_conv2d_counted_as_its_convolution_and_reported_without_the_formu
     class Deform(nn.Module):
         def forward(self, x):
             w = torch.ones(8, 4, 3, 3)
-            return torchvision.ops.deform_conv2d(x, torch.zeros(1, 18, 10, 10), w, padding=1, mask=torch.ones(1, 9, 10, 10))
+            return torchvision.ops.deform_conv2d(
+                x, torch.zeros(1, 18, 10, 10), w, padding=1, mask=torch.ones(1, 9, 10, 10)
+            )
 
     x = torch.rand(1, 4, 10, 10)
     count = count_macs(Deform(), x)
@@ -128,12 +136,14 @@ def conv_method(folder):
     folder.mkdir()
     (folder / "method.yaml").write_text(
         "display_name: Conv\ncitation: x\nfamily: single-image\nscales: [8]\ntrains: false\n"
-        "presets: {quick: {}, paper: {}}\n")
+        "presets: {quick: {}, paper: {}}\n"
+    )
     (folder / "model.py").write_text(
         "import torch\nfrom torch import nn\n"
         "def build(scale):\n"
-        "    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, scale * scale, 1), nn.PixelShuffle(scale),"
-        " nn.Sigmoid())\n")
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, scale * scale, 1),"
+        " nn.PixelShuffle(scale), nn.Sigmoid())\n"
+    )
     return load_method(folder)
 
 
@@ -172,11 +182,34 @@ def test_cost_rows_of_files_without_cost_fields_are_missing_with_a_reason():
     rows = dict((m, (v, n)) for m, v, n in cost_rows({"device": "cpu:x"}))
     assert np.isnan(rows["macs_per_mp"][0]) and "rerun infer" in rows["macs_per_mp"][1]
     assert np.isnan(rows["peak_mem_mib"][0]) and "rerun infer" in rows["peak_mem_mib"][1]
-    failed = dict((m, (v, n)) for m, v, n in cost_rows(
-        {"device": "cpu:x", "macs_per_mp": None, "macs_note": "missing: MAC counter failed: X", "peak_mem_mib": 5.0,
-         "peak_mem_note": "CPU: peak"}))
+    failed = dict(
+        (m, (v, n))
+        for m, v, n in cost_rows(
+            {
+                "device": "cpu:x",
+                "macs_per_mp": None,
+                "macs_note": "missing: MAC counter failed: X",
+                "peak_mem_mib": 5.0,
+                "peak_mem_note": "CPU: peak",
+            }
+        )
+    )
     assert np.isnan(failed["macs_per_mp"][0]) and failed["macs_per_mp"][1] == "missing: MAC counter failed: X"
     assert failed["peak_mem_mib"] == (5.0, "cpu:x; CPU: peak")
-    df = pd.DataFrame([{"method": "m", "display_name": "M", "family": "single-image", "preset": "quick", "scale": 8,
-                        "metric": k, "value": v, "note": n} for k, (v, n) in rows.items()], columns=COLUMNS)
+    df = pd.DataFrame(
+        [
+            {
+                "method": "m",
+                "display_name": "M",
+                "family": "single-image",
+                "preset": "quick",
+                "scale": 8,
+                "metric": k,
+                "value": v,
+                "note": n,
+            }
+            for k, (v, n) in rows.items()
+        ],
+        columns=COLUMNS,
+    )
     assert "rerun infer" in markdown(df)  # listed under missing values

@@ -38,6 +38,7 @@ NO_LABELS = "no labels: no labelled (non-zero) ground-truth voxels left to score
 
 # -- the values themselves -------------------------------------------------------------------
 
+
 def test_a_constant_test_volume_scores_inf_psnr_with_its_reason(tmp_path):
     """Bicubic of a constant volume is the volume: PSNR inf (the note says why), SSIM exactly 1."""
     test = write_degraded(tmp_path / "test.h5", np.full(SHAPE, 117, np.uint8), 8)
@@ -108,11 +109,25 @@ def test_an_identical_crop_says_so_in_its_panel_title():
 
 # -- the leaderboard and the report ---------------------------------------------------------
 
+
 def rows(method, display, scale, values: dict, segmenter="", notes=None, ci=None) -> list[dict]:
-    return [{"method": method, "display_name": display, "family": "single-image", "preset": "quick", "scale": scale,
-             "metric": m, "value": v, "note": (notes or {}).get(m, ""), "segmenter": segmenter, "variant": "",
-             "ci_low": (ci or {}).get(m, (np.nan, np.nan))[0], "ci_high": (ci or {}).get(m, (np.nan, np.nan))[1]}
-            for m, v in values.items()]
+    return [
+        {
+            "method": method,
+            "display_name": display,
+            "family": "single-image",
+            "preset": "quick",
+            "scale": scale,
+            "metric": m,
+            "value": v,
+            "note": (notes or {}).get(m, ""),
+            "segmenter": segmenter,
+            "variant": "",
+            "ci_low": (ci or {}).get(m, (np.nan, np.nan))[0],
+            "ci_high": (ci or {}).get(m, (np.nan, np.nan))[1],
+        }
+        for m, v in values.items()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -125,20 +140,43 @@ def degenerate(tmp_path_factory):
     plan = Plan(cfg, methods_dir=REPO / "methods")
     seg_nan = {m: math.nan for m in ("voi_split", "voi_merge", "arand", "cremi_score")}
     tables = {
-        "bicubic-8": rows("bicubic", "Bicubic", 8, {"psnr": math.inf, "psnr_volume": math.inf, "ssim": 1.0,
-                                                    "infer_s_per_mp": 0.3},
-                          notes={"psnr": IDENTICAL + "; dB", "psnr_volume": IDENTICAL,
-                                 "infer_s_per_mp": "cpu:test; SR inferred in fp32"})
+        "bicubic-8": rows(
+            "bicubic",
+            "Bicubic",
+            8,
+            {"psnr": math.inf, "psnr_volume": math.inf, "ssim": 1.0, "infer_s_per_mp": 0.3},
+            notes={
+                "psnr": IDENTICAL + "; dB",
+                "psnr_volume": IDENTICAL,
+                "infer_s_per_mp": "cpu:test; SR inferred in fp32",
+            },
+        )
         + rows("bicubic", "Bicubic", 8, seg_nan, "toynet", notes={m: "bits; " + NO_LABELS for m in seg_nan}),
-        "rcan-8": rows("rcan", "RCAN", 8, {"psnr": 22.0, "psnr_volume": 21.9, "ssim": 0.90, "infer_s_per_mp": 1.1},
-                       notes={"infer_s_per_mp": "cuda:H100; SR inferred in bf16"},
-                       ci={"psnr": (21.5, 22.5), "ssim": (0.91, 0.95)})
-        + rows("rcan", "RCAN", 8, {"voi_split": 1.5, "voi_merge": 0.9, "arand": 0.2, "cremi_score": 0.69}, "toynet",
-               ci={"arand": (0.3, 0.4), "cremi_score": (0.5, math.inf)}),
+        "rcan-8": rows(
+            "rcan",
+            "RCAN",
+            8,
+            {"psnr": 22.0, "psnr_volume": 21.9, "ssim": 0.90, "infer_s_per_mp": 1.1},
+            notes={"infer_s_per_mp": "cuda:H100; SR inferred in bf16"},
+            ci={"psnr": (21.5, 22.5), "ssim": (0.91, 0.95)},
+        )
+        + rows(
+            "rcan",
+            "RCAN",
+            8,
+            {"voi_split": 1.5, "voi_merge": 0.9, "arand": 0.2, "cremi_score": 0.69},
+            "toynet",
+            ci={"arand": (0.3, 0.4), "cremi_score": (0.5, math.inf)},
+        ),
         "bicubic-16": rows("bicubic", "Bicubic", 16, {"psnr": 17.0, "ssim": 0.2})
-        + rows("bicubic", "Bicubic", 16, {"voi_split": 2.0, "voi_merge": 1.0, "arand": math.nan, "cremi_score": 0.9},
-               "toynet", notes={"arand": "undefined: a pair count of 0 (every ground-truth object or segment is one "
-                                         "voxel)"}),
+        + rows(
+            "bicubic",
+            "Bicubic",
+            16,
+            {"voi_split": 2.0, "voi_merge": 1.0, "arand": math.nan, "cremi_score": 0.9},
+            "toynet",
+            notes={"arand": "undefined: a pair count of 0 (every ground-truth object or segment is one voxel)"},
+        ),
         "rcan-16": rows("rcan", "RCAN", 16, {"psnr": 18.0, "ssim": 0.3})
         + rows("rcan", "RCAN", 16, {"voi_split": 1.8, "voi_merge": 0.8, "arand": 0.3, "cremi_score": 0.88}, "toynet"),
     }
@@ -152,8 +190,18 @@ def degenerate(tmp_path_factory):
     write_cremi(gt, np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint64))
     seg = segmentation_file(root / "seg.h5", np.ones(SHAPE, np.uint64))
     path = root / plan.results / "metrics" / "bicubic-8-hallucination.csv"
-    score_hallucination(seg, seg, gt, net="toynet", method="bicubic", display_name="Bicubic", family="single-image",
-                        preset="quick", scale=8, tolerance_nm=8.0).to_csv(path, index=False)
+    score_hallucination(
+        seg,
+        seg,
+        gt,
+        net="toynet",
+        method="bicubic",
+        display_name="Bicubic",
+        family="single-image",
+        preset="quick",
+        scale=8,
+        tolerance_nm=8.0,
+    ).to_csv(path, index=False)
     paths.append(str(path))
     return root, plan, paths
 
@@ -171,8 +219,10 @@ def test_the_leaderboard_shows_reasons_and_bolds_only_finite_values(degenerate):
     assert f"- psnr inf: {IDENTICAL}" in md and f"- voi_split n/a: {NO_LABELS}" in md
     assert "- boundary_f1 n/a: no labels:" in md
     assert "- cpu:test, fp32: Bicubic 8x" in md and "- cuda:H100, bf16: RCAN 8x" in md
-    assert pd.read_csv(root / "tidy.csv").query("metric == 'psnr' and method == 'bicubic' and scale == 8")["value"].iloc[0] \
+    assert (
+        pd.read_csv(root / "tidy.csv").query("metric == 'psnr' and method == 'bicubic' and scale == 8")["value"].iloc[0]
         == math.inf
+    )
 
 
 def test_the_report_builds_and_names_what_it_could_not_plot(degenerate):

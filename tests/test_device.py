@@ -60,8 +60,11 @@ def test_reduced_precision_is_autocast_in_that_dtype():
 
 
 def test_precision_errors_are_one_line_and_name_the_setting():
-    with pytest.raises(EmsrError, match=r"^config segmentation.inference: precision must be one of fp32, bf16, fp16, "
-                                        r"got 'fp64'$"):
+    with pytest.raises(
+        EmsrError,
+        match=r"^config segmentation.inference: precision must be one of fp32, bf16, fp16, "
+        r"got 'fp64'$",
+    ):
         device.precision_plan("cuda", "fp64", "config segmentation.inference")
     with pytest.raises(EmsrError, match=r"^config inference: precision fp16 needs a CUDA device, got cpu"):
         device.precision_plan("cpu", "fp16")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_degraded
 
 from emsrbench.errors import EmsrError
 from emsrbench.fingerprint import Fingerprint, check_planned, file_digest, planned_job
@@ -19,17 +20,23 @@ from emsrbench.methods import METHODS_DIR, load_method
 from emsrbench.pretrained import Pretrained
 from emsrbench.train import TrainJob, TrainSettings, fit
 
-from conftest import write_degraded
-
 RCAN = load_method(METHODS_DIR / "rcan")
 TINY = {"num_feat": 8, "num_group": 1, "num_block": 1, "squeeze_factor": 4}
 
 
 def job_for(tmp_path: Path, train_file: Path, name: str, **settings) -> TrainJob:
     base = {"iterations": 8, "batch_size": 2, "patch_size": 4, "checkpoint_every": 4, "lr": 1e-3}
-    return TrainJob(method=RCAN, scale=8, preset="quick", model_params=TINY,
-                    settings=TrainSettings.merged({**base, **settings}), train_files=[str(train_file)],
-                    out_path=tmp_path / name / "model.pt", ckpt_dir=tmp_path / name / "ckpt", threads=1)
+    return TrainJob(
+        method=RCAN,
+        scale=8,
+        preset="quick",
+        model_params=TINY,
+        settings=TrainSettings.merged({**base, **settings}),
+        train_files=[str(train_file)],
+        out_path=tmp_path / name / "model.pt",
+        ckpt_dir=tmp_path / name / "ckpt",
+        threads=1,
+    )
 
 
 def state_dict(path: Path) -> dict:
@@ -94,8 +101,9 @@ def test_changes_are_said_in_words():
 
 
 @pytest.mark.parametrize("change", ["iterations", "lr", "seed", "data"])
-def test_changed_inputs_set_the_checkpoint_aside_and_start_at_step_0(tmp_path, degraded_x8, other_volume, change,
-                                                                    capfd):
+def test_changed_inputs_set_the_checkpoint_aside_and_start_at_step_0(
+    tmp_path, degraded_x8, other_volume, change, capfd
+):
     """The new-user story: a finished (or unfinished) checkpoint of other settings or other
     data is never resumed; the result equals a fresh run of the new inputs."""
     changed = {"iterations": {"iterations": 12}, "lr": {"lr": 5e-4}, "seed": {"seed": 3}, "data": {}}[change]
@@ -108,8 +116,12 @@ def test_changed_inputs_set_the_checkpoint_aside_and_start_at_step_0(tmp_path, d
     fit(again)
     err = capfd.readouterr().err
     assert "was made from other inputs" in err and "training from step 0" in err
-    expected = {"iterations": "train.iterations 8 -> 12", "lr": "train.lr 0.001 -> 0.0005",
-                "seed": "train.seed 0 -> 3", "data": "data.train content changed"}[change]
+    expected = {
+        "iterations": "train.iterations 8 -> 12",
+        "lr": "train.lr 0.001 -> 0.0005",
+        "seed": "train.seed 0 -> 3",
+        "data": "data.train content changed",
+    }[change]
     assert expected in err
     assert len(list((again.ckpt_dir / "stale").glob("last-*.pt"))) == 1
     fresh = job_for(tmp_path, data, "fresh", **changed)
@@ -148,8 +160,17 @@ def test_a_finished_stage_file_is_kept_only_for_the_same_inputs(tmp_path, degrad
 
 
 def planned(data: Path, iterations: int = 8) -> Fingerprint:
-    return planned_job("train", method="rcan", variant="", scale=8, preset="quick", model=TINY,
-                       train=[{"iterations": iterations}], inputs={"train": [str(data)], "val": []}, pretrained={})
+    return planned_job(
+        "train",
+        method="rcan",
+        variant="",
+        scale=8,
+        preset="quick",
+        model=TINY,
+        train=[{"iterations": iterations}],
+        inputs={"train": [str(data)], "val": []},
+        pretrained={},
+    )
 
 
 def test_infer_refuses_a_model_planned_for_other_inputs(tmp_path, degraded_x8, other_volume):
@@ -158,14 +179,26 @@ def test_infer_refuses_a_model_planned_for_other_inputs(tmp_path, degraded_x8, o
     fit(job)
     settings = InferSettings.merged({"tile": 16, "overlap": 4})
     out = tmp_path / "sr.h5"
-    infer_file(RCAN, 8, TINY, settings, degraded_x8, out, model_file=job.out_path, threads=1,
-               planned=planned(degraded_x8))
+    infer_file(
+        RCAN, 8, TINY, settings, degraded_x8, out, model_file=job.out_path, threads=1, planned=planned(degraded_x8)
+    )
     assert out.is_file()
-    for other, said in [(planned(other_volume), "inputs.train content changed"),
-                        (planned(degraded_x8, 16), "train[0].iterations 8 -> 16")]:
+    for other, said in [
+        (planned(other_volume), "inputs.train content changed"),
+        (planned(degraded_x8, 16), "train[0].iterations 8 -> 16"),
+    ]:
         with pytest.raises(EmsrError, match="not the rcan x8 model this config plans") as err:
-            infer_file(RCAN, 8, TINY, settings, degraded_x8, tmp_path / "no.h5", model_file=job.out_path,
-                       threads=1, planned=other)
+            infer_file(
+                RCAN,
+                8,
+                TINY,
+                settings,
+                degraded_x8,
+                tmp_path / "no.h5",
+                model_file=job.out_path,
+                threads=1,
+                planned=other,
+            )
         assert said in str(err.value) and "\n" not in str(err.value)
         assert not (tmp_path / "no.h5").exists()
 
@@ -201,8 +234,11 @@ def test_a_pretrained_file_changes_the_training_fingerprint(tmp_path, degraded_x
     weight.write_bytes(b"a stand-in spynet")
     digest = file_digest(weight)
     entry = job.pretrained.entry("spynet")
-    monkeypatch.setitem(job.pretrained.entries, "spynet",
-                        registry_module.Weight(entry.name, entry.file, entry.url, digest, entry.used_by, ""))
+    monkeypatch.setitem(
+        job.pretrained.entries,
+        "spynet",
+        registry_module.Weight(entry.name, entry.file, entry.url, digest, entry.used_by, ""),
+    )
     job.pretrained.status("spynet")
     present = training_fingerprint(job, job.settings)
     assert "pretrained.spynet absent -> sha256" in present.changes_from(absent.record())
@@ -216,15 +252,26 @@ def test_a_methods_own_train_must_train_through_fit(tmp_path, degraded_x8):
     from emsrbench.train import run, save_model
 
     def train_outside_fit(job):
-        save_model(job, RCAN.module().build(8, **TINY), train_seconds=0.0, final_loss=0.0, threads=1,
-                   device=torch.device("cpu"))
+        save_model(
+            job,
+            RCAN.module().build(8, **TINY),
+            train_seconds=0.0,
+            final_loss=0.0,
+            threads=1,
+            device=torch.device("cpu"),
+        )
 
     job = job_for(tmp_path, degraded_x8, "own")
-    job.method = SimpleNamespace(name="own", model_py=Path("methods/own/model.py"),
-                                 module=lambda: SimpleNamespace(train=train_outside_fit))
+    job.method = SimpleNamespace(
+        name="own", model_py=Path("methods/own/model.py"), module=lambda: SimpleNamespace(train=train_outside_fit)
+    )
     with pytest.raises(EmsrError, match="without a training fingerprint; train each stage through emsrbench.train.fit"):
         run(job)
-    job.method = SimpleNamespace(name="own", model_py=Path("methods/own/model.py"), module=lambda: SimpleNamespace(
-        train=lambda j: fit(j, model=RCAN.module().build(8, **TINY))), slices=1)
+    job.method = SimpleNamespace(
+        name="own",
+        model_py=Path("methods/own/model.py"),
+        module=lambda: SimpleNamespace(train=lambda j: fit(j, model=RCAN.module().build(8, **TINY))),
+        slices=1,
+    )
     run(job)
     assert torch.load(job.out_path, weights_only=True)["fingerprint"]["digest"]

@@ -22,8 +22,8 @@ from emsrbench.gpemsr.tda import ConcatFusion, ThreeDA
 from emsrbench.gpemsr.vqgan import SelfAttention
 from emsrbench.pretrained import Pretrained
 
-
 # ---------------------------------------------------------------- parameter counts (paper)
+
 
 @pytest.fixture(scope="module")
 def count_tables():
@@ -68,6 +68,7 @@ def test_stage1_models_and_indexer_difference():
 
 
 # ---------------------------------------------------------------- shapes, quick preset
+
 
 @pytest.mark.parametrize("scale", [8, 16])
 def test_quick_forward_backward_shapes(scale, one_thread):
@@ -125,6 +126,7 @@ def test_quick_stage_timings(one_thread, capsys):
 
 # ---------------------------------------------------------------- ablations
 
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_every_ablation_builds_and_runs(variant, one_thread):
     torch.manual_seed(0)
@@ -149,8 +151,10 @@ def test_every_ablation_builds_and_runs(variant, one_thread):
 def test_stage_keys_tell_which_ablations_share_stages_i_and_ii():
     from emsrbench.gpemsr.config import stage_key
 
-    keys = {v: (stage_key(make_config("quick", v), "vqgan"), stage_key(make_config("quick", v), "indexer"))
-            for v in VARIANTS}
+    keys = {
+        v: (stage_key(make_config("quick", v), "vqgan"), stage_key(make_config("quick", v), "indexer"))
+        for v in VARIANTS
+    }
     shared = {v for v, k in keys.items() if k == keys["full"]}
     assert shared == {"full", "mpf_no_mask", "no_pod", "no_3da", "no_mpf"}
     assert len({keys[v] for v in ("full", "no_enc_attn", "no_dec_attn")}) == 3
@@ -169,6 +173,7 @@ def test_unknown_names_are_one_line_errors():
 
 
 # ---------------------------------------------------------------- blocks against direct computations
+
 
 def test_self_attention_is_equation_1():
     """Atten(Q, K, V) = V softmax(K^T Q / sqrt(d_k)), then a conv, plus the input."""

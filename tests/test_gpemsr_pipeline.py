@@ -20,11 +20,17 @@ VARIANTS = ["full", "no_enc_attn", "no_dec_attn", "mpf_no_mask", "no_pod", "no_3
 
 def tiny_config(work: Path, scales=(8,)) -> Path:
     config = {
-        "results": "results", "preset": "quick", "scales": list(scales), "methods": ["gpemsr"],
-        "data": {"source": "phantom",
-                 "phantom": {"samples": {"train": {"shape": [6, 128, 128], "seed": 1},
-                                         "test": {"shape": [3, 128, 128], "seed": 2}}},
-                 "splits": {"train": [{"sample": "train"}], "test": [{"sample": "test"}]}},
+        "results": "results",
+        "preset": "quick",
+        "scales": list(scales),
+        "methods": ["gpemsr"],
+        "data": {
+            "source": "phantom",
+            "phantom": {
+                "samples": {"train": {"shape": [6, 128, 128], "seed": 1}, "test": {"shape": [3, 128, 128], "seed": 2}}
+            },
+            "splits": {"train": [{"sample": "train"}], "test": [{"sample": "test"}]},
+        },
         "train": {"checkpoint_every": 2},
         # a smoke test: ~9 steps over the three stages (split in proportion to the preset's);
         # patch sizes stay the preset's (stage I counts HR pixels, 64 = its 4x4 latent grid)
@@ -40,8 +46,20 @@ def tiny_config(work: Path, scales=(8,)) -> Path:
 
 def snakemake(work: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
     # targets before --configfile, which takes several values
-    cmd = [sys.executable, "-m", "snakemake", *args, "-s", str(REPO / "Snakefile"), "--directory", str(work),
-           "--cores", "2", "--configfile", str(config)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *args,
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--cores",
+        "2",
+        "--configfile",
+        str(config),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
@@ -50,8 +68,13 @@ def test_three_stage_rules_infer_and_evaluate(tmp_path):
     config = tiny_config(tmp_path)
     res = tmp_path / "results"
     # targets relative to the working directory, as the rules name them
-    run = snakemake(tmp_path, config, "results/metrics/gpemsr/x8.csv", "results/metrics/gpemsr/no_mpf/x8.csv",
-                    "results/metrics/gpemsr/full/stage1.csv")
+    run = snakemake(
+        tmp_path,
+        config,
+        "results/metrics/gpemsr/x8.csv",
+        "results/metrics/gpemsr/no_mpf/x8.csv",
+        "results/metrics/gpemsr/full/stage1.csv",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     models = res / "models" / "gpemsr"
     stage1 = list(models.glob("stage1-*.pt"))
@@ -61,14 +84,23 @@ def test_three_stage_rules_infer_and_evaluate(tmp_path):
     assert [torch.load(p, weights_only=True)["gpemsr_stage"] for p in stage1 + stage2] == ["vqgan", "indexer"]
     assert final["gpemsr_stage"] == "fusion" and final["model_params"] == {"preset": "quick", "variant": "full"}
     assert final["train_seconds"] > sum(torch.load(p, weights_only=True)["train_seconds"] for p in stage1 + stage2)
-    for rule, name in [("gpemsr_stage1", f"gpemsr-{stage1[0].stem[len('stage1-'):]}"), ("gpemsr_stage3", "gpemsr-x8"),
-                       ("gpemsr_stage3", "gpemsr-no_mpf-x8"), ("infer", "gpemsr-x8"), ("evaluate", "gpemsr-no_mpf-x8")]:
+    for rule, name in [
+        ("gpemsr_stage1", f"gpemsr-{stage1[0].stem[len('stage1-') :]}"),
+        ("gpemsr_stage3", "gpemsr-x8"),
+        ("gpemsr_stage3", "gpemsr-no_mpf-x8"),
+        ("infer", "gpemsr-x8"),
+        ("evaluate", "gpemsr-no_mpf-x8"),
+    ]:
         assert (res / "benchmarks" / rule / f"{name}.tsv").exists(), (rule, name)
         assert (res / "logs" / rule / f"{name}.log").exists(), (rule, name)
     # the variant without MPF trains no prior of its own and loads none
     assert torch.load(models / "no_mpf" / "x8" / "model.pt", weights_only=True)["model_params"]["variant"] == "no_mpf"
-    rows = pd.concat([pd.read_csv(res / "metrics/gpemsr/x8.csv", keep_default_na=False),
-                      pd.read_csv(res / "metrics/gpemsr/no_mpf/x8.csv", keep_default_na=False)])
+    rows = pd.concat(
+        [
+            pd.read_csv(res / "metrics/gpemsr/x8.csv", keep_default_na=False),
+            pd.read_csv(res / "metrics/gpemsr/no_mpf/x8.csv", keep_default_na=False),
+        ]
+    )
     assert set(rows["method"]) == {"gpemsr"} and set(rows["variant"]) == {"", "no_mpf"}
     psnr = rows[rows["metric"] == "psnr"].set_index("variant")["value"].astype(float)
     assert ((psnr > 5) & (psnr < 60)).all(), psnr
@@ -143,7 +175,11 @@ def test_plan_routes_gpemsr_to_its_stage_rules_with_variants_and_scale_overrides
     assert stages.pretrained_names("fusion", "gpemsr", 8, "no_pod") == ["vgg19"]
     assert stages.pretrained_names("fusion", "gpemsr", 8, "mpf_no_mask") == ["spynet"]
     assert stages.pretrained_names("fusion", "gpemsr", 8, "no_mpf") == ["spynet"]
-    assert stages.pretrained_names("vqgan", "gpemsr", 8, "full") == stages.pretrained_names("indexer", "gpemsr", 8, "full") == []
+    assert (
+        stages.pretrained_names("vqgan", "gpemsr", 8, "full")
+        == stages.pretrained_names("indexer", "gpemsr", 8, "full")
+        == []
+    )
 
 
 def test_ablations_without_a_method_with_variants_says_so(tmp_path):

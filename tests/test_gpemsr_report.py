@@ -16,9 +16,9 @@ from emsrbench.gpemsr import VARIANTS, VQGAN, make_config
 from emsrbench.gpemsr.config import ABLATED, OWN_VARIANT
 from emsrbench.gpemsr.reconstruct import prior_rows, reconstruct
 from emsrbench.methods import METHODS_DIR, load_method
+from emsrbench.metric_specs import spec
 from emsrbench.pretrained import Pretrained
 from emsrbench.report import tables
-from emsrbench.metric_specs import spec
 from emsrbench.report.data import Cell, Row
 
 GPEMSR = load_method(METHODS_DIR / "gpemsr")
@@ -37,8 +37,16 @@ def test_every_variant_the_report_names_exists_in_the_gpemsr_config():
 
 
 def _row(variant: str, cells: dict, status: str = "ok") -> Row:
-    return Row("gpemsr", "GPEMSR", "multi-slice", "quick", 8, variant, status,
-               cells={(m, ""): (v if isinstance(v, Cell) else Cell(v)) for m, v in cells.items()})
+    return Row(
+        "gpemsr",
+        "GPEMSR",
+        "multi-slice",
+        "quick",
+        8,
+        variant,
+        status,
+        cells={(m, ""): (v if isinstance(v, Cell) else Cell(v)) for m, v in cells.items()},
+    )
 
 
 MISSING = Cell(math.nan, "missing: alexnet weights not found")
@@ -46,11 +54,13 @@ MISSING = Cell(math.nan, "missing: alexnet weights not found")
 
 def test_table2_shows_the_stage1_reconstruction_next_to_the_sr_result():
     own_sr = _row("", {"psnr": 21.0, "lpips": 0.40, "ssim": 0.33})
-    rows = [own_sr,
-            _row("full", {"prior_psnr": 28.69, "prior_lpips": MISSING}),
-            _row("no_enc_attn", {"psnr": 20.9, "lpips": 0.41, "prior_psnr": 28.66, "prior_lpips": MISSING}),
-            _row("no_dec_attn", {"prior_psnr": 28.65, "prior_lpips": MISSING}),  # its stage III not run yet
-            Row("bicubic", "Bicubic", "single-image", "quick", 8, cells={("psnr", ""): Cell(20.4)})]
+    rows = [
+        own_sr,
+        _row("full", {"prior_psnr": 28.69, "prior_lpips": MISSING}),
+        _row("no_enc_attn", {"psnr": 20.9, "lpips": 0.41, "prior_psnr": 28.66, "prior_lpips": MISSING}),
+        _row("no_dec_attn", {"prior_psnr": 28.65, "prior_lpips": MISSING}),  # its stage III not run yet
+        Row("bicubic", "Bicubic", "single-image", "quick", 8, cells={("psnr", ""): Cell(20.4)}),
+    ]
     out = dict(tables.ablations(rows))
     assert list(out) == ["GPEMSR 8x: Attention in the stage-I encoder and decoder (as supplement Table 2)"]
     t2 = out[next(iter(out))]
@@ -94,18 +104,42 @@ def test_prior_rows_are_tidy_per_scale_with_lpips_missing_and_why(tmp_path, degr
     cfg = make_config("quick", variant="no_enc_attn")
     torch.manual_seed(0)
     torch.save({"state_dict": VQGAN(cfg).state_dict()}, tmp_path / "stage1.pt")
-    df = prior_rows(cfg, tmp_path / "stage1.pt", degraded_x8, method=GPEMSR, preset="quick", variant="no_enc_attn",
-                    scales=[8, 16], pretrained=Pretrained(tmp_path / "weights"))
+    df = prior_rows(
+        cfg,
+        tmp_path / "stage1.pt",
+        degraded_x8,
+        method=GPEMSR,
+        preset="quick",
+        variant="no_enc_attn",
+        scales=[8, 16],
+        pretrained=Pretrained(tmp_path / "weights"),
+    )
     assert list(df.columns) == COLUMNS and len(df) == 4
     assert set(df["variant"]) == {"no_enc_attn"} and sorted(df["scale"]) == [8, 8, 16, 16]
     psnr = df[df["metric"] == "prior_psnr"]["value"]
     assert psnr.nunique() == 1 and 3 < psnr.iloc[0] < 60  # scale-independent, an untrained VQGAN
     lp = df[df["metric"] == "prior_lpips"]
     assert lp["value"].isna().all() and lp["note"].str.contains("missing: alexnet weights not found").all()
-    off = prior_rows(cfg, tmp_path / "stage1.pt", degraded_x8, method=GPEMSR, preset="quick", variant="no_enc_attn",
-                     scales=[8], pretrained=None)
+    off = prior_rows(
+        cfg,
+        tmp_path / "stage1.pt",
+        degraded_x8,
+        method=GPEMSR,
+        preset="quick",
+        variant="no_enc_attn",
+        scales=[8],
+        pretrained=None,
+    )
     assert "disabled in config" in off[off["metric"] == "prior_lpips"]["note"].iloc[0]
     # a stage I model of other settings is refused in one line
     with pytest.raises(EmsrError, match="stage1.pt: not a stage I VQGAN of these settings"):
-        prior_rows(make_config("quick"), tmp_path / "stage1.pt", degraded_x8, method=GPEMSR, preset="quick",
-                   variant="full", scales=[8], pretrained=None)
+        prior_rows(
+            make_config("quick"),
+            tmp_path / "stage1.pt",
+            degraded_x8,
+            method=GPEMSR,
+            preset="quick",
+            variant="full",
+            scales=[8],
+            pretrained=None,
+        )

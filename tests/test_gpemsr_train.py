@@ -143,9 +143,17 @@ def test_every_stage_runs_under_the_harness_fit(tmp_path, degraded_x8, one_threa
     settings = TrainSettings(iterations=4, batch_size=2, patch_size=8, lr=1e-3, checkpoint_every=2)
 
     def job(stage):
-        return TrainJob(method=method, scale=8, preset="quick", model_params={}, settings=settings,
-                        train_files=[str(degraded_x8)], out_path=tmp_path / f"{stage}.pt", ckpt_dir=tmp_path / f"ckpt_{stage}",
-                        threads=1)
+        return TrainJob(
+            method=method,
+            scale=8,
+            preset="quick",
+            model_params={},
+            settings=settings,
+            train_files=[str(degraded_x8)],
+            out_path=tmp_path / f"{stage}.pt",
+            ckpt_dir=tmp_path / f"ckpt_{stage}",
+            threads=1,
+        )
 
     j1 = job("stage1")
     vq = VQGAN(cfg)
@@ -168,15 +176,29 @@ def test_three_stage_train_writes_every_stage_and_flags(tmp_path, degraded_x8, o
 
     method = SimpleNamespace(name="gpemsr", model_py=Path("gpemsr/model.py"), slices=5)
     # stage I patches count HR pixels (scale-independent), the others LR pixels
-    stages = {"vqgan": {"iterations": 2, "patch_size": 64, "objective": {"gan_start": 1, "r1_every": 1}},
-              "indexer": {"iterations": 2, "objective": {"latent_weight": 0.1}},
-              "fusion": {"iterations": 2}}
+    stages = {
+        "vqgan": {"iterations": 2, "patch_size": 64, "objective": {"gan_start": 1, "r1_every": 1}},
+        "indexer": {"iterations": 2, "objective": {"latent_weight": 0.1}},
+        "fusion": {"iterations": 2},
+    }
     settings = TrainSettings(iterations=6, batch_size=2, patch_size=8, lr=1e-3, checkpoint_every=1, stages=stages)
-    job = TrainJob(method=method, scale=8, preset="quick", model_params={"preset": "quick"}, settings=settings,
-                   train_files=[str(degraded_x8)], val_files=[str(degraded_x8)], out_path=tmp_path / "m.pt",
-                   ckpt_dir=tmp_path / "ckpt", threads=1, pretrained=Pretrained(tmp_path / "weights"))
+    job = TrainJob(
+        method=method,
+        scale=8,
+        preset="quick",
+        model_params={"preset": "quick"},
+        settings=settings,
+        train_files=[str(degraded_x8)],
+        val_files=[str(degraded_x8)],
+        out_path=tmp_path / "m.pt",
+        ckpt_dir=tmp_path / "ckpt",
+        threads=1,
+        pretrained=Pretrained(tmp_path / "weights"),
+    )
     training.train(job)
-    stage1, stage2, final = (torch.load(tmp_path / f, weights_only=True) for f in ("m.stage1.pt", "m.stage2.pt", "m.pt"))
+    stage1, stage2, final = (
+        torch.load(tmp_path / f, weights_only=True) for f in ("m.stage1.pt", "m.stage2.pt", "m.pt")
+    )
     assert (stage1["gpemsr_stage"], stage2["gpemsr_stage"], final["gpemsr_stage"]) == ("vqgan", "indexer", "fusion")
     assert final["train_seconds"] > stage1["train_seconds"] + stage2["train_seconds"]
     assert len(final["flags"]) == 2 and final["val_psnr"] > 0
@@ -196,7 +218,9 @@ def test_ema_codebook_starts_from_latents_after_the_autoencoder_warmup(one_threa
     assert cfg.codebook_ema > 0 and make_config("paper").codebook_ema == 0
     vq = VQGAN(cfg)
     q = vq.quantizer
-    assert not q.codebook.weight.requires_grad and {"cluster_size", "embed_sum", "initialised"} <= set(dict(q.named_buffers()))
+    assert not q.codebook.weight.requires_grad and {"cluster_size", "embed_sum", "initialised"} <= set(
+        dict(q.named_buffers())
+    )
     hr = smooth(4, 64)
     losses = run(VQGANObjective(gan_start=100, quantize_start=3), vq, None, hr, 6)
     assert [d["codebook"] for d in losses[:3]] == [0.0, 0.0, 0.0] and losses[3]["codebook"] > 0
@@ -246,9 +270,23 @@ def test_reference_loss_is_dropped_for_variants_without_the_prior(tmp_path, degr
     from emsrbench.gpemsr import training
 
     method = SimpleNamespace(name="gpemsr", model_py=Path("gpemsr/model.py"), slices=5)
-    settings = TrainSettings(iterations=1, batch_size=1, patch_size=8, stages={"fusion": {"iterations": 1, "objective": {"ref_weight": 0.01}}})
-    job = TrainJob(method=method, scale=8, preset="quick", model_params={"preset": "quick", "variant": "no_mpf"},
-                   settings=settings, train_files=[str(degraded_x8)], out_path=tmp_path / "m.pt", ckpt_dir=tmp_path / "c", threads=1)
+    settings = TrainSettings(
+        iterations=1,
+        batch_size=1,
+        patch_size=8,
+        stages={"fusion": {"iterations": 1, "objective": {"ref_weight": 0.01}}},
+    )
+    job = TrainJob(
+        method=method,
+        scale=8,
+        preset="quick",
+        model_params={"preset": "quick", "variant": "no_mpf"},
+        settings=settings,
+        train_files=[str(degraded_x8)],
+        out_path=tmp_path / "m.pt",
+        ckpt_dir=tmp_path / "c",
+        threads=1,
+    )
     training.train_fusion(job, None, None, tmp_path / "m.pt", tmp_path / "c")
     assert "no reference loss" in capsys.readouterr().err and (tmp_path / "m.pt").exists()
 
@@ -265,13 +303,30 @@ def test_flow_lr_mul_slows_only_a_trained_spynet():
 
 # -- resume within stages II and III (stage I: test_stage1_resume_is_exact) ---------------
 
+
 def _stage_job(tmp_path: Path, train_file: Path, name: str, stages: dict, scale: int = 8):
     method = SimpleNamespace(name="gpemsr", model_py=Path("gpemsr/model.py"), slices=5)
-    settings = TrainSettings.merged({"iterations": sum(s["iterations"] for s in stages.values()), "batch_size": 2,
-                                     "patch_size": 8, "lr": 1e-3, "checkpoint_every": 100, "stages": stages})
-    return TrainJob(method=method, scale=scale, preset="quick", model_params={"preset": "quick"}, settings=settings,
-                    train_files=[str(train_file)], out_path=tmp_path / name / "model.pt",
-                    ckpt_dir=tmp_path / name / "ckpt", threads=1)
+    settings = TrainSettings.merged(
+        {
+            "iterations": sum(s["iterations"] for s in stages.values()),
+            "batch_size": 2,
+            "patch_size": 8,
+            "lr": 1e-3,
+            "checkpoint_every": 100,
+            "stages": stages,
+        }
+    )
+    return TrainJob(
+        method=method,
+        scale=scale,
+        preset="quick",
+        model_params={"preset": "quick"},
+        settings=settings,
+        train_files=[str(train_file)],
+        out_path=tmp_path / name / "model.pt",
+        ckpt_dir=tmp_path / name / "ckpt",
+        threads=1,
+    )
 
 
 def _killed_then_resumed(monkeypatch, stage_fn, kill_at: int, ckpt_dir: Path):
@@ -306,13 +361,24 @@ def test_stage2_resume_equals_uninterrupted(tmp_path, degraded_x8, one_thread, m
     with the cosine-restarts schedule (its position is part of the checkpoint)."""
     from emsrbench.gpemsr import training
 
-    stages = {"indexer": {"iterations": 6, "lr_schedule": "cosine_restarts", "lr_periods": [2, 4],
-                          "lr_restart_weights": [1, 0.5], "objective": {"latent_weight": 0.1}}}
+    stages = {
+        "indexer": {
+            "iterations": 6,
+            "lr_schedule": "cosine_restarts",
+            "lr_periods": [2, 4],
+            "lr_restart_weights": [1, 0.5],
+            "objective": {"latent_weight": 0.1},
+        }
+    }
     vq = _stage1_file(tmp_path)
-    whole, broken = _stage_job(tmp_path, degraded_x8, "whole", stages), _stage_job(tmp_path, degraded_x8, "broken", stages)
+    whole, broken = (
+        _stage_job(tmp_path, degraded_x8, "whole", stages),
+        _stage_job(tmp_path, degraded_x8, "broken", stages),
+    )
     training.train_indexer(whole, vq, whole.out_path, whole.ckpt_dir)
-    _killed_then_resumed(monkeypatch, lambda: training.train_indexer(broken, vq, broken.out_path, broken.ckpt_dir), 3,
-                         broken.ckpt_dir)
+    _killed_then_resumed(
+        monkeypatch, lambda: training.train_indexer(broken, vq, broken.out_path, broken.ckpt_dir), 3, broken.ckpt_dir
+    )
     _same_weights(whole.out_path, broken.out_path)
     # the kill's checkpoint carried the schedule's position (in its second period by then)
     sched = torch.load(broken.ckpt_dir / "last.pt", weights_only=True)["objective"]["scheduler"]
@@ -330,10 +396,17 @@ def test_stage3_resume_equals_uninterrupted(tmp_path, degraded_x8, one_thread, m
     torch.manual_seed(1)
     idx = tmp_path / "stage2.pt"
     torch.save({"state_dict": Indexer(cfg, 8).state_dict(), "train_seconds": 0.0}, idx)
-    whole, broken = _stage_job(tmp_path, degraded_x8, "whole", stages), _stage_job(tmp_path, degraded_x8, "broken", stages)
+    whole, broken = (
+        _stage_job(tmp_path, degraded_x8, "whole", stages),
+        _stage_job(tmp_path, degraded_x8, "broken", stages),
+    )
     training.train_fusion(whole, vq, idx, whole.out_path, whole.ckpt_dir)
-    _killed_then_resumed(monkeypatch, lambda: training.train_fusion(broken, vq, idx, broken.out_path, broken.ckpt_dir), 2,
-                         broken.ckpt_dir)
+    _killed_then_resumed(
+        monkeypatch,
+        lambda: training.train_fusion(broken, vq, idx, broken.out_path, broken.ckpt_dir),
+        2,
+        broken.ckpt_dir,
+    )
     _same_weights(whole.out_path, broken.out_path)
     # the run did move the weights (resume is not trivially equal to the initialisation)
     init = build(8, "quick")
@@ -342,6 +415,7 @@ def test_stage3_resume_equals_uninterrupted(tmp_path, degraded_x8, one_thread, m
 
 
 # -- the paper preset's schedule: cosine annealing with restarts ------------------------
+
 
 def basicsr_restart_lr(t: int, base: float, periods, weights, eta_min: float) -> float:
     """BasicSR's CosineAnnealingRestartLR at iteration t, computed directly."""
@@ -355,8 +429,16 @@ def test_cosine_restarts_follows_the_formula_step_by_step():
     from emsrbench.train import make_scheduler
 
     periods, weights = [3, 5, 4], [1.0, 0.5, 0.25]
-    st = TrainSettings.merged({"iterations": 12, "lr": 1e-3, "lr_min": 1e-5, "lr_schedule": "cosine_restarts",
-                               "lr_periods": periods, "lr_restart_weights": weights})
+    st = TrainSettings.merged(
+        {
+            "iterations": 12,
+            "lr": 1e-3,
+            "lr_min": 1e-5,
+            "lr_schedule": "cosine_restarts",
+            "lr_periods": periods,
+            "lr_restart_weights": weights,
+        }
+    )
     opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=st.lr)
     sched = make_scheduler(opt, st)
     seen = []
@@ -371,8 +453,9 @@ def test_cosine_restarts_follows_the_formula_step_by_step():
     assert seen[0] == pytest.approx(1e-3) and seen[3] == pytest.approx(1e-5) and seen[8] == pytest.approx(1e-5)
     assert seen[4] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi / 5)))
     # periods that do not add up to the run's iterations are rescaled (a smoke-test override)
-    short = TrainSettings.merged({"iterations": 6, "lr_schedule": "cosine_restarts", "lr_periods": periods,
-                                  "lr_restart_weights": weights})
+    short = TrainSettings.merged(
+        {"iterations": 6, "lr_schedule": "cosine_restarts", "lr_periods": periods, "lr_restart_weights": weights}
+    )
     assert short.restart_periods() == ([2, 2, 2], weights)
     tiny = TrainSettings.merged({"iterations": 1, "lr_schedule": "cosine_restarts", "lr_periods": periods})
     assert tiny.restart_periods() == ([1], [1.0])
@@ -399,15 +482,21 @@ def test_paper_preset_restarts_the_cosine_as_the_study():
     assert basicsr_restart_lr(40000, 4e-4, [40000, 80000], [1, 1], 1e-7) == pytest.approx(1e-7)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"lr_schedule": "cosine_restarts"}, "needs lr_periods"),
-    ({"lr_schedule": "cosine_restarts", "lr_periods": [10, 0]}, "needs lr_periods"),
-    ({"lr_schedule": "cosine_restarts", "lr_periods": [10, 2.5]}, "needs lr_periods"),
-    ({"lr_schedule": "cosine_restarts", "lr_periods": [10, 20], "lr_restart_weights": [1]}, "lr_restart_weights has 1 entries, lr_periods 2"),
-    ({"lr_schedule": "cosine_restarts", "lr_periods": [10], "lr_restart_weights": [-1]}, "numbers >= 0"),
-    ({"lr_periods": [10]}, "need lr_schedule: cosine_restarts"),
-    ({"lr_schedule": "restarts"}, "'cosine', 'constant' or 'cosine_restarts'"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"lr_schedule": "cosine_restarts"}, "needs lr_periods"),
+        ({"lr_schedule": "cosine_restarts", "lr_periods": [10, 0]}, "needs lr_periods"),
+        ({"lr_schedule": "cosine_restarts", "lr_periods": [10, 2.5]}, "needs lr_periods"),
+        (
+            {"lr_schedule": "cosine_restarts", "lr_periods": [10, 20], "lr_restart_weights": [1]},
+            "lr_restart_weights has 1 entries, lr_periods 2",
+        ),
+        ({"lr_schedule": "cosine_restarts", "lr_periods": [10], "lr_restart_weights": [-1]}, "numbers >= 0"),
+        ({"lr_periods": [10]}, "need lr_schedule: cosine_restarts"),
+        ({"lr_schedule": "restarts"}, "'cosine', 'constant' or 'cosine_restarts'"),
+    ],
+)
 def test_cosine_restarts_settings_errors(settings, message):
     with pytest.raises(EmsrError, match=message) as err:
         TrainSettings.merged(settings, source="m/method.yaml presets.paper.train")

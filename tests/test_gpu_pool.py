@@ -22,8 +22,12 @@ time.sleep(float(sys.argv[4]))
 
 
 def job(locks, size: int, gpus: int, hold: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", HOLD, str(size), str(locks), str(gpus), str(hold)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(size), str(locks), str(gpus), str(hold)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_concurrent_jobs_get_different_cards_and_a_finished_job_frees_its_card(tmp_path):

@@ -11,8 +11,15 @@ import torch
 from torch import nn
 
 from emsrbench.errors import EmsrError
-from emsrbench.infer import (InferSettings, TiledUpscaler, edge_window, infer_file, neighbour_indices,
-                             tile_starts, to_uint8)
+from emsrbench.infer import (
+    InferSettings,
+    TiledUpscaler,
+    edge_window,
+    infer_file,
+    neighbour_indices,
+    tile_starts,
+    to_uint8,
+)
 from emsrbench.methods import discover, load_method
 from emsrbench.resize import imresize
 
@@ -43,8 +50,13 @@ class LocalNet(nn.Module):
     def __init__(self, scale, in_ch=1):
         super().__init__()
         torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Conv2d(in_ch, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, scale * scale, 3, padding=1),
-                                 nn.PixelShuffle(scale), nn.Sigmoid())
+        self.net = nn.Sequential(
+            nn.Conv2d(in_ch, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, scale * scale, 3, padding=1),
+            nn.PixelShuffle(scale),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -75,7 +87,9 @@ def test_settings_errors():
         InferSettings.merged({"tiles": 3})
     with pytest.raises(EmsrError, match="overlap < tile"):
         InferSettings.merged({"tile": 16, "overlap": 16})
-    with pytest.raises(EmsrError, match=r"^rcan inference settings: precision must be one of fp32, bf16, fp16, got 'half'$"):
+    with pytest.raises(
+        EmsrError, match=r"^rcan inference settings: precision must be one of fp32, bf16, fp16, got 'half'$"
+    ):
         InferSettings.merged({"precision": "half"}, source="rcan inference settings")
     assert InferSettings.merged({}).precision == "fp32"
 
@@ -85,14 +99,16 @@ def precision_probe(folder):
     folder.mkdir()
     (folder / "method.yaml").write_text(
         "display_name: Probe\ncitation: x\nfamily: single-image\nscales: [8]\ntrains: false\n"
-        "presets: {quick: {}, paper: {}}\n")
+        "presets: {quick: {}, paper: {}}\n"
+    )
     (folder / "model.py").write_text(
         "import torch\nSEEN = []\nclass M(torch.nn.Module):\n"
         "    def __init__(self):\n        super().__init__()\n        self.conv = torch.nn.Conv2d(1, 1, 1)\n"
         "    def forward(self, x):\n        y = self.conv(x)\n"
         "        SEEN.append((y.dtype, torch.backends.cudnn.allow_tf32))\n"
         "        return x.repeat_interleave(8, 2).repeat_interleave(8, 3)\n"
-        "def build(scale):\n    return M()\n")
+        "def build(scale):\n    return M()\n"
+    )
     return load_method(folder)
 
 
@@ -105,19 +121,28 @@ def test_inference_and_its_mac_count_run_in_the_configured_precision(tmp_path, d
     seen.clear()
     stats = infer_file(method, 8, {}, InferSettings.merged({"precision": "bf16"}), degraded_x8, tmp_path / "bf16.h5")
     assert {dtype for dtype, _ in seen} == {torch.bfloat16}
-    assert stats["precision"] == "bf16" and stats["flags"] == ["flag: inference in bf16 autocast, not comparable with fp32 rows"]
+    assert stats["precision"] == "bf16" and stats["flags"] == [
+        "flag: inference in bf16 autocast, not comparable with fp32 rows"
+    ]
     with h5py.File(tmp_path / "bf16.h5") as f:
         assert json.loads(f.attrs["stats"])["precision"] == "bf16"
     with pytest.raises(EmsrError, match="^probe inference settings: precision fp16 needs a CUDA device, got cpu"):
-        infer_file(method, 8, {}, InferSettings.merged({"precision": "fp16", "device": "cpu"}), degraded_x8,
-                   tmp_path / "fp16.h5")
+        infer_file(
+            method,
+            8,
+            {},
+            InferSettings.merged({"precision": "fp16", "device": "cpu"}),
+            degraded_x8,
+            tmp_path / "fp16.h5",
+        )
     assert not (tmp_path / "fp16.h5").exists()
 
 
 def test_bicubic_inference_file(tmp_path, degraded_x8):
     out = tmp_path / "sr.h5"
-    stats = infer_file(METHODS["bicubic"], 8, {}, InferSettings.merged({"tile": 6, "overlap": 5, "margin": 2}),
-                       degraded_x8, out)
+    stats = infer_file(
+        METHODS["bicubic"], 8, {}, InferSettings.merged({"tile": 6, "overlap": 5, "margin": 2}), degraded_x8, out
+    )
     with h5py.File(degraded_x8) as f:
         lr, hr = f["volumes/lr"][:], f["volumes/raw"][:]
     with h5py.File(out) as f:
@@ -135,11 +160,14 @@ def test_nan_output_is_an_error_and_leaves_no_file(tmp_path, degraded_x8):
     folder = tmp_path / "nanny"
     folder.mkdir()
     (folder / "method.yaml").write_text(
-        "display_name: Nan\ncitation: x\nfamily: single-image\nscales: [8]\ntrains: false\npresets: {quick: {}, paper: {}}\n")
+        "display_name: Nan\ncitation: x\nfamily: single-image\nscales: [8]\ntrains: false\n"
+        "presets: {quick: {}, paper: {}}\n"
+    )
     (folder / "model.py").write_text(
         "import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
         "        return torch.full((x.shape[0], 1, x.shape[2] * 8, x.shape[3] * 8), float('nan'))\n"
-        "def build(scale):\n    return M()\n")
+        "def build(scale):\n    return M()\n"
+    )
     out = tmp_path / "sr.h5"
     with pytest.raises(EmsrError, match="NaN") as info:
         infer_file(load_method(folder), 8, {}, InferSettings.merged({}), degraded_x8, out)
@@ -149,8 +177,15 @@ def test_nan_output_is_an_error_and_leaves_no_file(tmp_path, degraded_x8):
 
 def test_missing_model_file(tmp_path, degraded_x8):
     with pytest.raises(EmsrError, match="trained model file not found"):
-        infer_file(METHODS["rcan"], 8, {}, InferSettings.merged({}), degraded_x8, tmp_path / "o.h5",
-                   model_file=tmp_path / "nope.pt")
+        infer_file(
+            METHODS["rcan"],
+            8,
+            {},
+            InferSettings.merged({}),
+            degraded_x8,
+            tmp_path / "o.h5",
+            model_file=tmp_path / "nope.pt",
+        )
 
 
 def test_multi_slice_methods_get_their_neighbours(tmp_path, degraded_x8):
@@ -160,11 +195,13 @@ def test_multi_slice_methods_get_their_neighbours(tmp_path, degraded_x8):
     folder.mkdir()
     (folder / "method.yaml").write_text(
         "display_name: First\ncitation: x\nfamily: multi-slice\nslices: 5\nscales: [8]\ntrains: false\n"
-        "presets: {quick: {}, paper: {}}\n")
+        "presets: {quick: {}, paper: {}}\n"
+    )
     (folder / "model.py").write_text(
         "import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n        assert x.shape[1] == 5\n"
         "        return x[:, :1].repeat_interleave(8, 2).repeat_interleave(8, 3)\n"
-        "def build(scale):\n    return M()\n")
+        "def build(scale):\n    return M()\n"
+    )
     out = tmp_path / "sr.h5"
     infer_file(load_method(folder), 8, {}, InferSettings.merged({}), degraded_x8, out)
     with h5py.File(degraded_x8) as f:

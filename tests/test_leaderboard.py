@@ -11,7 +11,13 @@ from emsrbench.leaderboard import markdown, wide, write
 
 
 def rows(method, scale, psnr, lpips=float("nan"), note="missing: no AlexNet weights"):
-    base = {"method": method, "display_name": method.upper(), "family": "single-image", "preset": "quick", "scale": scale}
+    base = {
+        "method": method,
+        "display_name": method.upper(),
+        "family": "single-image",
+        "preset": "quick",
+        "scale": scale,
+    }
     return [
         {**base, "metric": "psnr", "value": psnr, "note": ""},
         {**base, "metric": "ssim", "value": psnr / 100, "note": ""},
@@ -29,8 +35,16 @@ def tidy():
 def test_wide_has_one_row_per_method_and_scale_metric_columns(tidy):
     table = wide(tidy)
     assert sorted(table["method"]) == ["bicubic", "rcan"]
-    assert table.columns[3:].tolist() == ["psnr@x8", "ssim@x8", "lpips@x8", "parameters@x8",
-                                          "psnr@x16", "ssim@x16", "lpips@x16", "parameters@x16"]
+    assert table.columns[3:].tolist() == [
+        "psnr@x8",
+        "ssim@x8",
+        "lpips@x8",
+        "parameters@x8",
+        "psnr@x16",
+        "ssim@x16",
+        "lpips@x16",
+        "parameters@x16",
+    ]
     assert table.set_index("method").loc["rcan", "psnr@x8"] == 22.5
     assert table.iloc[0]["method"] == "rcan"  # sorted by PSNR at the smallest scale
 
@@ -69,9 +83,15 @@ def test_write_and_bad_input(tmp_path, tidy):
 
 
 def seg_rows(method, scale, segmenter, split, merge=0.5):
-    base = {"method": method, "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
-            "family": "reference" if method == "hr" else "single-image", "preset": "quick", "scale": scale,
-            "segmenter": segmenter, "note": "bits; waterz mean threshold 0.5"}
+    base = {
+        "method": method,
+        "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
+        "family": "reference" if method == "hr" else "single-image",
+        "preset": "quick",
+        "scale": scale,
+        "segmenter": segmenter,
+        "note": "bits; waterz mean threshold 0.5",
+    }
     arand = split / 10
     values = {"voi_split": split, "voi_merge": merge, "arand": arand, "cremi_score": ((split + merge) * arand) ** 0.5}
     return [{**base, "metric": m, "value": v} for m, v in values.items()]
@@ -91,8 +111,11 @@ def test_segmentation_columns_and_table1_layout(with_segmentation):
     assert table.loc["rcan", "voi_split@x8/superhuman"] == 0.9
     assert table.loc["hr", "voi_split@x16/mala"] == 0.1 and pd.isna(table.loc["hr", "psnr@x8"])
     cols = [c for c in table.columns if "/" in c]
-    assert cols[:4] == ["voi_split@x8/superhuman", "voi_merge@x8/superhuman", "arand@x8/superhuman",
-                        "cremi_score@x8/superhuman"] and len(cols) == 16
+    assert (
+        cols[:4]
+        == ["voi_split@x8/superhuman", "voi_merge@x8/superhuman", "arand@x8/superhuman", "cremi_score@x8/superhuman"]
+        and len(cols) == 16
+    )
     md = markdown(with_segmentation)
     image, seg = md.split("## Segmentation: VOI split (Table 1 layout)")
     assert "HR (upper bound)" not in image  # no image metrics for the reference
@@ -125,24 +148,49 @@ def test_old_rows_without_segmenter_still_load(tmp_path, tidy):
 
 def test_markdown_names_the_device_of_each_inference_timing():
     base = {"family": "single-image", "preset": "quick", "metric": "infer_s_per_mp"}
-    data = [{**base, "method": "bicubic", "display_name": "Bicubic", "scale": 8, "value": 0.02, "note": "cpu:Xeon x2 threads"},
-            {**base, "method": "rcan", "display_name": "RCAN", "scale": 8, "value": 0.1,
-             "note": "cuda:0 NVIDIA H100; flag: pretrained vgg19 missing"},
-            {**base, "method": "rcan", "display_name": "RCAN", "scale": 16, "value": 0.3, "note": "cpu:Xeon x2 threads"}]
+    data = [
+        {
+            **base,
+            "method": "bicubic",
+            "display_name": "Bicubic",
+            "scale": 8,
+            "value": 0.02,
+            "note": "cpu:Xeon x2 threads",
+        },
+        {
+            **base,
+            "method": "rcan",
+            "display_name": "RCAN",
+            "scale": 8,
+            "value": 0.1,
+            "note": "cuda:0 NVIDIA H100; flag: pretrained vgg19 missing",
+        },
+        {**base, "method": "rcan", "display_name": "RCAN", "scale": 16, "value": 0.3, "note": "cpu:Xeon x2 threads"},
+    ]
     md = markdown(pd.DataFrame(data, columns=COLUMNS))
     assert "- cpu:Xeon x2 threads: Bicubic 8x, RCAN 16x" in md
     assert "- cuda:0 NVIDIA H100: RCAN 8x" in md
 
 
 def hallucination_rows(method, scale, segmenter, precision, orphan):
-    base = {"method": method, "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
-            "family": "reference" if method == "hr" else "single-image", "preset": "quick", "scale": scale,
-            "segmenter": segmenter, "note": "tolerance 8 nm"}
+    base = {
+        "method": method,
+        "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
+        "family": "reference" if method == "hr" else "single-image",
+        "preset": "quick",
+        "scale": scale,
+        "segmenter": segmenter,
+        "note": "tolerance 8 nm",
+    }
     recall = precision - 0.1
-    values = {"boundary_precision": precision, "boundary_recall": recall,
-              "boundary_f1": 2 * precision * recall / (precision + recall),
-              "invented_um_per_um2": 10 * (1 - precision), "erased_um_per_um2": 10 * (1.1 - precision),
-              "orphan_fraction": orphan}
+    values = {
+        "boundary_precision": precision,
+        "boundary_recall": recall,
+        "boundary_f1": 2 * precision * recall / (precision + recall),
+        "invented_um_per_um2": 10 * (1 - precision),
+        "erased_um_per_um2": 10 * (1.1 - precision),
+        "orphan_fraction": orphan,
+    }
     return [{**base, "metric": m, "value": v} for m, v in values.items()]
 
 
@@ -150,22 +198,38 @@ def test_hallucination_columns_and_tables(with_segmentation):
     rows = []
     for s in (8, 16):
         for g in ("superhuman", "mala"):
-            rows += (hallucination_rows("hr", s, g, 0.99, float("nan")) + hallucination_rows("bicubic", s, g, 0.7, 0.6)
-                     + hallucination_rows("rcan", s, g, 0.8, 0.65))
+            rows += (
+                hallucination_rows("hr", s, g, 0.99, float("nan"))
+                + hallucination_rows("bicubic", s, g, 0.7, 0.6)
+                + hallucination_rows("rcan", s, g, 0.8, 0.65)
+            )
     data = pd.concat([with_segmentation, pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
     table = wide(data).set_index("method")
     cols = [c for c in table.columns if "/" in c]
     # per scale: every segmentation score, then the hallucination scores, per segmenter
-    assert cols[8:14] == ["boundary_precision@x8/superhuman", "boundary_recall@x8/superhuman",
-                          "boundary_f1@x8/superhuman", "invented_um_per_um2@x8/superhuman",
-                          "erased_um_per_um2@x8/superhuman", "orphan_fraction@x8/superhuman"] and len(cols) == 40
-    assert pd.isna(table.loc["hr", "orphan_fraction@x16/mala"]) and table.loc["rcan", "orphan_fraction@x16/mala"] == 0.65
+    assert (
+        cols[8:14]
+        == [
+            "boundary_precision@x8/superhuman",
+            "boundary_recall@x8/superhuman",
+            "boundary_f1@x8/superhuman",
+            "invented_um_per_um2@x8/superhuman",
+            "erased_um_per_um2@x8/superhuman",
+            "orphan_fraction@x8/superhuman",
+        ]
+        and len(cols) == 40
+    )
+    assert (
+        pd.isna(table.loc["hr", "orphan_fraction@x16/mala"]) and table.loc["rcan", "orphan_fraction@x16/mala"] == 0.65
+    )
     md = markdown(data)
     assert md.index("## Segmentation: VOI split") < md.index("## Hallucination")
     hall = md.split("## Hallucination")[1]
     assert hall.count("### ") == 4 and "### 16x, MALA" in hall
-    assert ("| Method | Boundary precision | Boundary recall | Boundary F1 | Invented µm/µm² | Erased µm/µm² "
-            "| Orphan fraction |" in hall)
+    assert (
+        "| Method | Boundary precision | Boundary recall | Boundary F1 | Invented µm/µm² | Erased µm/µm² "
+        "| Orphan fraction |" in hall
+    )
     x8 = hall.split("### 8x, Superhuman")[1].split("###")[0]
     # only F1 (higher) and the orphan fraction (lower) are ranked: precision, recall, invented and
     # erased alone are won by merging or splitting everything; HR is the bound, never bold

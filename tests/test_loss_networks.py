@@ -20,13 +20,22 @@ REALESRGAN = load_method(METHODS_DIR / "realesrgan")
 
 def optimised(objective) -> set[int]:
     """ids of every parameter some optimiser of ``objective`` steps."""
-    return {id(p) for value in vars(objective).values() if isinstance(value, torch.optim.Optimizer)
-            for group in value.param_groups for p in group["params"]}
+    return {
+        id(p)
+        for value in vars(objective).values()
+        if isinstance(value, torch.optim.Optimizer)
+        for group in value.param_groups
+        for p in group["params"]
+    }
 
 
 def fusion_job(pretrained: Pretrained):
-    return SimpleNamespace(method=SimpleNamespace(name="gpemsr", model_py=Path("gpemsr/model.py"), slices=5), scale=8,
-                           flags=[], pretrained=pretrained)
+    return SimpleNamespace(
+        method=SimpleNamespace(name="gpemsr", model_py=Path("gpemsr/model.py"), slices=5),
+        scale=8,
+        flags=[],
+        pretrained=pretrained,
+    )
 
 
 def gpemsr_with_reference_loss(pretrained: Pretrained):

@@ -114,8 +114,17 @@ def spynet_registry(tmp_path, state: dict) -> Pretrained:
     path = wdir / "spynet_sintel_final-3d2a1287.pth"
     torch.save({"params": state}, path)
     reg = tmp_path / "registry.yaml"
-    reg.write_text(yaml.safe_dump({"spynet": {"file": path.name, "url": "https://example.invalid/spynet.pth",
-                                              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}))
+    reg.write_text(
+        yaml.safe_dump(
+            {
+                "spynet": {
+                    "file": path.name,
+                    "url": "https://example.invalid/spynet.pth",
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                }
+            }
+        )
+    )
     return Pretrained(wdir, reg)
 
 
@@ -125,7 +134,9 @@ def test_pretrained_spynet_present_is_loaded_and_frozen(tmp_path):
     state = {k: v for k, v in donor.state_dict().items() if k.startswith("basic_module.")}
     pretrained = spynet_registry(tmp_path, state)
     model = build(8, **PAPER)
-    assert not torch.equal(model.spynet.basic_module[0].basic_module[0].weight, state["basic_module.0.basic_module.0.weight"])
+    assert not torch.equal(
+        model.spynet.basic_module[0].basic_module[0].weight, state["basic_module.0.basic_module.0.weight"]
+    )
     assert BASICVSR.module().init_pretrained(model, pretrained) == []
     for k, v in model.spynet.state_dict().items():
         if k in state:
@@ -154,10 +165,18 @@ def test_training_with_the_pretrained_spynet_keeps_it_fixed(tmp_path, degraded_x
     donor = basicsr_arch("spynet_arch", "SpyNet")(None)
     state = {k: v for k, v in donor.state_dict().items() if k.startswith("basic_module.")}
     params = {**QUICK, **TINY}
-    job = TrainJob(method=BASICVSR, scale=8, preset="quick", model_params=params,
-                   settings=TrainSettings.merged({**BASICVSR.preset("quick")["train"], "iterations": 2, "batch_size": 2}),
-                   train_files=[str(degraded_x8)], out_path=tmp_path / "m" / "model.pt", ckpt_dir=tmp_path / "m" / "ck",
-                   threads=1, pretrained=spynet_registry(tmp_path, state))
+    job = TrainJob(
+        method=BASICVSR,
+        scale=8,
+        preset="quick",
+        model_params=params,
+        settings=TrainSettings.merged({**BASICVSR.preset("quick")["train"], "iterations": 2, "batch_size": 2}),
+        train_files=[str(degraded_x8)],
+        out_path=tmp_path / "m" / "model.pt",
+        ckpt_dir=tmp_path / "m" / "ck",
+        threads=1,
+        pretrained=spynet_registry(tmp_path, state),
+    )
     fit(job)
     meta = torch.load(job.out_path)
     assert meta["flags"] == []

@@ -67,5 +67,3 @@ def test_esa_padding_only_for_small_maps():
     assert s.shape[-2:] == (7, 7)
     small = torch.rand(1, 16, 5, 9)
     assert esa(small).shape == small.shape
-
-

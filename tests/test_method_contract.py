@@ -55,10 +55,19 @@ def test_short_training_run_then_tiled_inference(name, tmp_path, degraded_x8):
     train = dict(preset["train"])
     # Two iterations (each stage of a multi-stage method), small batches of the 8x8 LR sections.
     train.update(iterations=2 * max(1, len(train.get("stages", {}))), batch_size=2, patch_size=8, checkpoint_every=100)
-    job = TrainJob(method=method, scale=8, preset="quick", model_params=preset["model"],
-                   settings=TrainSettings.merged(train), train_files=[str(degraded_x8)],
-                   val_files=[str(degraded_x8)], out_path=tmp_path / "m" / "model.pt",
-                   ckpt_dir=tmp_path / "m" / "ckpt", threads=1, pretrained=Pretrained(tmp_path / "no-weights"))
+    job = TrainJob(
+        method=method,
+        scale=8,
+        preset="quick",
+        model_params=preset["model"],
+        settings=TrainSettings.merged(train),
+        train_files=[str(degraded_x8)],
+        val_files=[str(degraded_x8)],
+        out_path=tmp_path / "m" / "model.pt",
+        ckpt_dir=tmp_path / "m" / "ckpt",
+        threads=1,
+        pretrained=Pretrained(tmp_path / "no-weights"),
+    )
     run(job)
     meta = torch.load(job.out_path, weights_only=True)
     assert meta["method"] == name and meta["scale"] == 8
@@ -67,8 +76,16 @@ def test_short_training_run_then_tiled_inference(name, tmp_path, degraded_x8):
     model, _ = load_model(method, 8, preset["model"], job.out_path, torch.device("cpu"))
     assert count_parameters(model) == meta["parameters"]
 
-    stats = infer_file(method, 8, preset["model"], InferSettings.merged({}), degraded_x8, tmp_path / "sr.h5",
-                       model_file=job.out_path, threads=1)
+    stats = infer_file(
+        method,
+        8,
+        preset["model"],
+        InferSettings.merged({}),
+        degraded_x8,
+        tmp_path / "sr.h5",
+        model_file=job.out_path,
+        threads=1,
+    )
     with h5py.File(degraded_x8) as f, h5py.File(tmp_path / "sr.h5") as g:
         assert g["volumes/raw"].shape == f["volumes/raw"].shape
         assert g["volumes/raw"].dtype == np.uint8

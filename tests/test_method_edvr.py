@@ -34,7 +34,9 @@ def test_upsampler_has_log2_scale_pixel_shuffle_stages():
     for scale, stages in [(2, 1), (4, 2), (8, 3), (16, 4)]:
         model = build(scale, **TINY)
         assert model.num_up == stages
-        assert [n for n, _ in model.named_children() if n.startswith("upconv")] == [f"upconv{i}" for i in range(1, stages + 1)]
+        assert [n for n, _ in model.named_children() if n.startswith("upconv")] == [
+            f"upconv{i}" for i in range(1, stages + 1)
+        ]
     m = build(8, **TINY)
     assert m.conv_first.in_channels == 1 and m.conv_last.out_channels == 1
 
@@ -55,8 +57,15 @@ def test_equals_basicsr_edvr_at_4x(with_tsa):
     conv_last, swapped for 1 here)."""
     params = {**TINY, "hr_feat": 64, "with_tsa": with_tsa}
     ours = build(4, **params).eval()
-    ref = basicsr_arch("edvr_arch", "EDVR")(num_in_ch=1, num_out_ch=1, num_feat=8, num_extract_block=1,
-                                              num_reconstruct_block=1, deformable_groups=2, with_tsa=with_tsa)
+    ref = basicsr_arch("edvr_arch", "EDVR")(
+        num_in_ch=1,
+        num_out_ch=1,
+        num_feat=8,
+        num_extract_block=1,
+        num_reconstruct_block=1,
+        deformable_groups=2,
+        with_tsa=with_tsa,
+    )
     ref.conv_last = torch.nn.Conv2d(64, 1, 3, 1, 1)
     ref.load_state_dict(ours.state_dict())
     x = torch.rand(2, 5, 8, 12)
@@ -85,5 +94,3 @@ def test_output_uses_the_neighbour_sections():
             y = x.clone()
             y[:, z] = torch.rand(8, 8)
             assert (model(y) - a).abs().max() > 1e-4, z
-
-

@@ -41,7 +41,9 @@ def test_upsampler_extends_basicsr_rrdbnet():
     for scale, ups in [(4, 2), (8, 3), (16, 4)]:
         net = MOD.build(scale, **TINY)
         assert isinstance(net, RRDBNet)
-        assert sorted(k for k, _ in net.named_children() if k.startswith("conv_up")) == [f"conv_up{i}" for i in range(1, ups + 1)]
+        assert sorted(k for k, _ in net.named_children() if k.startswith("conv_up")) == [
+            f"conv_up{i}" for i in range(1, ups + 1)
+        ]
     ours, ref = MOD.build(4, **TINY), RRDBNet(1, 1, scale=4, **TINY)
     ref.load_state_dict(ours.state_dict())  # same keys and shapes
     x = torch.rand(2, 1, 6, 7)
@@ -60,14 +62,35 @@ def test_paper_parameter_count():
 
 
 def tiny_job(tmp_path: Path, train_file: Path, name: str, pretrained=None, **settings) -> TrainJob:
-    base = {"iterations": 6, "batch_size": 2, "patch_size": 4, "checkpoint_every": 2, "log_every": 1,
-            "stages": {"esrnet": {"iterations": 3, "lr": 1e-3},
-                       "esrgan": {"iterations": 3, "lr": 1e-4, "lr_schedule": "constant", "ema_decay": 0.5,
-                                  "objective": {"d_num_feat": 4}}}}
-    return TrainJob(method=METHOD, scale=8, preset="quick", model_params=TINY,
-                    settings=TrainSettings.merged({**base, **settings}), train_files=[str(train_file)],
-                    out_path=tmp_path / name / "model.pt", ckpt_dir=tmp_path / name / "ckpt", threads=1,
-                    pretrained=pretrained or Pretrained(tmp_path / "no-weights"))
+    base = {
+        "iterations": 6,
+        "batch_size": 2,
+        "patch_size": 4,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "stages": {
+            "esrnet": {"iterations": 3, "lr": 1e-3},
+            "esrgan": {
+                "iterations": 3,
+                "lr": 1e-4,
+                "lr_schedule": "constant",
+                "ema_decay": 0.5,
+                "objective": {"d_num_feat": 4},
+            },
+        },
+    }
+    return TrainJob(
+        method=METHOD,
+        scale=8,
+        preset="quick",
+        model_params=TINY,
+        settings=TrainSettings.merged({**base, **settings}),
+        train_files=[str(train_file)],
+        out_path=tmp_path / name / "model.pt",
+        ckpt_dir=tmp_path / name / "ckpt",
+        threads=1,
+        pretrained=pretrained or Pretrained(tmp_path / "no-weights"),
+    )
 
 
 def test_two_stages_write_the_generator_only_and_flag_missing_vgg(tmp_path, degraded_x8):
@@ -107,7 +130,10 @@ def test_kill_in_stage_two_then_resume_equals_uninterrupted(tmp_path, degraded_x
     MOD.train(broken)
     err = capfd.readouterr().err
     # stage 1's file has this run's fingerprint: kept, not redone; stage 2 resumes
-    assert "esrnet/model.pt is trained from these inputs already" in err and "resuming realesrgan x8 esrgan from step 1" in err
+    assert (
+        "esrnet/model.pt is trained from these inputs already" in err
+        and "resuming realesrgan x8 esrgan from step 1" in err
+    )
     assert stage1.stat().st_mtime_ns == before
     a, b = torch.load(whole.out_path)["state_dict"], torch.load(broken.out_path)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -126,7 +152,12 @@ def test_kill_in_stage_one_then_resume_equals_uninterrupted(tmp_path, degraded_x
 def test_objective_settings_are_checked(tmp_path, degraded_x8):
     from emsrbench.errors import EmsrError
 
-    job = tiny_job(tmp_path, degraded_x8, "bad", stages={"esrnet": {"iterations": 3}, "esrgan": {"iterations": 3, "objective": {"gan_wieght": 1}}})
+    job = tiny_job(
+        tmp_path,
+        degraded_x8,
+        "bad",
+        stages={"esrnet": {"iterations": 3}, "esrgan": {"iterations": 3, "objective": {"gan_wieght": 1}}},
+    )
     with pytest.raises(EmsrError, match="stages.esrgan.objective.*gan_wieght"):
         MOD.train(job)
     job = tiny_job(tmp_path, degraded_x8, "nostage", stages={"esrnet": {"iterations": 3}})
@@ -150,7 +181,9 @@ def test_perceptual_loss_with_vgg19_from_the_registry(tmp_path, degraded_x8, ran
     feats = percep.extract(x)
     ref = torchvision.models.vgg19(weights=None)
     ref.load_state_dict(state)
-    norm = (x.repeat(1, 3, 1, 1) - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    norm = (x.repeat(1, 3, 1, 1) - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    ).view(1, 3, 1, 1)
     with torch.no_grad():
         assert torch.allclose(feats["conv5_4"], ref.features[:35](norm), atol=1e-5)
         assert torch.allclose(feats["conv1_2"], ref.features[:3](norm), atol=1e-5)
@@ -164,7 +197,9 @@ def test_perceptual_loss_with_vgg19_from_the_registry(tmp_path, degraded_x8, ran
     lr_b, hr_b = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 32, 32)
     torch.manual_seed(0)
     losses = {k: float(v) for k, v in objective.step(lr_b, hr_b, 0).items()}  # detached 0-d tensors
-    assert losses["l_percep"] > 0 and losses["loss"] == pytest.approx(losses["l_pix"] + losses["l_percep"] + losses["l_gan"], rel=1e-5)
+    assert losses["l_percep"] > 0 and losses["loss"] == pytest.approx(
+        losses["l_pix"] + losses["l_percep"] + losses["l_gan"], rel=1e-5
+    )
     assert all(p.grad is None for p in percep.parameters())
 
 

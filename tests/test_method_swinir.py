@@ -59,5 +59,3 @@ def test_paper_parameter_count_matches_published():
     assert abs(rgb - PUBLISHED_X4) / PUBLISHED_X4 < 0.02, rgb
     assert abs(grey - PUBLISHED_X4) / PUBLISHED_X4 < 0.02, grey
     assert rgb == 11_900_199 and grey == 11_895_805
-
-

@@ -36,8 +36,14 @@ def test_every_method_maps_lr_to_sr(name, scale):
 def make_method(root, name="mine", meta=None, model="def build(scale):\n    return None\n"):
     folder = root / name
     folder.mkdir(parents=True)
-    base = {"display_name": "Mine", "citation": "me", "family": "single-image", "scales": [8, 16],
-            "trains": False, "presets": {"quick": {}, "paper": {}}}
+    base = {
+        "display_name": "Mine",
+        "citation": "me",
+        "family": "single-image",
+        "scales": [8, 16],
+        "trains": False,
+        "presets": {"quick": {}, "paper": {}},
+    }
     base.update(meta or {})
     (folder / "method.yaml").write_text(yaml.safe_dump(base))
     if model is not None:
@@ -114,8 +120,12 @@ def test_scaffold_writes_a_working_method_with_a_passing_test(tmp_path):
     assert m.trains and m.family == "single-image"
     test_file = folder / "test_method_my_net.py"
     assert test_file.exists()
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
-                         capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 passed" in run.stdout
     one_line_error(lambda: new_method("my-net", tmp_path), "already exists")
@@ -123,8 +133,11 @@ def test_scaffold_writes_a_working_method_with_a_passing_test(tmp_path):
 
 
 def test_cli_new_method_and_listing(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "emsrbench.cli", "new-method", "cli_net", "--methods-dir", str(tmp_path)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "emsrbench.cli", "new-method", "cli_net", "--methods-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "cli_net" / "model.py").exists()
     run = subprocess.run([sys.executable, "-m", "emsrbench.cli", "methods"], capture_output=True, text=True)

@@ -129,11 +129,15 @@ def test_lpips_equals_lpips_package(random_alexnet, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ref_model = lpips.LPIPS(net="alex", verbose=False)
-    assert torch.equal(getattr(ref_model.net.slice1, "0").weight, state["features.0.weight"])  # not random, not downloaded
+    assert torch.equal(
+        getattr(ref_model.net.slice1, "0").weight, state["features.0.weight"]
+    )  # not random, not downloaded
     assert torch.equal(getattr(ref_model.net.slice5, "10").bias, state["features.10.bias"])
     with torch.no_grad():
         ref = [
-            ref_model(lpips.im2tensor(np.repeat(h[..., None], 3, 2)), lpips.im2tensor(np.repeat(s[..., None], 3, 2))).item()
+            ref_model(
+                lpips.im2tensor(np.repeat(h[..., None], 3, 2)), lpips.im2tensor(np.repeat(s[..., None], 3, 2))
+            ).item()
             for h, s in zip(hr, sr)
         ]
     assert ours.dtype == np.float64 and ours.shape == (3,)

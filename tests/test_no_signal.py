@@ -22,17 +22,38 @@ GT_OBJECTS = 90  # the smaller reference: the collapse bound is COLLAPSE_FRACTIO
 
 def seg_rows(method, scale, values: dict, segmenter="superhuman", ci=None, ties=None) -> list[dict]:
     """Tidy rows of one method's segmentation scores (ci: metric -> (low, high); ties: metric -> mark)."""
-    base = {"method": method, "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
-            "family": "single-image", "preset": "quick", "scale": scale, "segmenter": segmenter, "note": "",
-            "variant": ""}
-    return [{**base, "metric": m, "value": v, "ci_low": (ci or {}).get(m, (math.nan,) * 2)[0],
-             "ci_high": (ci or {}).get(m, (math.nan,) * 2)[1], "tie": (ties or {}).get(m, "")}
-            for m, v in values.items()]
+    base = {
+        "method": method,
+        "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
+        "family": "single-image",
+        "preset": "quick",
+        "scale": scale,
+        "segmenter": segmenter,
+        "note": "",
+        "variant": "",
+    }
+    return [
+        {
+            **base,
+            "metric": m,
+            "value": v,
+            "ci_low": (ci or {}).get(m, (math.nan,) * 2)[0],
+            "ci_high": (ci or {}).get(m, (math.nan,) * 2)[1],
+            "tie": (ties or {}).get(m, ""),
+        }
+        for m, v in values.items()
+    ]
 
 
 def scores(split, merge, arand, segments, f1=None, gt_objects=GT_OBJECTS) -> dict:
-    out = {"voi_split": split, "voi_merge": merge, "arand": arand,
-           "cremi_score": ((split + merge) * arand) ** 0.5, "segments": segments, "gt_objects": gt_objects}
+    out = {
+        "voi_split": split,
+        "voi_merge": merge,
+        "arand": arand,
+        "cremi_score": ((split + merge) * arand) ** 0.5,
+        "segments": segments,
+        "gt_objects": gt_objects,
+    }
     if f1 is not None:
         out["boundary_f1"] = f1
     return out
@@ -60,8 +81,10 @@ def section(md: str, heading: str) -> str:
 def test_a_collapsed_table_says_so_and_bolds_nothing(tidy):
     md = markdown(tidy)
     collapsed = section(md, "## Segmentation: VOI split (Table 1 layout)").split("### 16x, Superhuman")[0]
-    sentence = ("No signal at 16x with Superhuman: every segmentation merges into 3-5 segments; HR has 187, the "
-                "ground truth 90 objects")
+    sentence = (
+        "No signal at 16x with Superhuman: every segmentation merges into 3-5 segments; HR has 187, the "
+        "ground truth 90 objects"
+    )
     assert f"- {sentence}." in collapsed  # under the Table 1 layout, where VOI split 0 would read as a merit
     x16 = section(md, "### 16x, Superhuman")
     assert f"*{sentence}. Nothing in this table is bold.*" in x16
@@ -102,9 +125,11 @@ def test_collapse_rule_is_a_fraction_of_the_objects(tidy):
 def test_an_over_split_hr_does_not_make_a_collapse():
     """HR over-segmented 20x (the quick networks on the phantom): methods with more segments
     than the ground truth has objects have not collapsed, though they have under a tenth of HR's."""
-    rows = (seg_rows("hr", 8, scores(0.77, 0.22, 0.1, 1441, gt_objects=73))
-            + seg_rows("bicubic", 8, scores(0.03, 5.06, 0.6, 100, gt_objects=73))
-            + seg_rows("rcan", 8, scores(0.5, 1.5, 0.3, 130, gt_objects=73)))
+    rows = (
+        seg_rows("hr", 8, scores(0.77, 0.22, 0.1, 1441, gt_objects=73))
+        + seg_rows("bicubic", 8, scores(0.03, 5.06, 0.6, 100, gt_objects=73))
+        + seg_rows("rcan", 8, scores(0.5, 1.5, 0.3, 130, gt_objects=73))
+    )
     tidy = pd.DataFrame(rows, columns=COLUMNS)
     assert find(tidy).verdict(8, "superhuman") is None
     # without the ground truth's count, HR's is the only reference
@@ -114,14 +139,18 @@ def test_an_over_split_hr_does_not_make_a_collapse():
 def test_all_tied_columns_are_no_signal_even_without_a_collapse():
     """Issue 15's MALA 16x: differing values, every method tied with the best by the bootstrap."""
     ties = {"arand": "tied", "cremi_score": "tied"}
-    rows = (seg_rows("hr", 16, scores(0.3, 0.4, 0.04, 190), "mala")
-            + seg_rows("bicubic", 16, scores(0.02, 4.9, 0.60, 60), "mala", ties=ties)
-            + seg_rows("rcan", 16, scores(0.01, 4.8, 0.58, 70), "mala", ties={"arand": "best", "cremi_score": "best"}))
+    rows = (
+        seg_rows("hr", 16, scores(0.3, 0.4, 0.04, 190), "mala")
+        + seg_rows("bicubic", 16, scores(0.02, 4.9, 0.60, 60), "mala", ties=ties)
+        + seg_rows("rcan", 16, scores(0.01, 4.8, 0.58, 70), "mala", ties={"arand": "best", "cremi_score": "best"})
+    )
     tidy = pd.DataFrame(rows, columns=COLUMNS)
     verdict = find(tidy).verdict(16, "mala")
     assert verdict.rule == "indistinct"
-    assert verdict.sentence == ("no signal at 16x with MALA: no method's score differs from the others (ARAND: every "
-                                "method tied with the best; CREMI score: every method tied with the best)")
+    assert verdict.sentence == (
+        "no signal at 16x with MALA: no method's score differs from the others (ARAND: every "
+        "method tied with the best; CREMI score: every method tied with the best)"
+    )
     x16 = section(markdown(tidy), "### 16x, MALA")
     assert "No signal at 16x with MALA" in x16 and "**0.5800**" not in x16 and "0.5800 ≈" not in x16
 
@@ -134,17 +163,22 @@ def test_flat_column_rules():
     assert flat_reason("arand", inside) == "every value inside bicubic's confidence interval"
     assert flat_reason("arand", inside[:2] + [Entry("edvr", 0.30)]) is None  # one value outside
     # a paired comparison outranks the intervals: a method shown worse is a signal, overlap or not
-    marked = [Entry("bicubic", 0.50, 0.40, 0.60, "worse"), Entry("rcan", 0.45, tie="best"),
-              Entry("edvr", 0.58, tie="tied")]
+    marked = [
+        Entry("bicubic", 0.50, 0.40, 0.60, "worse"),
+        Entry("rcan", 0.45, tie="best"),
+        Entry("edvr", 0.58, tie="tied"),
+    ]
     assert flat_reason("arand", marked) is None
     partial = [Entry("bicubic", 0.50, 0.40, 0.60, "tied"), Entry("rcan", 0.45, tie="best"), Entry("edvr", 0.58)]
     assert flat_reason("arand", partial) is None  # edvr was not compared: not enough to call it flat
 
 
 def test_one_flat_column_loses_its_bold_alone():
-    rows = (seg_rows("hr", 8, scores(0.3, 0.4, 0.04, 190))  # segment counts far from a collapse
-            + seg_rows("bicubic", 8, scores(1.5, 0.9, 0.30, 120), ties={"arand": "worse", "cremi_score": "tied"})
-            + seg_rows("rcan", 8, scores(1.0, 0.7, 0.20, 150), ties={"arand": "best", "cremi_score": "best"}))
+    rows = (
+        seg_rows("hr", 8, scores(0.3, 0.4, 0.04, 190))  # segment counts far from a collapse
+        + seg_rows("bicubic", 8, scores(1.5, 0.9, 0.30, 120), ties={"arand": "worse", "cremi_score": "tied"})
+        + seg_rows("rcan", 8, scores(1.0, 0.7, 0.20, 150), ties={"arand": "best", "cremi_score": "best"})
+    )
     tidy = pd.DataFrame(rows, columns=COLUMNS)
     found = find(tidy)
     assert found.verdict(8, "superhuman") is None
@@ -165,8 +199,10 @@ def report_rows(tidy: pd.DataFrame) -> list[Row]:
 def test_the_report_says_no_signal_under_the_table_and_bolds_nothing_there(tidy):
     rows = report_rows(tidy)
     x16 = tables.leaderboard(rows, 16)
-    assert ('<p class="no-signal">No signal at 16x with Superhuman: every segmentation merges into 3-5 segments; '
-            "HR has 187, the ground truth 90 objects. Nothing in the superhuman columns is bold.</p>") in x16
+    assert (
+        '<p class="no-signal">No signal at 16x with Superhuman: every segmentation merges into 3-5 segments; '
+        "HR has 187, the ground truth 90 objects. Nothing in the superhuman columns is bold.</p>"
+    ) in x16
     assert "Segmentation (superhuman): no signal" in x16
     assert 'class="num best"' not in x16
     x8 = tables.leaderboard(rows, 8)

@@ -52,8 +52,8 @@ def test_deterministic(vol):
 def test_z_range_is_slice_of_whole(vol, z_range):
     raw, lab = vol
     r, l = phantom.generate(SHAPE, seed=0, z_range=z_range)
-    np.testing.assert_array_equal(r, raw[z_range[0]:z_range[1]])
-    np.testing.assert_array_equal(l, lab[z_range[0]:z_range[1]])
+    np.testing.assert_array_equal(r, raw[z_range[0] : z_range[1]])
+    np.testing.assert_array_equal(l, lab[z_range[0] : z_range[1]])
 
 
 def test_depth_does_not_change_the_first_sections(vol):

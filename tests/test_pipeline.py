@@ -18,12 +18,29 @@ sys.path.insert(0, str(REPO / "tests"))
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args, snakefile: Path = REPO / "Snakefile", configfile: Path = REPO / "config" / "test.yaml",
-              env: dict | None = None):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir), "--cores", "2",
-           "--configfile", str(configfile)]
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=1200,
-                          env={**os.environ, **(env or {})})
+def snakemake(
+    workdir: Path,
+    *args,
+    snakefile: Path = REPO / "Snakefile",
+    configfile: Path = REPO / "config" / "test.yaml",
+    env: dict | None = None,
+):
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(snakefile),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(configfile),
+    ]
+    return subprocess.run(
+        cmd + list(args), capture_output=True, text=True, timeout=1200, env={**os.environ, **(env or {})}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +126,14 @@ def test_tiny_run_builds_the_report(tiny_run):
             assert page.count(f'<tr data-status="ok"><td data-v="{name}">') == 2
     assert "failed" not in {p.name for p in res.iterdir()}  # no job failed, so no records
     figures = {p.name for p in (res / "report" / "figures").iterdir()}
-    assert {"cost_vs_quality.png", "metrics.png", "panel_x16_1.png", "panel_x8_1.png", "hallucination_x8_1.png",
-            "hallucination_x16_1.png"} <= figures
+    assert {
+        "cost_vs_quality.png",
+        "metrics.png",
+        "panel_x16_1.png",
+        "panel_x8_1.png",
+        "hallucination_x8_1.png",
+        "hallucination_x16_1.png",
+    } <= figures
     run = snakemake(tiny_run, "--report", str(tiny_run / "snakemake-report.html"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tiny_run / "snakemake-report.html").stat().st_size > 100_000
@@ -143,7 +166,13 @@ def test_tiny_run_scores_segmentation(tiny_run):
             rows = pd.read_csv(res / "segment" / net / "rcan" / f"x{s}-hallucination.csv").set_index("metric")
             assert set(rows["segmenter"]) == {net} and "tolerance 8 nm" in rows.loc["boundary_recall", "note"]
             assert "of IoU >= 0.5" in rows.loc["orphan_fraction", "note"]
-            for m in ("boundary_precision", "boundary_recall", "boundary_f1", "invented_um_per_um2", "erased_um_per_um2"):
+            for m in (
+                "boundary_precision",
+                "boundary_recall",
+                "boundary_f1",
+                "invented_um_per_um2",
+                "erased_um_per_um2",
+            ):
                 assert board[f"{m}@x{s}/{net}"].between(0, 1e3).all(), (net, s, m)  # HR's row too
             orphans = board[f"orphan_fraction@x{s}/{net}"]
             assert orphans.drop("hr").between(0, 1).all() and pd.isna(orphans["hr"])  # no orphans of HR by itself
@@ -166,8 +195,11 @@ def dry_run_jobs(workdir: Path) -> dict[str, int]:
     """{rule: jobs} that `snakemake -n` would run."""
     run = snakemake(workdir, "-n", "--quiet", "rules")
     assert run.returncode == 0, run.stderr[-2000:]
-    return {line.split()[0]: int(line.split()[1]) for line in (run.stdout + run.stderr).splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit() and line.split()[0] != "total"}
+    return {
+        line.split()[0]: int(line.split()[1])
+        for line in (run.stdout + run.stderr).splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit() and line.split()[0] != "total"
+    }
 
 
 def test_a_pretrained_file_reruns_exactly_the_jobs_that_read_it(tiny_run):
@@ -208,8 +240,11 @@ def test_dry_run_lists_the_whole_matrix(tmp_path):
     run = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=REPO / "config" / "config.yaml")
     assert run.returncode == 0, run.stderr
     out = run.stdout + run.stderr
-    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
-              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in out.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     n_methods = len([p for p in (REPO / "methods").iterdir() if (p / "method.yaml").exists()])
     assert counts["infer"] == counts["evaluate"] == 2 * n_methods
     # 2 networks x (HR + every method) x 2 scales
@@ -218,12 +253,15 @@ def test_dry_run_lists_the_whole_matrix(tmp_path):
     assert counts["phantom"] == 2
 
 
-@pytest.mark.parametrize("override,message", [
-    (["scale=[8]"], "scale"),  # a typo of 'scales'
-    (["methods=[nope]"], "unknown method"),
-    (["preset=fast"], "fast"),
-    (["scales=[3]"], "3"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (["scale=[8]"], "scale"),  # a typo of 'scales'
+        (["methods=[nope]"], "unknown method"),
+        (["preset=fast"], "fast"),
+        (["scales=[3]"], "3"),
+    ],
+)
 def test_config_errors_are_reported(tmp_path, override, message):
     run = snakemake(tmp_path, "-n", "--config", *override)
     assert run.returncode != 0
@@ -246,11 +284,15 @@ def test_a_failing_method_leaves_the_others_intact(tmp_path):
     broken.mkdir()
     (broken / "method.yaml").write_text(
         "display_name: Broken\ncitation: none\nfamily: single-image\nscales: [8, 16]\ntrains: false\n"
-        "presets: {quick: {}, paper: {}}\n")
+        "presets: {quick: {}, paper: {}}\n"
+    )
     (broken / "model.py").write_text(
-        "import torch\n\nclass NaNs(torch.nn.Module):\n    def __init__(self, s):\n        super().__init__()\n        self.s = s\n"
-        "    def forward(self, x):\n        return torch.full((x.shape[0], 1, x.shape[2] * self.s, x.shape[3] * self.s), float('nan'))\n\n"
-        "def build(scale):\n    return NaNs(scale)\n")
+        "import torch\n\nclass NaNs(torch.nn.Module):\n"
+        "    def __init__(self, s):\n        super().__init__()\n        self.s = s\n"
+        "    def forward(self, x):\n"
+        "        return torch.full((x.shape[0], 1, x.shape[2] * self.s, x.shape[3] * self.s), float('nan'))\n\n"
+        "def build(scale):\n    return NaNs(scale)\n"
+    )
     cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     cfg["methods"] = ["bicubic", "broken"]
     cfg["segmentation"]["enabled"] = False  # covered by the tiny run; keeps this one short
@@ -270,7 +312,9 @@ def test_a_failing_method_leaves_the_others_intact(tmp_path):
     assert records == ["infer-method=broken,scale=16.json", "infer-method=broken,scale=8.json"]
     assert not (res / "report" / "index.html").exists()  # rule all's report waits for every row
     # (--cores first: --configfile, last in the command, would take "report" as a second file)
-    run = snakemake(work, "--cores", "2", "report", snakefile=tree / "Snakefile", configfile=tree / "config" / "broken.yaml")
+    run = snakemake(
+        work, "--cores", "2", "report", snakefile=tree / "Snakefile", configfile=tree / "config" / "broken.yaml"
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     page = (res / "report" / "index.html").read_text()
     assert page.count('<tr class="failed" data-status="failed"><td data-v="Broken">') == 2
@@ -308,8 +352,9 @@ def test_real_em_isbi2012(tmp_path):
 
 
 def test_lint_is_clean(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Congratulations, your workflow is in a good condition!" in run.stdout + run.stderr
 
@@ -321,7 +366,10 @@ def test_paper_config_plans_the_cremi_study(tmp_path):
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(config))
     run = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=tmp_path / "paper.yaml")
     assert run.returncode == 0, run.stderr
-    counts = {line.split()[0]: int(line.split()[1]) for line in (run.stdout + run.stderr).splitlines()
-              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in (run.stdout + run.stderr).splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     assert counts["download_cremi"] == 3  # samples A, B, C
     assert counts["degrade"] == 2 * 5  # 3 train pieces + val + test, at 8x and 16x

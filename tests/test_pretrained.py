@@ -32,8 +32,11 @@ def test_registry_entries_are_complete():
 
 def fake_registry(tmp_path: Path, name: str, data: bytes, url="http://127.0.0.1:9/x") -> Path:
     path = tmp_path / "registry.yaml"
-    path.write_text(yaml.safe_dump({name: {"file": f"{name}.pth", "url": url,
-                                           "sha256": hashlib.sha256(data).hexdigest(), "used_by": ["test"]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {name: {"file": f"{name}.pth", "url": url, "sha256": hashlib.sha256(data).hexdigest(), "used_by": ["test"]}}
+        )
+    )
     return path
 
 
@@ -70,8 +73,17 @@ def random_alexnet(tmp_path):
     path.parent.mkdir()
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
     reg = tmp_path / "registry.yaml"
-    reg.write_text(yaml.safe_dump({"alexnet": {"file": path.name, "url": "https://example.invalid/a.pth",
-                                               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}))
+    reg.write_text(
+        yaml.safe_dump(
+            {
+                "alexnet": {
+                    "file": path.name,
+                    "url": "https://example.invalid/a.pth",
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                }
+            }
+        )
+    )
     return Pretrained(tmp_path / "w", reg)
 
 
@@ -94,21 +106,44 @@ def test_absent_weights_flag_the_model_and_the_leaderboard(tmp_path, degraded_x8
     folder.mkdir()
     (folder / "method.yaml").write_text(
         "display_name: Flagged\ncitation: x\nfamily: single-image\nscales: [8]\ntrains: true\n"
-        "presets: {quick: {}, paper: {}}\n")
+        "presets: {quick: {}, paper: {}}\n"
+    )
     (folder / "model.py").write_text(
         "import torch\nfrom emsrbench.pretrained import missing_flag\n"
-        "def build(scale):\n    return torch.nn.Sequential(torch.nn.Conv2d(1, 64, 3, padding=1), torch.nn.PixelShuffle(8))\n"
+        "def build(scale):\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(1, 64, 3, padding=1), torch.nn.PixelShuffle(8))\n"
         "def init_pretrained(model, pretrained):\n    path, why = pretrained.status('spynet')\n"
         "    if path is None:\n        return [missing_flag('spynet', 'flow trained from scratch')]\n"
-        "    return []\n")
-    job = TrainJob(method=load_method(folder), scale=8, preset="quick", model_params={},
-                   settings=TrainSettings.merged({"iterations": 2, "batch_size": 1, "patch_size": 4}),
-                   train_files=[str(degraded_x8)], out_path=tmp_path / "m" / "model.pt", ckpt_dir=tmp_path / "m" / "ck",
-                   pretrained=Pretrained(tmp_path / "no-weights"))
+        "    return []\n"
+    )
+    job = TrainJob(
+        method=load_method(folder),
+        scale=8,
+        preset="quick",
+        model_params={},
+        settings=TrainSettings.merged({"iterations": 2, "batch_size": 1, "patch_size": 4}),
+        train_files=[str(degraded_x8)],
+        out_path=tmp_path / "m" / "model.pt",
+        ckpt_dir=tmp_path / "m" / "ck",
+        pretrained=Pretrained(tmp_path / "no-weights"),
+    )
     fit(job)
     flags = torch.load(job.out_path)["flags"]
     assert flags == [missing_flag("spynet", "flow trained from scratch")]
-    tidy = pd.DataFrame([{"method": "flagged", "display_name": "Flagged", "family": "single-image", "preset": "quick",
-                          "scale": 8, "metric": m, "value": 20.0, "note": f"some note; {flags[0]}"} for m in ("psnr", "ssim")])
+    tidy = pd.DataFrame(
+        [
+            {
+                "method": "flagged",
+                "display_name": "Flagged",
+                "family": "single-image",
+                "preset": "quick",
+                "scale": 8,
+                "metric": m,
+                "value": 20.0,
+                "note": f"some note; {flags[0]}",
+            }
+            for m in ("psnr", "ssim")
+        ]
+    )
     md = markdown(tidy)
     assert md.count("- flagged x8: flag: pretrained spynet missing, flow trained from scratch") == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from conftest import ISBI
 
 from emsrbench.degrade import Degradation, degrade_file
 from emsrbench.infer import InferSettings, infer_file
@@ -15,8 +16,6 @@ from emsrbench.io import RAW_KEY
 from emsrbench.methods import discover
 from emsrbench.metrics import psnr_sections
 from emsrbench.train import TrainJob, TrainSettings, run
-
-from conftest import ISBI
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,10 +45,17 @@ def test_short_training_on_real_em_beats_bicubic(name, iterations, isbi_x8, tmp_
 
     method = methods[name]
     preset = method.preset("quick")
-    job = TrainJob(method=method, scale=8, preset="quick", model_params=preset["model"],
-                   settings=TrainSettings.merged(preset["train"], {"iterations": iterations}),
-                   train_files=[str(train)], out_path=tmp_path / "model.pt", ckpt_dir=tmp_path / "ckpt",
-                   threads=1)
+    job = TrainJob(
+        method=method,
+        scale=8,
+        preset="quick",
+        model_params=preset["model"],
+        settings=TrainSettings.merged(preset["train"], {"iterations": iterations}),
+        train_files=[str(train)],
+        out_path=tmp_path / "model.pt",
+        ckpt_dir=tmp_path / "ckpt",
+        threads=1,
+    )
     run(job)
     learned = sr_psnr(method, preset["model"], test, tmp_path / "sr.h5", model_file=job.out_path)
     print(f"{name}: {learned:.2f} dB vs bicubic {bicubic:.2f} dB after {iterations} iterations")

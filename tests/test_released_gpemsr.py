@@ -37,11 +37,14 @@ from emsrbench.released import (
 )
 
 DATA = Path(__file__).resolve().parent / "data" / "released"
-IMAGENET = {"mean": torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
-            "std": torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)}
+IMAGENET = {
+    "mean": torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+    "std": torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+}
 
 
 # ---------------------------------------------------------------- synthetic weights
+
 
 def _uniform(key: str, n: int) -> np.ndarray:
     """n values in [0, 1) from splitmix64 of (crc32(key), index): the same on every platform
@@ -52,7 +55,7 @@ def _uniform(key: str, n: int) -> np.ndarray:
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def synthetic(key: str, shape: tuple) -> torch.Tensor:
@@ -78,6 +81,7 @@ def synthetic_input(key: str, shape: tuple) -> torch.Tensor:
 
 # ---------------------------------------------------------------- release files written here
 
+
 @cache
 def layouts() -> dict:
     """{name: {"file", "nesting", "keys": [[key, shape], ...], "config"?}} recorded from the
@@ -92,7 +96,9 @@ def release_state(name: str, value) -> dict[str, torch.Tensor]:
     state = {}
     for i, (key, shape) in enumerate(layouts()[name]["keys"]):
         buffer = key.rsplit(".", 1)[-1]
-        state[key] = IMAGENET[buffer].clone() if ".spynet." in f".{key}" and buffer in IMAGENET else value(i, key, tuple(shape))
+        state[key] = (
+            IMAGENET[buffer].clone() if ".spynet." in f".{key}" and buffer in IMAGENET else value(i, key, tuple(shape))
+        )
     return state
 
 
@@ -132,55 +138,76 @@ LOADERS = {
     "spynet": load_released_spynet,
 }
 OURS = {
-    "stage1": lambda: VQGAN(PAPER), "stage2_x8": lambda: Indexer(PAPER, 8), "stage2_x16": lambda: Indexer(PAPER, 16),
-    "stage3_x8": lambda: GPEMSR(PAPER, 8), "stage3_x16": lambda: GPEMSR(PAPER, 16),
-    "vgg19": lambda: VGGFeatures(full=True), "spynet": lambda: SpyNet(6),
+    "stage1": lambda: VQGAN(PAPER),
+    "stage2_x8": lambda: Indexer(PAPER, 8),
+    "stage2_x16": lambda: Indexer(PAPER, 16),
+    "stage3_x8": lambda: GPEMSR(PAPER, 8),
+    "stage3_x16": lambda: GPEMSR(PAPER, 16),
+    "vgg19": lambda: VGGFeatures(full=True),
+    "spynet": lambda: SpyNet(6),
 }
 
 # Written by hand from the study's code (model/*.py), not from the loaders' tables: where some
 # release tensors must land in our networks.
 SPOTS = {
-    "stage1": {"encoder.input_layer.0.weight": "encoder.conv_in.0.weight",
-               "encoder.feat_extract.7.downblock.weight": "encoder.body.7.weight",
-               "encoder.feat_extract.8.q.weight": "encoder.attention.q.weight",
-               "encoder.output_layer.3.weight": "encoder.out.3.weight",
-               "codebook.embedding.weight": "quantizer.codebook.weight",
-               "decoder.input_layer.3.block.4.bias": "decoder.conv_in.3.body.4.bias",
-               "decoder.feat_extract.0.proj_out.weight": "decoder.attention.proj.weight",
-               "decoder.feat_extract.2.upblock.weight": "decoder.ups.0.weight",
-               "decoder.feat_extract.3.block.4.weight": "decoder.stages.1.0.body.4.weight",
-               "decoder.output_layer.weight": "decoder.conv_out.weight"},
-    "stage2_x8": {"feat_extract.3.channel_up.weight": "body.3.skip.weight",
-                  "feat_extract.7.downblock.weight": "body.7.weight",
-                  "feat_extract.8.gn.weight": "attention.norm.weight",
-                  "output_layer.3.bias": "out.3.bias", "embedding.weight": "classifier.weight"},
+    "stage1": {
+        "encoder.input_layer.0.weight": "encoder.conv_in.0.weight",
+        "encoder.feat_extract.7.downblock.weight": "encoder.body.7.weight",
+        "encoder.feat_extract.8.q.weight": "encoder.attention.q.weight",
+        "encoder.output_layer.3.weight": "encoder.out.3.weight",
+        "codebook.embedding.weight": "quantizer.codebook.weight",
+        "decoder.input_layer.3.block.4.bias": "decoder.conv_in.3.body.4.bias",
+        "decoder.feat_extract.0.proj_out.weight": "decoder.attention.proj.weight",
+        "decoder.feat_extract.2.upblock.weight": "decoder.ups.0.weight",
+        "decoder.feat_extract.3.block.4.weight": "decoder.stages.1.0.body.4.weight",
+        "decoder.output_layer.weight": "decoder.conv_out.weight",
+    },
+    "stage2_x8": {
+        "feat_extract.3.channel_up.weight": "body.3.skip.weight",
+        "feat_extract.7.downblock.weight": "body.7.weight",
+        "feat_extract.8.gn.weight": "attention.norm.weight",
+        "output_layer.3.bias": "out.3.bias",
+        "embedding.weight": "classifier.weight",
+    },
     "stage2_x16": {"feat_extract.7.channel_up.weight": "body.7.skip.weight", "embedding.bias": "classifier.bias"},
-    "stage3_x8": {"feature_extraction.4.conv2.weight": "front.4.conv2.weight",
-                  "refmodel.indexer.embedding.weight": "prior.indexer.classifier.weight",
-                  "refmodel.codebook.embedding.weight": "prior.quantizer.codebook.weight",
-                  "refmodel.decoder.feat_extract.4.upblock.bias": "prior.decoder.ups.1.bias",
-                  "vgg.slice1.2.weight": "mpf.vgg.features.2.weight", "vgg.slice5.34.weight": "mpf.vgg.features.34.weight",
-                  "refmaskconv3.weight": "mpf.mask_net.4.weight", "reffea_L3_conv1.weight": "mpf.lift.1.weight",
-                  "reffusionconv3.weight": "mpf.fuse.2.weight", "fusion_fea_block1.0.conv1.weight": "mpf.fuse_blocks.0.0.conv1.weight",
-                  "down_fea_conv2.weight": "mpf.down.1.weight", "reduce_dim_conv.weight": "mpf.reduce.weight",
-                  "fea_L3_conv2.weight": "pyramid.1.2.weight",
-                  "align_module.L3_dcnpack.conv_offset.weight": "pod.dcn.2.offset_conv.weight",
-                  "align_module.L1_offset_conv3.weight": "pod.conv2.0.2.weight",
-                  "align_module.L3_offset_conv2.weight": "pod.conv2.2.0.weight",
-                  "align_module.L2_fea_conv.weight": "pod.fuse.1.weight",
-                  "align_module.flowdsconv2_2.weight": "pod.flow_down.1.2.weight",
-                  "align_module.cas_offset_conv2.weight": "pod.refine_offset.2.weight",
-                  "align_module.cas_dcnpack.weight": "pod.refine_dcn.weight",
-                  "align_module.spynet.basic_module.5.basic_module.8.weight": "pod.spynet.basic_module.5.basic_module.8.weight",
-                  "ThreeDA.temporal_attn1.weight": "fusion.embed_ref.weight",
-                  "ThreeDA.conv3D_fusion_2.weight": "fusion.fusion3d_2.weight",
-                  "ThreeDA.spatial_attn_l2.weight": "fusion.sa_l2.weight",
-                  "recon_trunk.9.conv2.weight": "trunk.9.conv2.weight", "upconv3.weight": "upconvs.2.weight",
-                  "HRconv.weight": "hr_conv.weight", "conv_last.bias": "conv_last.bias"},
-    "stage3_x16": {"reffea_L4_conv1.weight": "mpf.lift.2.weight", "reffusionconv4.weight": "mpf.fuse.3.weight",
-                   "fusion_fea_block4.0.conv2.bias": "mpf.fuse_blocks.3.0.conv2.bias",
-                   "down_fea_conv3.weight": "mpf.down.2.weight", "upconv4.weight": "upconvs.3.weight",
-                   "refmodel.indexer.feat_extract.7.channel_up.weight": "prior.indexer.body.7.skip.weight"},
+    "stage3_x8": {
+        "feature_extraction.4.conv2.weight": "front.4.conv2.weight",
+        "refmodel.indexer.embedding.weight": "prior.indexer.classifier.weight",
+        "refmodel.codebook.embedding.weight": "prior.quantizer.codebook.weight",
+        "refmodel.decoder.feat_extract.4.upblock.bias": "prior.decoder.ups.1.bias",
+        "vgg.slice1.2.weight": "mpf.vgg.features.2.weight",
+        "vgg.slice5.34.weight": "mpf.vgg.features.34.weight",
+        "refmaskconv3.weight": "mpf.mask_net.4.weight",
+        "reffea_L3_conv1.weight": "mpf.lift.1.weight",
+        "reffusionconv3.weight": "mpf.fuse.2.weight",
+        "fusion_fea_block1.0.conv1.weight": "mpf.fuse_blocks.0.0.conv1.weight",
+        "down_fea_conv2.weight": "mpf.down.1.weight",
+        "reduce_dim_conv.weight": "mpf.reduce.weight",
+        "fea_L3_conv2.weight": "pyramid.1.2.weight",
+        "align_module.L3_dcnpack.conv_offset.weight": "pod.dcn.2.offset_conv.weight",
+        "align_module.L1_offset_conv3.weight": "pod.conv2.0.2.weight",
+        "align_module.L3_offset_conv2.weight": "pod.conv2.2.0.weight",
+        "align_module.L2_fea_conv.weight": "pod.fuse.1.weight",
+        "align_module.flowdsconv2_2.weight": "pod.flow_down.1.2.weight",
+        "align_module.cas_offset_conv2.weight": "pod.refine_offset.2.weight",
+        "align_module.cas_dcnpack.weight": "pod.refine_dcn.weight",
+        "align_module.spynet.basic_module.5.basic_module.8.weight": "pod.spynet.basic_module.5.basic_module.8.weight",
+        "ThreeDA.temporal_attn1.weight": "fusion.embed_ref.weight",
+        "ThreeDA.conv3D_fusion_2.weight": "fusion.fusion3d_2.weight",
+        "ThreeDA.spatial_attn_l2.weight": "fusion.sa_l2.weight",
+        "recon_trunk.9.conv2.weight": "trunk.9.conv2.weight",
+        "upconv3.weight": "upconvs.2.weight",
+        "HRconv.weight": "hr_conv.weight",
+        "conv_last.bias": "conv_last.bias",
+    },
+    "stage3_x16": {
+        "reffea_L4_conv1.weight": "mpf.lift.2.weight",
+        "reffusionconv4.weight": "mpf.fuse.3.weight",
+        "fusion_fea_block4.0.conv2.bias": "mpf.fuse_blocks.3.0.conv2.bias",
+        "down_fea_conv3.weight": "mpf.down.2.weight",
+        "upconv4.weight": "upconvs.3.weight",
+        "refmodel.indexer.feat_extract.7.channel_up.weight": "prior.indexer.body.7.skip.weight",
+    },
     "vgg19": {"features.0.weight": "features.0.weight", "features.34.bias": "features.34.bias"},
     "spynet": {"basic_module.0.basic_module.0.weight": "basic_module.0.basic_module.0.weight"},
 }
@@ -224,6 +251,7 @@ def test_paper_release_loads_tensor_by_tensor(tmp_path, name):
 
 # ---------------------------------------------------------------- forward equivalence
 
+
 def assert_matches(ours: torch.Tensor, study: np.ndarray, what: str) -> None:
     """Within 1e-5 of the study's output, relative to its largest value when that exceeds 1
     (float32 rounding grows with the values; ours computes e.g. the attention in another order)."""
@@ -243,16 +271,28 @@ def fixture(name: str) -> dict:
 
 
 # our settings equal to the study's tiny ones (layouts()[tiny_*]["config"], tests/data/README.md)
-TINY_VQGAN = make_config("paper", channels=(32, 32, 64, 64, 64), latent_dim=8, codebook_size=16, enc_out_blocks=1,
-                         dec_in_blocks=1)
+TINY_VQGAN = make_config(
+    "paper", channels=(32, 32, 64, 64, 64), latent_dim=8, codebook_size=16, enc_out_blocks=1, dec_in_blocks=1
+)
 TINY_INDEXER = make_config("paper", channels=(32, 32, 64, 64, 64), latent_dim=8, codebook_size=1024, idx_out_blocks=1)
 
 
 def tiny_fusion(frames: int):
     # stage III's fusion convs hard-code the paper decoder widths (64..512), nf 64 and the
     # 64-channel upsampler; only depth, latent size and frame count can shrink
-    return make_config("paper", channels=(32, 64, 128, 256, 512), latent_dim=8, codebook_size=1024, enc_out_blocks=1,
-                       idx_out_blocks=1, dec_in_blocks=0, frames=frames, front_blocks=1, back_blocks=1, vgg_full=False)
+    return make_config(
+        "paper",
+        channels=(32, 64, 128, 256, 512),
+        latent_dim=8,
+        codebook_size=1024,
+        enc_out_blocks=1,
+        idx_out_blocks=1,
+        dec_in_blocks=0,
+        frames=frames,
+        front_blocks=1,
+        back_blocks=1,
+        vgg_full=False,
+    )
 
 
 def test_stage1_forward_matches_study(tmp_path):
@@ -313,7 +353,11 @@ def test_vgg19_release_gives_torchvision_features(tmp_path):
     import torchvision
 
     def value(i, key, shape):  # real values up to relu3_4, a broadcast tag for the rest (never run here)
-        return synthetic(key, shape) if key.startswith("features.") and int(key.split(".")[1]) < RELU3_4 else tagged(i, key, shape)
+        return (
+            synthetic(key, shape)
+            if key.startswith("features.") and int(key.split(".")[1]) < RELU3_4
+            else tagged(i, key, shape)
+        )
 
     path = write(tmp_path / "vgg19.pth", release_state("vgg19", value))
     tv = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["E"][:10]).eval()  # features[:18]
@@ -332,12 +376,20 @@ def test_vgg19_release_gives_torchvision_features(tmp_path):
 # ---------------------------------------------------------------- broken files, other settings
 
 # per layout, a tensor to delete / mis-shape (one our network holds, and for stage III one it drops)
-VICTIM = {"stage1": "decoder.feat_extract.0.q.weight", "stage2_x8": "embedding.weight",
-          "stage2_x16": "feat_extract.7.channel_up.weight", "stage3_x8": "align_module.L2_dcnpack.conv_offset.weight",
-          "stage3_x16": "ThreeDA.conv3D_1.bias", "vgg19": "features.2.weight",
-          "spynet": "basic_module.3.basic_module.4.bias"}
-DROPPED_VICTIM = {"stage3_x8": ["reffusionconv4.weight", "refmodel.encoder.output_layer.3.weight"],
-                  "stage3_x16": ["refmodel.encoder.feat_extract.8.q.bias"], "vgg19": ["classifier.6.weight"]}
+VICTIM = {
+    "stage1": "decoder.feat_extract.0.q.weight",
+    "stage2_x8": "embedding.weight",
+    "stage2_x16": "feat_extract.7.channel_up.weight",
+    "stage3_x8": "align_module.L2_dcnpack.conv_offset.weight",
+    "stage3_x16": "ThreeDA.conv3D_1.bias",
+    "vgg19": "features.2.weight",
+    "spynet": "basic_module.3.basic_module.4.bias",
+}
+DROPPED_VICTIM = {
+    "stage3_x8": ["reffusionconv4.weight", "refmodel.encoder.output_layer.3.weight"],
+    "stage3_x16": ["refmodel.encoder.feat_extract.8.q.bias"],
+    "vgg19": ["classifier.6.weight"],
+}
 
 
 def broken(tmp_path: Path, name: str, edit) -> Path:
@@ -358,10 +410,12 @@ def test_missing_key_is_a_one_line_error(tmp_path, name):
 @pytest.mark.parametrize("name", list(LOADERS))
 def test_misshaped_key_is_a_one_line_error(tmp_path, name):
     for key in [VICTIM[name]] + DROPPED_VICTIM.get(name, []):
+
         def grow(state, key=key):
             shape = list(state[key].shape)
             shape[0] += 1
             state[key] = torch.zeros(1).expand(shape)
+
         with pytest.raises(EmsrError) as err:
             LOADERS[name](broken(tmp_path, name, grow))
         assert f"{key} has shape (" in one_line(err) and "expected" in one_line(err)
@@ -407,7 +461,13 @@ def test_release_nesting_and_prefixes(tmp_path):
     and with DataParallel's "module." prefix: the same tensors."""
     state = release_state("stage2_x8", tagged)
     want = load_released_stage2(write(tmp_path / "bare.pth", state), PAPER, 8)
-    for nesting, prefix in (("params", ""), ("params_ema", ""), ("state_dict", ""), (None, "module."), ("params", "module.")):
+    for nesting, prefix in (
+        ("params", ""),
+        ("params_ema", ""),
+        ("state_dict", ""),
+        (None, "module."),
+        ("params", "module."),
+    ):
         got = load_released_stage2(write(tmp_path / "nested.pth", state, nesting, prefix), PAPER, 8)
         assert got.keys() == want.keys()
         assert all(torch.equal(got[k], want[k]) for k in want), (nesting, prefix)
@@ -419,11 +479,13 @@ def test_release_nesting_and_prefixes(tmp_path):
 
 def test_settings_the_release_does_not_have(tmp_path):
     path, _ = paper_release(tmp_path, "stage3_x8")
-    for cfg, scale, what in ((make_config("paper", "no_pod"), 8, "turn off pod"),
-                             (make_config("paper", "mpf_no_mask"), 8, "turn off mpf_mask"),
-                             (PAPER, 4, "x8 and x16 only"),
-                             (make_config("paper", codebook_size=512), 8, "has shape (1024, 512), expected (512, 512)"),
-                             (make_config("paper", nf=32, deform_groups=8), 8, "has shape")):
+    for cfg, scale, what in (
+        (make_config("paper", "no_pod"), 8, "turn off pod"),
+        (make_config("paper", "mpf_no_mask"), 8, "turn off mpf_mask"),
+        (PAPER, 4, "x8 and x16 only"),
+        (make_config("paper", codebook_size=512), 8, "has shape (1024, 512), expected (512, 512)"),
+        (make_config("paper", nf=32, deform_groups=8), 8, "has shape"),
+    ):
         with pytest.raises(EmsrError) as err:
             load_released_stage3(path, cfg, scale)
         assert what in one_line(err)

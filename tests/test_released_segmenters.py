@@ -106,8 +106,11 @@ def test_released_file_loads_every_tensor_in_its_place(net, tmp_path):
         weights = OrderedDict()
         for i, (key, shape, dtype) in enumerate(layout["tensors"]):
             n = math.prod(shape)
-            weights[key] = (torch.tensor(1000 + i) if dtype == "torch.int64" else
-                            torch.arange(n, dtype=torch.float32).mul_(1e-7).add_(i).reshape(shape))
+            weights[key] = (
+                torch.tensor(1000 + i)
+                if dtype == "torch.int64"
+                else torch.arange(n, dtype=torch.float32).mul_(1e-7).add_(i).reshape(shape)
+            )
     else:
         weights = synthetic_weights(layout["tensors"], seed=13)
     path = write_release_file(tmp_path / released.FILE_NAMES[net], weights)
@@ -128,8 +131,9 @@ def test_bare_and_unprefixed_release_state_dicts_load(superhuman_weights, tmp_pa
         path = write_release_file(tmp_path / "sh.pt", superhuman_weights, wrap=wrap, prefix=prefix)
         model, meta = networks.load(path, "superhuman", "paper")
         assert meta["released_weights"]
-        assert torch.equal(model.state_dict()["down.4.exit.0.running_var"],
-                           superhuman_weights["center.block3.running_var"])
+        assert torch.equal(
+            model.state_dict()["down.4.exit.0.running_var"], superhuman_weights["center.block3.running_var"]
+        )
 
 
 @pytest.mark.parametrize("net", NETS)
@@ -160,12 +164,18 @@ def test_errors_are_one_line_and_name_the_file_and_key(superhuman_weights, tmp_p
     one_line_error(e, "truncated.pt", "not a readable torch model file")
 
     cases = {
-        "missing": ({k: v for k, v in superhuman_weights.items() if k != "conv2.block2.3.weight"},
-                    ["module.conv2.block2.3.weight", "is missing"]),
-        "unknown": ({**superhuman_weights, "conv2.block2.4.weight": torch.zeros(3)},
-                    ["'module.conv2.block2.4.weight' is not a tensor of the study's Superhuman"]),
-        "shape": ({**superhuman_weights, "up1.1.weight": torch.zeros(64, 48, 1, 1, 1)},  # in/out swapped
-                  ["'module.up1.1.weight' has shape [64, 48, 1, 1, 1]", "has [48, 64, 1, 1, 1]"]),
+        "missing": (
+            {k: v for k, v in superhuman_weights.items() if k != "conv2.block2.3.weight"},
+            ["module.conv2.block2.3.weight", "is missing"],
+        ),
+        "unknown": (
+            {**superhuman_weights, "conv2.block2.4.weight": torch.zeros(3)},
+            ["'module.conv2.block2.4.weight' is not a tensor of the study's Superhuman"],
+        ),
+        "shape": (
+            {**superhuman_weights, "up1.1.weight": torch.zeros(64, 48, 1, 1, 1)},  # in/out swapped
+            ["'module.up1.1.weight' has shape [64, 48, 1, 1, 1]", "has [48, 64, 1, 1, 1]"],
+        ),
     }
     for name, (weights, needles) in cases.items():
         path = write_release_file(tmp_path / f"{name}.pt", weights)
@@ -201,8 +211,9 @@ def test_study_tiling_places_blocks_as_the_study():
         pad = [0, 0, 0] if net == "mala" else s["padding"]
         assert (infer["stride"], infer["pad"], infer["tiling"]) == (s["stride"], pad, "study")
         factor = {"superhuman": 16, "mala": 27}[net]  # the paper networks' lateral pooling
-        spec = BlockSpec.make(s["in_block"], s["out_block"], infer["stride"], infer["pad"], factor=factor,
-                              tiling=infer["tiling"])
+        spec = BlockSpec.make(
+            s["in_block"], s["out_block"], infer["stride"], infer["pad"], factor=factor, tiling=infer["tiling"]
+        )
         assert [list(a) for a in spec.origins(s["volume"])] == s["origins_per_axis"]
         assert math.prod(len(a) for a in s["origins_per_axis"]) == s["blocks"]
         assert spec.overwrites == (net == "mala")
@@ -255,7 +266,12 @@ def test_segment_volume_with_released_weights_uses_the_study_settings(superhuman
     write_cremi(tmp_path / "test.h5", raw, labels, resolution=(40, 4, 4))
     weights = write_release_file(tmp_path / "superhuman.pt", superhuman_weights)
     stats = segment_volume("superhuman", "quick", weights, tmp_path / "test.h5", tmp_path / "seg.h5", threads=1)
-    assert stats["blocks"] == {"in": [18, 160, 160], "out": [18, 160, 160], "stride": [10, 80, 80], "pad": [4, 48, 48],
-                               "tiling": "study"}
+    assert stats["blocks"] == {
+        "in": [18, 160, 160],
+        "out": [18, 160, 160],
+        "stride": [10, 80, 80],
+        "pad": [4, 48, 48],
+        "tiling": "study",
+    }
     assert stats["parameters"] == 1_477_659
     assert "released weights: the GPEMSR study's Superhuman (UNet_PNI) (superhuman.pt)" in stats["flags"]

@@ -37,8 +37,20 @@ STAND_INS = ["stage3_x8.pth", "stage3_x16.pth", "superhuman.pt", "MALA.pt"]
 
 def snakemake(work: Path, config: Path | list[Path], *args: str) -> subprocess.CompletedProcess:
     configs = [str(c) for c in (config if isinstance(config, list) else [config])]
-    cmd = [sys.executable, "-m", "snakemake", *args, "-s", str(REPO / "Snakefile"), "--directory", str(work),
-           "--cores", "2", "--configfile", *configs]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *args,
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--cores",
+        "2",
+        "--configfile",
+        *configs,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
@@ -69,12 +81,13 @@ def config_file(work: Path, **changes) -> Path:
 
 # ---------------------------------------------------------------- registry
 
+
 def test_registry_lists_the_release_as_hand_fetched_and_unverified():
     reg = registry()
     files = {n: w.file for n, w in reg.items() if w.manual}
-    assert files == {f"gpemsr_{n}": f"gpemsr-cremi/{n}.pth" for n in ("stage1", "stage2_x8", "stage2_x16", "stage3_x8",
-                                                                      "stage3_x16")} | {
-        "gpemsr_superhuman": "gpemsr-cremi/superhuman.pt", "gpemsr_mala": "gpemsr-cremi/MALA.pt"}
+    assert files == {
+        f"gpemsr_{n}": f"gpemsr-cremi/{n}.pth" for n in ("stage1", "stage2_x8", "stage2_x16", "stage3_x8", "stage3_x16")
+    } | {"gpemsr_superhuman": "gpemsr-cremi/superhuman.pt", "gpemsr_mala": "gpemsr-cremi/MALA.pt"}
     for name in files:
         w = reg[name]
         assert w.sha256 is None and not w.verified and "1OhHJ0_Zx8VCxL2j6wsxoiXUgL_liTvxZ" in w.url
@@ -98,11 +111,14 @@ def test_hand_fetched_entries_are_used_unverified_and_never_downloaded(tmp_path)
     assert "stage3_x8.pth" in note and "MALA.pt" in note and f"into {tmp_path / 'weights' / RELEASE_DIR}/" in note
 
 
-@pytest.mark.parametrize("entry,message", [
-    ({"fetch": "download", "sha256": None}, "only allowed with `fetch: manual`"),
-    ({"fetch": "manual", "sha256": "xyz"}, "at least 8 hexadecimal digits"),
-    ({"fetch": "someday", "sha256": None}, "'someday' is not one of"),
-])
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ({"fetch": "download", "sha256": None}, "only allowed with `fetch: manual`"),
+        ({"fetch": "manual", "sha256": "xyz"}, "at least 8 hexadecimal digits"),
+        ({"fetch": "someday", "sha256": None}, "'someday' is not one of"),
+    ],
+)
 def test_registry_rejects_unverified_downloads(tmp_path, entry, message):
     path = tmp_path / "registry.yaml"
     path.write_text(yaml.safe_dump({"net": {"file": "net.pth", "url": "https://example.invalid/net", **entry}}))
@@ -111,6 +127,7 @@ def test_registry_rejects_unverified_downloads(tmp_path, entry, message):
 
 
 # ---------------------------------------------------------------- plan
+
 
 def test_method_presets_choose_a_preset_per_method(tmp_path):
     config = yaml.safe_load(PAPER_RELEASED.read_text())
@@ -125,14 +142,17 @@ def test_method_presets_choose_a_preset_per_method(tmp_path):
     assert identity["pretrained"] == {"gpemsr_stage3_x8": "absent"}
     with pytest.raises(EmsrError, match="no variant 'no_pod': ablations are trained"):
         plan.preset_of("gpemsr", 8, "no_pod")
-    for presets, message in [({"nope": "paper"}, "method_presets.nope: not a method of this run"),
-                             ({"gpemsr": "fast"}, "method_presets.gpemsr: method 'gpemsr' has no preset 'fast'"),
-                             ({"rcan": "released"}, "method_presets.rcan: method 'rcan' has no preset 'released'")]:
+    for presets, message in [
+        ({"nope": "paper"}, "method_presets.nope: not a method of this run"),
+        ({"gpemsr": "fast"}, "method_presets.gpemsr: method 'gpemsr' has no preset 'fast'"),
+        ({"rcan": "released"}, "method_presets.rcan: method 'rcan' has no preset 'released'"),
+    ]:
         with pytest.raises(EmsrError, match=re.escape(message)):
             Plan({**config, "method_presets": presets})
 
 
 # ---------------------------------------------------------------- install (library)
+
 
 @pytest.fixture(scope="module")
 def release_x8(tmp_path_factory) -> Path:
@@ -150,15 +170,28 @@ def test_install_writes_the_model_file_infer_reads(tmp_path, release_x8, monkeyp
     digest = hashlib.sha256(release_x8.read_bytes()).hexdigest()
     assert planned.components["pretrained"] == {"gpemsr_stage3_x8": digest}  # the file's content
     out = tmp_path / "model.pt"
-    install_stage3(release_x8, out, method="gpemsr", scale=8, model_params=plan.preset_of("gpemsr", 8)["model"],
-                   identity=planned, name="gpemsr_stage3_x8")
+    install_stage3(
+        release_x8,
+        out,
+        method="gpemsr",
+        scale=8,
+        model_params=plan.preset_of("gpemsr", 8)["model"],
+        identity=planned,
+        name="gpemsr_stage3_x8",
+    )
     meta = torch.load(out, weights_only=True)
     assert meta["method"] == "gpemsr" and meta["scale"] == 8 and meta["preset"] == "released"
     assert meta["model_params"] == {"preset": "paper", "variant": "full"}
-    assert meta["flags"] == [RELEASED_FLAG,
-                             f"flag: gpemsr_stage3_x8 unverified (no published checksum), sha256 {digest[:16]}"]
-    assert meta["released"] == {"entry": "gpemsr_stage3_x8", "file": "stage3_x8.pth", "sha256": digest,
-                                "verified": False}
+    assert meta["flags"] == [
+        RELEASED_FLAG,
+        f"flag: gpemsr_stage3_x8 unverified (no published checksum), sha256 {digest[:16]}",
+    ]
+    assert meta["released"] == {
+        "entry": "gpemsr_stage3_x8",
+        "file": "stage3_x8.pth",
+        "sha256": digest,
+        "verified": False,
+    }
     assert meta["train_seconds"] != meta["train_seconds"] and meta["train_seconds_note"] == NOT_TRAINED
     assert 69e6 < meta["parameters"] < 71e6 and out.stat().st_size < 1e6  # broadcast tensors stay one element
     check_planned(out, meta["planned"], planned, "gpemsr x8 model")
@@ -174,13 +207,20 @@ def test_install_writes_the_model_file_infer_reads(tmp_path, release_x8, monkeyp
 def test_install_refuses_a_file_of_the_other_scale(tmp_path):
     release, _ = paper_release(tmp_path, "stage3_x16")
     with pytest.raises(EmsrError) as err:
-        install_stage3(release, tmp_path / "model.pt", method="gpemsr", scale=8,
-                       model_params={"preset": "paper", "variant": "full"}, identity=None)
+        install_stage3(
+            release,
+            tmp_path / "model.pt",
+            method="gpemsr",
+            scale=8,
+            model_params={"preset": "paper", "variant": "full"},
+            identity=None,
+        )
     assert "\n" not in str(err.value) and str(release) in str(err.value)
     assert not (tmp_path / "model.pt").exists()
 
 
 # ---------------------------------------------------------------- workflow
+
 
 @pytest.mark.slow
 def test_paper_released_config_plans_no_training_of_the_released_networks(tmp_path):
@@ -191,8 +231,9 @@ def test_paper_released_config_plans_no_training_of_the_released_networks(tmp_pa
     run = snakemake(tmp_path, [PAPER_RELEASED, overlay], "-n", "--quiet", "rules")
     assert run.returncode == 0, run.stderr[-3000:]
     counts = rule_counts(run)
-    assert not {"gpemsr_stage1", "gpemsr_stage2", "gpemsr_stage3", "gpemsr_stage1_evaluate",
-                "train_segmenter"} & set(counts), counts
+    assert not {"gpemsr_stage1", "gpemsr_stage2", "gpemsr_stage3", "gpemsr_stage1_evaluate", "train_segmenter"} & set(
+        counts
+    ), counts
     assert counts["gpemsr_released"] == 2
     methods = [p.name for p in (REPO / "methods").iterdir() if (p / "method.yaml").exists()]
     trained = [m for m in methods if m not in ("bicubic", "gpemsr")]
@@ -224,8 +265,10 @@ def test_ablations_with_released_weights_say_so(tmp_path):
     stand_ins(tmp_path)
     run = snakemake(tmp_path, config_file(tmp_path, methods=["gpemsr"]), "ablations", "-n")
     assert run.returncode != 0
-    assert "ablations: 'gpemsr' runs preset 'released' (the study's released weights), which has no ablation variants" \
+    assert (
+        "ablations: 'gpemsr' runs preset 'released' (the study's released weights), which has no ablation variants"
         in run.stdout + run.stderr
+    )
 
 
 @pytest.mark.slow

@@ -32,16 +32,22 @@ def synthetic(tmp_path_factory):
 
 def rows_of(synthetic):
     records = failures.load(synthetic.root / synthetic.plan.results)
-    planned = Planned({"bicubic": ("Bicubic", "single-image", "quick"), "rcan": ("RCAN", "single-image", "quick")}, [8, 16],
-                      "quick")
+    planned = Planned(
+        {"bicubic": ("Bicubic", "single-image", "quick"), "rcan": ("RCAN", "single-image", "quick")}, [8, 16], "quick"
+    )
     return build_rows(load_tidy(synthetic.tidy), planned, records)
 
 
 # -- failure records ------------------------------------------------------------------------
 
+
 def fake_job(tmp_path, rule="infer", **wildcards):
-    return SimpleNamespace(rule=rule, wildcards=SimpleNamespace(items=lambda: wildcards.items()),
-                           config={"results": str(tmp_path / "results")}, log=[str(tmp_path / "job.log")])
+    return SimpleNamespace(
+        rule=rule,
+        wildcards=SimpleNamespace(items=lambda: wildcards.items()),
+        config={"results": str(tmp_path / "results")},
+        log=[str(tmp_path / "job.log")],
+    )
 
 
 def test_a_failed_job_leaves_a_record_that_its_next_success_removes(tmp_path, monkeypatch):
@@ -91,10 +97,23 @@ def test_a_broken_record_is_a_one_line_error(tmp_path):
 
 # -- rows and tables -------------------------------------------------------------------------
 
+
 def test_tidy_tables_without_the_optional_columns_are_read(tmp_path):
     p = tmp_path / "m.csv"
-    pd.DataFrame([{"method": "a", "display_name": "A", "family": "single-image", "preset": "quick", "scale": 8,
-                   "metric": "psnr", "value": 20.0, "note": ""}]).to_csv(p, index=False)
+    pd.DataFrame(
+        [
+            {
+                "method": "a",
+                "display_name": "A",
+                "family": "single-image",
+                "preset": "quick",
+                "scale": 8,
+                "metric": "psnr",
+                "value": 20.0,
+                "note": "",
+            }
+        ]
+    ).to_csv(p, index=False)
     tidy = load_tidy([p])
     assert tidy.loc[0, "segmenter"] == "" and tidy.loc[0, "variant"] == "" and np.isnan(tidy.loc[0, "ci_low"])
     pd.DataFrame([{"method": "a", "value": 1}]).to_csv(p, index=False)
@@ -122,7 +141,9 @@ def cells(table_html: str, row_name: str) -> list[str]:
 def test_leaderboard_marks_the_best_per_column_and_failed_rows(synthetic):
     table = tables.leaderboard(rows_of(synthetic), 8)
     heads = re.findall(r'<th class="num" title="(\w+):', table)
-    assert heads[:4] == ["psnr", "psnr_volume", "ssim", "lpips"] and "voi_split" in heads and heads[-1] == "infer_s_per_mp"
+    assert (
+        heads[:4] == ["psnr", "psnr_volume", "ssim", "lpips"] and "voi_split" in heads and heads[-1] == "infer_s_per_mp"
+    )
     assert f"Segmentation ({NET})" in table
     rcan = dict(zip(heads, cells(table, "RCAN")[3:]))
     bicubic = dict(zip(heads, cells(table, "Bicubic")[3:]))
@@ -134,7 +155,9 @@ def test_leaderboard_marks_the_best_per_column_and_failed_rows(synthetic):
     # HR's own segmentation is better still, but it is the reference, not a competitor.
     assert '<tr data-status="ok" class="reference"><td data-v="HR (upper bound)">' in table
     hr = dict(zip(heads, cells(table, r"HR \(upper bound\)")[3:]))
-    assert float(re.search(r'data-v="([^"]+)"', hr["voi_split"][0]).group(1)) == 0.4 and "best" not in hr["voi_split"][0]
+    assert (
+        float(re.search(r'data-v="([^"]+)"', hr["voi_split"][0]).group(1)) == 0.4 and "best" not in hr["voi_split"][0]
+    )
     assert "best" not in rcan["parameters"][0] and "best" not in bicubic["parameters"][0]  # cost is not ranked
     # Hallucination group. bicubic's segmentation (report_helpers.hallucinated), per section: a
     # 32 px membrane erased, 29 px of it farther than 8 nm (2 px) from a segmentation boundary
@@ -158,8 +181,11 @@ def test_leaderboard_marks_the_best_per_column_and_failed_rows(synthetic):
     assert '<span class="ci">[21.10, 21.70]</span>' in rcan["psnr"][1]  # confidence interval under the value
     assert "n/a" in gpemsr["ssim"][1]
     table16 = tables.leaderboard(rows_of(synthetic), 16)
-    assert re.search(r'<tr class="failed" data-status="failed"><td data-v="RCAN">RCAN</td>.*failed: train '
-                     r'\(method=rcan, scale=16\): emsrbench error in train: rcan x16 loss is NaN', table16)
+    assert re.search(
+        r'<tr class="failed" data-status="failed"><td data-v="RCAN">RCAN</td>.*failed: train '
+        r"\(method=rcan, scale=16\): emsrbench error in train: rcan x16 loss is NaN",
+        table16,
+    )
 
 
 def test_ablation_tables_follow_the_supplement(synthetic):
@@ -177,6 +203,7 @@ def test_ablation_tables_follow_the_supplement(synthetic):
 
 
 # -- plots and panels -------------------------------------------------------------------------
+
 
 def test_plots_are_drawn_or_skipped_with_a_reason(synthetic):
     rows = rows_of(synthetic)
@@ -198,8 +225,13 @@ def test_pareto_front_matches_brute_force():
         n = int(rng.integers(1, 9))
         cost = rng.integers(0, 4, n).astype(float)  # small ranges: many ties on one axis
         quality = rng.integers(0, 4, n).astype(float)
-        expected = [not any(cost[j] <= cost[i] and quality[j] >= quality[i] and (cost[j] < cost[i] or quality[j] > quality[i])
-                            for j in range(n)) for i in range(n)]
+        expected = [
+            not any(
+                cost[j] <= cost[i] and quality[j] >= quality[i] and (cost[j] < cost[i] or quality[j] > quality[i])
+                for j in range(n)
+            )
+            for i in range(n)
+        ]
         assert plots.pareto_front(cost, quality).tolist() == expected
     # equal points both stay; a cheaper-and-better point removes the rest
     assert plots.pareto_front([1, 1, 2], [5, 5, 4]).tolist() == [True, True, False]
@@ -249,20 +281,23 @@ def test_panels_overlay_segmentation_when_it_exists(synthetic):
     assert "No segmentation available: images only." in without[0].caption
     # The region where rcan inverted its quadrant, and a second row of tiles with the overlay.
     assert (with_seg[0].region.y, with_seg[0].region.x) == (64, 64)
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     h_seg = Image.open(io.BytesIO(with_seg[0].png)).size[1]
     h_img = Image.open(io.BytesIO(without[0].png)).size[1]
     assert h_seg > 1.7 * h_img
-    _, missing = panels.panels(8, test, methods, {"crop": 64, "auto_regions": 1, "segmenter": "mala"},
-                               root / plan.results / "segment")
+    _, missing = panels.panels(
+        8, test, methods, {"crop": 64, "auto_regions": 1, "segmenter": "mala"}, root / plan.results / "segment"
+    )
     assert missing is None
 
 
 def _colour_pixels(png: bytes, rgb) -> int:
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=float)
     return int((np.abs(a - np.array(rgb) * 255).max(axis=2) < 6).sum())
@@ -301,16 +336,18 @@ def test_a_crop_scores_what_the_whole_section_scores(synthetic):
     inv, era = boundary_error_lengths(gt[1], seg[1], res, 8.0)
     y, x, s = 64, 64, 32  # a crop whose edge (x = 64) lies on a membrane
     m = 3
-    inv_c, era_c = boundary_error_lengths(gt[1, y - m:y + s + m, x - m:x + s + m], seg[1, y - m:y + s + m, x - m:x + s + m],
-                                          res, 8.0)
-    np.testing.assert_array_equal(inv_c[m:-m, m:-m], inv[y:y + s, x:x + s])
-    np.testing.assert_array_equal(era_c[m:-m, m:-m], era[y:y + s, x:x + s])
+    inv_c, era_c = boundary_error_lengths(
+        gt[1, y - m : y + s + m, x - m : x + s + m], seg[1, y - m : y + s + m, x - m : x + s + m], res, 8.0
+    )
+    np.testing.assert_array_equal(inv_c[m:-m, m:-m], inv[y : y + s, x : x + s])
+    np.testing.assert_array_equal(era_c[m:-m, m:-m], era[y : y + s, x : x + s])
     # the invented membrane at x = 79|80 crosses the crop; its ends, within 2 px of the cell's
     # membranes at y = 63|64 and 95|96, are matched: 32 - 2 - 3 px of 4 nm
-    assert inv[y:y + s, x:x + s].sum() == 27 * 4.0
+    assert inv[y : y + s, x : x + s].sum() == 27 * 4.0
 
 
 # -- the page ---------------------------------------------------------------------------------
+
 
 def test_the_page_is_self_contained_and_complete(synthetic):
     text = synthetic.html
@@ -321,15 +358,28 @@ def test_the_page_is_self_contained_and_complete(synthetic):
     assert text.count('<img class="plot"') == 3 and text.count('<img class="panel"') == 4  # 2 regions x 2 scales
     assert text.count('<img class="hallucination"') == 4  # one after each panel
     assert "at a tolerance of 8 nm" in text  # the hallucination panels' captions state the tolerance
-    assert "<dt>Orphan fraction</dt><dd>share of the segmentation&#x27;s 3D segments with no segment of IoU &gt;= 0.5" in text
+    assert (
+        "<dt>Orphan fraction</dt><dd>share of the segmentation&#x27;s 3D segments with no segment of IoU &gt;= 0.5"
+        in text
+    )
     assert "no ground-truth boundary within 8 nm (structure drawn that is not there)" in text
     assert "Failed jobs" in text and "phantom (sample=extra)" in text and "disk full" in text
     assert "Ablations" in text and "supplement Table 2" in text
     assert "git commit" in text and "seaborn" in text and "cpu:test x1 threads" in text
     figures = sorted(p.name for p in (synthetic.root / synthetic.plan.report_figures()).iterdir())
-    assert figures == ["cost_vs_quality.png", "hallucination_x16_1.png", "hallucination_x16_2.png",
-                       "hallucination_x8_1.png", "hallucination_x8_2.png", "metrics.png", "panel_x16_1.png",
-                       "panel_x16_2.png", "panel_x8_1.png", "panel_x8_2.png", "psnr_vs_voi.png"]
+    assert figures == [
+        "cost_vs_quality.png",
+        "hallucination_x16_1.png",
+        "hallucination_x16_2.png",
+        "hallucination_x8_1.png",
+        "hallucination_x8_2.png",
+        "metrics.png",
+        "panel_x16_1.png",
+        "panel_x16_2.png",
+        "panel_x8_1.png",
+        "panel_x8_2.png",
+        "psnr_vs_voi.png",
+    ]
     csv = re.search(r'href="data:text/csv;base64,([^"]+)"', text).group(1)
     import base64
     import io
@@ -340,8 +390,8 @@ def test_the_page_is_self_contained_and_complete(synthetic):
 
 
 def test_a_run_with_nothing_yet_still_builds_a_page(tmp_path):
-    from report_helpers import REPO
     import yaml
+    from report_helpers import REPO
 
     from emsrbench.plan import Plan
 
@@ -358,4 +408,6 @@ def test_provenance_names_the_device_and_precision_of_each_inference(tmp_path):
     write_cremi(new, np.zeros((1, 16, 16), np.uint8), attrs={"stats": '{"device": "cuda:H100", "precision": "bf16"}'})
     write_cremi(old, np.zeros((1, 16, 16), np.uint8), attrs={"stats": '{"device": "cpu:Xeon x2 threads"}'})
     assert provenance.devices({("rcan", 8): new, ("bicubic", 8): old}) == {
-        "bicubic x8": "cpu:Xeon x2 threads, precision not recorded", "rcan x8": "cuda:H100, bf16"}
+        "bicubic x8": "cpu:Xeon x2 threads, precision not recorded",
+        "rcan x8": "cuda:H100, bf16",
+    }

@@ -88,7 +88,9 @@ def test_imresize_rejects_integer_tensors():
 
 
 def test_degradation_from_config_and_errors():
-    d = Degradation.from_config({"model": "gaussian_area", "sigma": 2, "noise": "gaussian", "noise_level": 3, "seed": 5})
+    d = Degradation.from_config(
+        {"model": "gaussian_area", "sigma": 2, "noise": "gaussian", "noise_level": 3, "seed": 5}
+    )
     assert (d.model, d.sigma, d.noise, d.noise_level, d.seed) == ("gaussian_area", 2.0, "gaussian", 3.0, 5)
     assert Degradation.from_config(None) == Degradation()
     assert Degradation().blur_sigma(8) is not None
@@ -219,7 +221,11 @@ def test_degrade_file_round_trip(tmp_path):
         np.testing.assert_array_equal(f[io.RAW_KEY].attrs["resolution"], [40, 4, 4])
         assert int(f.attrs["scale"]) == 8 and int(f.attrs["z_offset"]) == 0
         assert json.loads(f.attrs["degradation"]) == {
-            "model": "bicubic", "sigma": None, "noise": "gaussian", "noise_level": 2.0, "seed": 3
+            "model": "bicubic",
+            "sigma": None,
+            "noise": "gaussian",
+            "noise_level": 2.0,
+            "seed": 3,
         }
     assert [p.name for p in out.parent.iterdir()] == ["lr.h5"]  # no temporary left behind
 

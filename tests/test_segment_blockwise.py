@@ -136,6 +136,9 @@ def test_segmentation_inference_settings_check_the_precision():
 
     assert infer_settings({"stride": None}, None, "mala").precision == "fp32"
     assert infer_settings({}, {"precision": "bf16"}, "mala").precision == "bf16"
-    with pytest.raises(EmsrError, match=r"^config segmentation.inference: precision must be one of fp32, bf16, fp16, "
-                                        r"got 'float'$"):
+    with pytest.raises(
+        EmsrError,
+        match=r"^config segmentation.inference: precision must be one of fp32, bf16, fp16, "
+        r"got 'float'$",
+    ):
         infer_settings({}, {"precision": "float"}, "mala")

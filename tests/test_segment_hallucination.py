@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from emsrbench.errors import EmsrError
-from emsrbench.segment.hallucination import (boundary_error_maps, boundary_lengths, boundary_scores,
-                                             hallucination_scores, orphan_segments)
+from emsrbench.segment.hallucination import (
+    boundary_error_maps,
+    boundary_lengths,
+    boundary_scores,
+    hallucination_scores,
+    orphan_segments,
+)
 
 RES = (40.0, 5.0, 4.0)  # anisotropic in y/x so that a wrong axis gives a wrong length
 Z, H, W = 3, 32, 48
@@ -74,7 +79,7 @@ def test_tolerance_along_y_uses_the_y_resolution(shift, tol, matched):
     gt = np.ones((1, H, W), np.uint16)
     gt[:, 10:] = 2
     sr = np.ones_like(gt)
-    sr[:, 10 + shift:] = 2
+    sr[:, 10 + shift :] = 2
     s = boundary_scores(gt, sr, RES, tolerance_nm=tol)
     assert (s["invented_nm"] == 0) is matched and (s["erased_nm"] == 0) is matched
     if not matched:
@@ -127,13 +132,19 @@ def test_orphan_fraction_by_iou():
     assert 40 in orphan_segments(hr, sr)["orphan_ids"].tolist()
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda: boundary_scores(np.ones((2, 4, 4), int), np.ones((2, 4, 5), int), RES, 8), "differ in shape"),
-    (lambda: boundary_scores(np.ones((4, 4)), np.ones((4, 4), int), RES, 8), "integer label array"),
-    (lambda: boundary_scores(np.ones((4, 4), int), np.ones((4, 4), int), RES, -1), "tolerance_nm must be a number >= 0"),
-    (lambda: boundary_scores(np.ones((4, 4), int), np.ones((4, 4), int), (4, 0), 8), "resolution must be"),
-    (lambda: orphan_segments(np.ones((4, 4), int), np.ones((4, 4), int), iou=0), "iou must be a number in"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: boundary_scores(np.ones((2, 4, 4), int), np.ones((2, 4, 5), int), RES, 8), "differ in shape"),
+        (lambda: boundary_scores(np.ones((4, 4)), np.ones((4, 4), int), RES, 8), "integer label array"),
+        (
+            lambda: boundary_scores(np.ones((4, 4), int), np.ones((4, 4), int), RES, -1),
+            "tolerance_nm must be a number >= 0",
+        ),
+        (lambda: boundary_scores(np.ones((4, 4), int), np.ones((4, 4), int), (4, 0), 8), "resolution must be"),
+        (lambda: orphan_segments(np.ones((4, 4), int), np.ones((4, 4), int), iou=0), "iou must be a number in"),
+    ],
+)
 def test_input_errors_are_one_line(call, message):
     with pytest.raises(EmsrError, match=message) as info:
         call()
@@ -142,6 +153,7 @@ def test_input_errors_are_one_line(call, message):
 
 # -- the workflow's score_hallucination step (emsrbench.segment.stage) -------------------------
 
+
 def _stage_files(tmp_path, sr, hr=None, gt=None):
     import json
 
@@ -149,8 +161,11 @@ def _stage_files(tmp_path, sr, hr=None, gt=None):
 
     gt = two_cells() if gt is None else gt
     raw = np.zeros(gt.shape, np.uint8)
-    stats = {"stats": json.dumps({"network": "toynet", "thresholds": [0.5], "scoring": "mean",
-                                  "flags": ["flag: toy network"]})}
+    stats = {
+        "stats": json.dumps(
+            {"network": "toynet", "thresholds": [0.5], "scoring": "mean", "flags": ["flag: toy network"]}
+        )
+    }
     paths = {"gt": tmp_path / "test-0.h5", "sr": tmp_path / "sr.h5", "hr": tmp_path / "hr.h5"}
     write_cremi(paths["gt"], raw, gt, resolution=RES)
     write_cremi(paths["sr"], raw, extra={"volumes/segmentation": sr}, resolution=RES, attrs=stats)
@@ -161,8 +176,15 @@ def _stage_files(tmp_path, sr, hr=None, gt=None):
 def _stage_rows(paths, method="rcan", **kw):
     from emsrbench.segment.stage import score_hallucination
 
-    args = dict(net="toynet", method=method, display_name=method.upper(), family="single-image", preset="quick",
-                scale=8, tolerance_nm=20.0)
+    args = dict(
+        net="toynet",
+        method=method,
+        display_name=method.upper(),
+        family="single-image",
+        preset="quick",
+        scale=8,
+        tolerance_nm=20.0,
+    )
     args.update(kw)
     return score_hallucination(paths["sr"], paths["hr"], paths["gt"], **args)
 
@@ -184,7 +206,9 @@ def test_stage_rows_have_units_that_compare_across_volumes(tmp_path):
     assert v["orphan_fraction"] == pytest.approx(1 / 3)
     notes = dict(zip(df["metric"], df["note"]))
     assert "tolerance 20 nm" in notes["boundary_precision"] and "480 of 960 nm invented" in notes["boundary_precision"]
-    assert "(480 nm)" in notes["invented_um_per_um2"] and "um^2 of labelled section area" in notes["invented_um_per_um2"]
+    assert (
+        "(480 nm)" in notes["invented_um_per_um2"] and "um^2 of labelled section area" in notes["invented_um_per_um2"]
+    )
     assert "1 of 3 segments have no segment of IoU >= 0.5" in notes["orphan_fraction"]
     assert all(n.endswith("; flag: toy network") for n in df["note"])  # the segmenter's flags travel along
     # A volume twice as large with the same structure per area scores the same density.
@@ -221,14 +245,20 @@ def test_stage_hr_row_is_the_upper_bound_without_an_orphan_fraction(tmp_path):
 
 def test_stage_errors_name_the_file(tmp_path):
     paths = _stage_files(tmp_path, two_cells()[:, :, :40])
-    with pytest.raises(EmsrError, match=r"sr\.h5:volumes/segmentation: shape \(3, 32, 40\) differs from the labels "
-                                        r"\(3, 32, 48\) of .*test-0\.h5") as info:
+    with pytest.raises(
+        EmsrError,
+        match=r"sr\.h5:volumes/segmentation: shape \(3, 32, 40\) differs from the labels "
+        r"\(3, 32, 48\) of .*test-0\.h5",
+    ) as info:
         _stage_rows(paths)
     assert "\n" not in str(info.value)
     paths = _stage_files(tmp_path, two_cells())
     paths["hr"] = tmp_path / "segment" / "toynet" / "hr" / "x8.h5"
-    with pytest.raises(EmsrError, match=r"hr/x8\.h5: the toynet segmentation of the HR volume \(method 'hr'\) "
-                                        r"does not exist") as info:
+    with pytest.raises(
+        EmsrError,
+        match=r"hr/x8\.h5: the toynet segmentation of the HR volume \(method 'hr'\) "
+        r"does not exist",
+    ) as info:
         _stage_rows(paths)
     assert "\n" not in str(info.value)
     from emsrbench.io import write_cremi
@@ -236,7 +266,11 @@ def test_stage_errors_name_the_file(tmp_path):
     write_cremi(paths["sr"], np.zeros((Z, H, W), np.uint8), extra={"volumes/segmentation": two_cells()}, resolution=RES)
     with pytest.raises(EmsrError, match=r"sr\.h5: no 'stats' attribute \(not written by emsrbench segmentation\)"):
         _stage_rows(paths)
-    write_cremi(paths["sr"], np.zeros((Z, H, W), np.uint8), extra={"volumes/segmentation": two_cells()},
-                resolution=(40.0, 4.0, 4.0))
+    write_cremi(
+        paths["sr"],
+        np.zeros((Z, H, W), np.uint8),
+        extra={"volumes/segmentation": two_cells()},
+        resolution=(40.0, 4.0, 4.0),
+    )
     with pytest.raises(EmsrError, match=r"resolution \(40\.0, 4\.0, 4\.0\) nm differs from the labels'"):
         _stage_rows(paths)

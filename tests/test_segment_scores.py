@@ -303,8 +303,13 @@ def summed_section_table_scores(gt, seg):
     voi_merge = -np.sum(nij / total * np.log2(nij / b[coo.col]))
     both, pairs_gt, pairs_seg = np.sum(nij**2) - total, np.sum(a**2) - total, np.sum(b**2) - total
     precision, recall = both / pairs_seg, both / pairs_gt
-    return {"voi_split": voi_split, "voi_merge": voi_merge, "arand": 1 - 2 * precision * recall / (precision + recall),
-            "arand_precision": precision, "arand_recall": recall}
+    return {
+        "voi_split": voi_split,
+        "voi_merge": voi_merge,
+        "arand": 1 - 2 * precision * recall / (precision + recall),
+        "arand_precision": precision,
+        "arand_recall": recall,
+    }
 
 
 def test_per_section_scores_equal_the_summed_section_tables():
@@ -324,8 +329,12 @@ def test_per_section_border_mask_is_the_one_of_the_original_labels():
     from emsrbench.segment.scores import PerSectionIds
 
     gt, seg = per_section_volume(np.random.default_rng(6))
-    ours = segmentation_scores(PerSectionIds(gt, background_zero=True), PerSectionIds(seg, background_zero=False),
-                               resolution=(40, 4, 4), border_nm=4.0)
+    ours = segmentation_scores(
+        PerSectionIds(gt, background_zero=True),
+        PerSectionIds(seg, background_zero=False),
+        resolution=(40, 4, 4),
+        border_nm=4.0,
+    )
     masked = gt.copy()
     masked[border_mask(gt, 4.0, (40, 4, 4))] = 0
     ref = summed_section_table_scores(masked, seg)
@@ -405,10 +414,22 @@ def test_score_volume_scores_per_section_labels_per_section(tmp_path, border_nm)
     gt_path = tmp_path / "test.h5"
     write_cremi(gt_path, np.zeros(gt.shape, np.uint8), gt, resolution=(40, 4, 4))
     seg_path = _segmentation_file(tmp_path / "seg.h5", seg)
-    args = dict(net="mala", method="rcan", display_name="RCAN", family="single-image", preset="quick", scale=8,
-                border_nm=border_nm)
-    rows, sweep = score_volume(seg_path, gt_path, **args, intervals=BootstrapSettings.merged({"resamples": 200, "sections_per_slab": 1}),
-                               sidecar_path=tmp_path / "boot.npz")
+    args = dict(
+        net="mala",
+        method="rcan",
+        display_name="RCAN",
+        family="single-image",
+        preset="quick",
+        scale=8,
+        border_nm=border_nm,
+    )
+    rows, sweep = score_volume(
+        seg_path,
+        gt_path,
+        **args,
+        intervals=BootstrapSettings.merged({"resamples": 200, "sections_per_slab": 1}),
+        sidecar_path=tmp_path / "boot.npz",
+    )
     rows = rows.set_index("metric")
     masked = gt.copy()
     if border_nm is not None:

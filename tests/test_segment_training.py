@@ -34,10 +34,18 @@ def tiny_presets(monkeypatch):
     """Narrow networks and small blocks so that a few training steps take seconds."""
     from emsrbench.segment import mala, superhuman
 
-    sh = {**superhuman.PRESETS["quick"], "model": {"filters": [3, 4]}, "block": [4, 32, 32],
-          "infer": {"block": [8, 96, 96], "stride": [8, 96, 96], "pad": [1, 0, 0]}}
-    ma = {**mala.PRESETS["quick"], "model": {"fmaps": [2, 3], "z_kernels": [3, 1]}, "block": [2, 20, 20],
-          "infer": {"block": [6, 38, 38], "stride": None, "pad": [0, 0, 0]}}
+    sh = {
+        **superhuman.PRESETS["quick"],
+        "model": {"filters": [3, 4]},
+        "block": [4, 32, 32],
+        "infer": {"block": [8, 96, 96], "stride": [8, 96, 96], "pad": [1, 0, 0]},
+    }
+    ma = {
+        **mala.PRESETS["quick"],
+        "model": {"fmaps": [2, 3], "z_kernels": [3, 1]},
+        "block": [2, 20, 20],
+        "infer": {"block": [6, 38, 38], "stride": None, "pad": [0, 0, 0]},
+    }
     monkeypatch.setitem(superhuman.PRESETS, "quick", sh)
     monkeypatch.setitem(mala.PRESETS, "quick", ma)
 
@@ -51,8 +59,13 @@ def test_sampler_targets_are_widened_label_affinities(volume):
     assert t.shape == (6, 2, 20, 20)
     # Recover where the block was cut (the raw context is 1 x 10 x 10) and compare with the
     # affinities of the whole labelled volume: identical away from the volume's first voxels.
-    hits = [(z, y, xx) for z in range(raw.shape[0] - 1) for y in range(raw.shape[1] - 19) for xx in range(raw.shape[2] - 19)
-            if np.array_equal(raw[z : z + 2, y : y + 20, xx : xx + 20], np.round(x[1:3, 10:30, 10:30] * 255))]
+    hits = [
+        (z, y, xx)
+        for z in range(raw.shape[0] - 1)
+        for y in range(raw.shape[1] - 19)
+        for xx in range(raw.shape[2] - 19)
+        if np.array_equal(raw[z : z + 2, y : y + 20, xx : xx + 20], np.round(x[1:3, 10:30, 10:30] * 255))
+    ]
     assert len(hits) == 1
     z, y, xx = hits[0]
     full = affinities_from_labels(labels)[:, z : z + 2, y : y + 20, xx : xx + 20]
@@ -93,8 +106,12 @@ def test_missing_labels_is_a_one_line_error(volume, tmp_path):
 def test_training_resumes_bit_identically(tmp_path, volume, tiny_presets, net):
     path, _, _ = volume
     whole = train_segmenter(net, "quick", [str(path)], tmp_path / "a.pt", tmp_path / "a", override=TINY, threads=1)
-    assert train_segmenter(net, "quick", [str(path)], tmp_path / "b.pt", tmp_path / "b", override=TINY,
-                           threads=1, max_steps=3) is None  # "killed" after the checkpoint of step 3
+    assert (
+        train_segmenter(
+            net, "quick", [str(path)], tmp_path / "b.pt", tmp_path / "b", override=TINY, threads=1, max_steps=3
+        )
+        is None
+    )  # "killed" after the checkpoint of step 3
     train_segmenter(net, "quick", [str(path)], tmp_path / "b.pt", tmp_path / "b", override=TINY, threads=1)
     a, b = torch.load(whole), torch.load(tmp_path / "b.pt")
     for k in a["state_dict"]:
@@ -107,8 +124,15 @@ def test_training_resumes_bit_identically(tmp_path, volume, tiny_presets, net):
 def test_weighted_mse_learns_the_membranes(tmp_path, volume, tiny_presets):
     """A few dozen steps bring the class-balanced loss well below its value at the start."""
     path, _, _ = volume
-    out = train_segmenter("superhuman", "quick", [str(path)], tmp_path / "m.pt", tmp_path / "m",
-                          override={"iterations": 40, "lr": 1e-2, "checkpoint_every": 100, "log_every": 1}, threads=1)
+    out = train_segmenter(
+        "superhuman",
+        "quick",
+        [str(path)],
+        tmp_path / "m.pt",
+        tmp_path / "m",
+        override={"iterations": 40, "lr": 1e-2, "checkpoint_every": 100, "log_every": 1},
+        threads=1,
+    )
     sampler = AffinitySampler([str(path)], (4, 32, 32), (4, 32, 32))
     x, t = sampler.batch(np.random.default_rng([7, 7]), 4, augment=False)
     fresh = networks.build("superhuman", {"filters": [3, 4]}).eval()
@@ -123,8 +147,9 @@ def test_weighted_mse_learns_the_membranes(tmp_path, volume, tiny_presets):
 
 def test_segment_and_score_write_the_file_contract(tmp_path, volume, tiny_presets):
     path, raw, labels = volume
-    model = train_segmenter("mala", "quick", [str(path)], tmp_path / "mala.pt", tmp_path / "ck",
-                            override={"iterations": 2}, threads=1)
+    model = train_segmenter(
+        "mala", "quick", [str(path)], tmp_path / "mala.pt", tmp_path / "ck", override={"iterations": 2}, threads=1
+    )
     out = tmp_path / "segment" / "x8.h5"
     stats = segment_volume("mala", "quick", model, path, out, thresholds=[0.5, 0.8], threads=1)
     assert stats["thresholds"] == [0.5, 0.8] and stats["blocks"]["out"] == [6, 38, 38]
@@ -133,11 +158,19 @@ def test_segment_and_score_write_the_file_contract(tmp_path, volume, tiny_preset
         assert f[AFF_KEY].dtype == np.float32 and f[AFF_KEY].shape == (3,) + raw.shape
         assert f[SEG_KEY].dtype == np.uint64 and f[SEG_KEY].shape == raw.shape
         np.testing.assert_array_equal(f[SEG_KEY][...], f["volumes/segmentations/0.5"][...])
-    rows, sweep = score_volume(out, path, net="mala", method="hr", display_name="HR (upper bound)",
-                               family="reference", preset="quick", scale=8, border_nm=8.0)
+    rows, sweep = score_volume(
+        out,
+        path,
+        net="mala",
+        method="hr",
+        display_name="HR (upper bound)",
+        family="reference",
+        preset="quick",
+        scale=8,
+        border_nm=8.0,
+    )
     assert list(rows.columns) == COLUMNS
-    assert rows["metric"].tolist() == ["voi_split", "voi_merge", "arand", "cremi_score", "segments",
-                                     "gt_objects"]
+    assert rows["metric"].tolist() == ["voi_split", "voi_merge", "arand", "cremi_score", "segments", "gt_objects"]
     with h5py.File(out, "r") as f:  # the plain count beside the scores: every id of the segmentation, 0 included
         assert rows.set_index("metric").loc["segments", "value"] == np.unique(f[SEG_KEY][...]).size
     assert sweep["segments"].iloc[0] == rows.set_index("metric").loc["segments", "value"]
@@ -149,18 +182,27 @@ def test_segment_and_score_write_the_file_contract(tmp_path, volume, tiny_preset
     assert isinstance(sweep, pd.DataFrame) and (sweep["voxels"] < labels.size).all()  # border mask applied
     write_cremi(tmp_path / "nolab.h5", raw)
     with pytest.raises(EmsrError, match="nolab.h5:volumes/labels/neuron_ids: missing dataset"):
-        score_volume(out, tmp_path / "nolab.h5", net="mala", method="hr", display_name="", family="", preset="quick",
-                     scale=8)
+        score_volume(
+            out, tmp_path / "nolab.h5", net="mala", method="hr", display_name="", family="", preset="quick", scale=8
+        )
 
 
 def test_unknown_objective_settings_are_rejected(tmp_path, volume, tiny_presets):
     path, _, _ = volume
     with pytest.raises(EmsrError, match="objective"):
-        train_segmenter("superhuman", "quick", [str(path)], tmp_path / "x.pt", tmp_path / "x",
-                        override={"iterations": 1, "objective": {"alpha": 1}}, threads=1)
+        train_segmenter(
+            "superhuman",
+            "quick",
+            [str(path)],
+            tmp_path / "x.pt",
+            tmp_path / "x",
+            override={"iterations": 1, "objective": {"alpha": 1}},
+            threads=1,
+        )
     with pytest.raises(EmsrError, match="unknown train setting 'iteration'"):
-        train_segmenter("superhuman", "quick", [str(path)], tmp_path / "x.pt", tmp_path / "x",
-                        override={"iteration": 1}, threads=1)
+        train_segmenter(
+            "superhuman", "quick", [str(path)], tmp_path / "x.pt", tmp_path / "x", override={"iteration": 1}, threads=1
+        )
 
 
 def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path, volume):
@@ -171,9 +213,11 @@ def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path, volume):
     import time
 
     path, _, _ = volume
-    code = ("from emsrbench.segment.training import train_segmenter\n"
-            f"train_segmenter('superhuman', 'quick', [{str(path)!r}], {str(tmp_path / 'm.pt')!r}, "
-            f"{str(tmp_path / 'ck')!r}, override={{'iterations': 100000, 'checkpoint_every': 1}}, threads=1)\n")
+    code = (
+        "from emsrbench.segment.training import train_segmenter\n"
+        f"train_segmenter('superhuman', 'quick', [{str(path)!r}], {str(tmp_path / 'm.pt')!r}, "
+        f"{str(tmp_path / 'ck')!r}, override={{'iterations': 100000, 'checkpoint_every': 1}}, threads=1)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
     ckpt = tmp_path / "ck" / "last.pt"
     deadline = time.monotonic() + 120

@@ -43,9 +43,20 @@ def test_repo_profile_resolves_from_repo_root(monkeypatch):
 def test_repo_profile_dry_run(tmp_path):
     """The repo profile (+ test overlay) parses and yields the expected resources."""
     cmd = [
-        sys.executable, "-m", "snakemake", "--cores", "8",
-        "--profile", "slurm", "--profile", str(TEST_PROFILE),
-        "--snakefile", str(TOY_SNAKEFILE), "--directory", str(tmp_path), "--dry-run",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "8",
+        "--profile",
+        "slurm",
+        "--profile",
+        str(TEST_PROFILE),
+        "--snakefile",
+        str(TOY_SNAKEFILE),
+        "--directory",
+        str(tmp_path),
+        "--dry-run",
     ]
     res = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     out = res.stdout + res.stderr
@@ -97,9 +108,20 @@ def test_pipeline_on_slurm_with_gpu_requests(slurm_cluster, tmp_path):
     # round trips (about 10 s each on the CI machine) to the longest test of the suite.
     overlay = tmp_path / "no-hallucination.yaml"
     overlay.write_text("segmentation:\n  hallucination:\n    enabled: false\n")
-    res = run_snakemake_on_slurm(tmp_path, ["--configfile", str(REPO_ROOT / "config" / "test.yaml"), str(overlay),
-                                            "--set-resources", "train:mem_mb=1000", "infer:mem_mb=1000",
-                                            "train_segmenter:mem_mb=1000", "segment:mem_mb=1000"], timeout=900)
+    res = run_snakemake_on_slurm(
+        tmp_path,
+        [
+            "--configfile",
+            str(REPO_ROOT / "config" / "test.yaml"),
+            str(overlay),
+            "--set-resources",
+            "train:mem_mb=1000",
+            "infer:mem_mb=1000",
+            "train_segmenter:mem_mb=1000",
+            "segment:mem_mb=1000",
+        ],
+        timeout=900,
+    )
     assert res.returncode == 0, res.tail()
     results = tmp_path / "results"
     assert (results / "leaderboard.md").exists()
@@ -113,8 +135,9 @@ def test_pipeline_on_slurm_with_gpu_requests(slurm_cluster, tmp_path):
     assert set(states.values()) == {"COMPLETED"}, states
 
     def gres(job_id):
-        out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True,
-                             env=slurm_cluster.env).stdout
+        out = subprocess.run(
+            ["scontrol", "show", "job", job_id], capture_output=True, text=True, env=slurm_cluster.env
+        ).stdout
         return re.search(r"TresPerJob=\S*gpu:1\b", out) is not None
 
     assert gres(job_of["train/rcan-x8"]) and gres(job_of["infer/rcan-x16"])  # rcan: gpus 1 in method.yaml

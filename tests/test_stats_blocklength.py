@@ -45,8 +45,9 @@ def test_image_blocks_auto_follow_the_hr_volume_and_stop_at_three_blocks(monkeyp
     import emsrbench.stats.blocklength as bl
 
     trend = image_block_length("auto", drifting_volume())
-    assert trend.sections == 2 and trend.how == ("auto: Politis-White 1.6 on HR intensity, 1.6 on HR detail, "
-                                                 "at most 4 for >= 3 blocks")
+    assert trend.sections == 2 and trend.how == (
+        "auto: Politis-White 1.6 on HR intensity, 1.6 on HR detail, at most 4 for >= 3 blocks"
+    )
     assert image_block_length("auto", drifting_volume(depth=30)).sections == 6  # PW 6.3, cap 10
     white = image_block_length("auto", np.random.default_rng(0).integers(0, 256, (12, 48, 48), dtype=np.uint8))
     assert white.sections == 1 and white.how.startswith("auto: Politis-White 0.0 on HR intensity")
@@ -102,13 +103,17 @@ def test_the_legends_name_the_block_length_and_the_holm_correction():
     from emsrbench.report import tables
     from emsrbench.report.data import Cell, Row
 
-    notes = ["dB; 95% bca bootstrap over 3 blocks of 4 sections (auto: x), 2000 resamples, seed 0",
-             "bits; 95% bca bootstrap of the whole-volume score over 4 z-slabs of 3 sections (auto: y), 2000", ""]
+    notes = [
+        "dB; 95% bca bootstrap over 3 blocks of 4 sections (auto: x), 2000 resamples, seed 0",
+        "bits; 95% bca bootstrap of the whole-volume score over 4 z-slabs of 3 sections (auto: y), 2000",
+        "",
+    ]
     assert block_lengths(notes) == "image metrics: blocks of 4 sections; segmentation: z-slabs of 3 sections"
     assert block_lengths(pd.Series(["no interval here", None])) == ""
     md = tie_legend(pd.Series(notes))
-    assert md.startswith("≈ tied: not shown to differ from the best (paired block bootstrap, Holm-corrected over "
-                         "the column)")
+    assert md.startswith(
+        "≈ tied: not shown to differ from the best (paired block bootstrap, Holm-corrected over the column)"
+    )
     assert md.endswith("Block length used: image metrics: blocks of 4 sections; segmentation: z-slabs of 3 sections.")
     rows = []
     for name, tie in (("A", "best"), ("B", "tied")):

@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 
 from emsrbench.errors import EmsrError
-from emsrbench.stats import (BootstrapSettings, bootstrap_mean, image_block_values, interval, paired_bootstrap,
-                             ties_with_best)
 from emsrbench.segment.scores import segmentation_scores
+from emsrbench.stats import (
+    BootstrapSettings,
+    bootstrap_mean,
+    image_block_values,
+    interval,
+    paired_bootstrap,
+    ties_with_best,
+)
 
 
 def coverage(draw, true_mean, confidence, method, reps=400, n=60):
@@ -26,11 +32,14 @@ def binomial_tolerance(p, reps=400, sigmas=3.0):
     return sigmas * math.sqrt(p * (1 - p) / reps)
 
 
-@pytest.mark.parametrize("method,draw,true_mean", [
-    # Skewed block values (gamma, shape 2, mean 1), like the PSNR of a few bad sections.
-    ("bca", lambda rng, n: rng.gamma(2.0, 0.5, n), 1.0),
-    ("percentile", lambda rng, n: rng.normal(3.0, 2.0, n), 3.0),
-])
+@pytest.mark.parametrize(
+    "method,draw,true_mean",
+    [
+        # Skewed block values (gamma, shape 2, mean 1), like the PSNR of a few bad sections.
+        ("bca", lambda rng, n: rng.gamma(2.0, 0.5, n), 1.0),
+        ("percentile", lambda rng, n: rng.normal(3.0, 2.0, n), 3.0),
+    ],
+)
 def test_interval_covers_the_true_mean_at_the_nominal_rate(method, draw, true_mean):
     cov = coverage(draw, true_mean, 0.95, method)
     assert abs(cov - 0.95) <= binomial_tolerance(0.95), cov
@@ -102,21 +111,24 @@ def test_ties_with_best():
     assert best == "bad" and not comp["good"].tied
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda: bootstrap_mean([]), "0 block"),
-    (lambda: bootstrap_mean([1.0]), "1 block"),
-    (lambda: bootstrap_mean([1.0, float("nan"), 2.0]), "non-finite value nan at block 1"),
-    (lambda: bootstrap_mean([1.0, float("inf")]), "non-finite value inf"),
-    (lambda: bootstrap_mean([[1.0, 2.0]]), "1-D"),
-    (lambda: bootstrap_mean([1.0, 2.0], [1.0]), "1 weights for 2 blocks"),
-    (lambda: bootstrap_mean([1.0, 2.0], [1.0, 0.0]), "weights must be finite and > 0"),
-    (lambda: bootstrap_mean([1.0, 2.0], resamples=10), "resamples must be an integer >= 100"),
-    (lambda: bootstrap_mean([1.0, 2.0], confidence=95), "confidence must be a number between 0 and 1"),
-    (lambda: bootstrap_mean([1.0, 2.0], method="bc"), "unknown bootstrap method 'bc'"),
-    (lambda: paired_bootstrap([1.0, 2.0, 3.0], [1.0, 2.0]), "3 and 2 blocks"),
-    (lambda: ties_with_best({}, True), "no methods"),
-    (lambda: BootstrapSettings.merged({"resample": 100}), "unknown bootstrap setting 'resample'"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: bootstrap_mean([]), "0 block"),
+        (lambda: bootstrap_mean([1.0]), "1 block"),
+        (lambda: bootstrap_mean([1.0, float("nan"), 2.0]), "non-finite value nan at block 1"),
+        (lambda: bootstrap_mean([1.0, float("inf")]), "non-finite value inf"),
+        (lambda: bootstrap_mean([[1.0, 2.0]]), "1-D"),
+        (lambda: bootstrap_mean([1.0, 2.0], [1.0]), "1 weights for 2 blocks"),
+        (lambda: bootstrap_mean([1.0, 2.0], [1.0, 0.0]), "weights must be finite and > 0"),
+        (lambda: bootstrap_mean([1.0, 2.0], resamples=10), "resamples must be an integer >= 100"),
+        (lambda: bootstrap_mean([1.0, 2.0], confidence=95), "confidence must be a number between 0 and 1"),
+        (lambda: bootstrap_mean([1.0, 2.0], method="bc"), "unknown bootstrap method 'bc'"),
+        (lambda: paired_bootstrap([1.0, 2.0, 3.0], [1.0, 2.0]), "3 and 2 blocks"),
+        (lambda: ties_with_best({}, True), "no methods"),
+        (lambda: BootstrapSettings.merged({"resample": 100}), "unknown bootstrap setting 'resample'"),
+    ],
+)
 def test_input_errors_are_one_line(call, message):
     with pytest.raises(EmsrError, match=message) as info:
         call()
@@ -153,7 +165,7 @@ def labelled_volumes(depth=6, seed=1):
     pixels, and a segmentation with splits and merges that vary from section to section."""
     rng = np.random.default_rng(seed)
     gt = np.repeat(np.repeat(rng.integers(0, 7, (1, 5, 5)), 6, axis=1), 6, axis=2).repeat(depth, axis=0)
-    gt[depth // 2:, :12] += 10  # objects change half way
+    gt[depth // 2 :, :12] += 10  # objects change half way
     gt = gt.astype(np.uint64)
     seg = gt // 2  # merges
     seg[rng.random(gt.shape) < 0.1] += 50  # speckle: splits
@@ -227,8 +239,9 @@ def test_segmentation_bootstrap_is_deterministic_and_identical_methods_tie():
     worse = seg.copy()
     worse[:, :, ::2] += 1000  # splits every object in every section
     w = segmentation_replicates(slab_tables(gt, worse), resamples=300, seed=2)
-    best, diffs = compare_to_best({"a": a["cremi_score"], "b": b["cremi_score"], "worse": w["cremi_score"]},
-                                  higher_is_better=False)
+    best, diffs = compare_to_best(
+        {"a": a["cremi_score"], "b": b["cremi_score"], "worse": w["cremi_score"]}, higher_is_better=False
+    )
     assert best == "a" and diffs["b"].tied and diffs["b"].low == diffs["b"].high == 0.0
     assert not diffs["worse"].tied and diffs["worse"].low > 0
 
@@ -257,8 +270,10 @@ def test_evaluate_attaches_section_bootstrap_intervals_to_psnr_and_ssim(tmp_path
         assert (rows.loc[metric, "ci_low"], rows.loc[metric, "ci_high"]) == (ci.low, ci.high)
         assert ci.low <= rows.loc[metric, "value"] <= ci.high
         # auto block length: this smooth random volume has no z-correlation, so single sections
-        assert ("bootstrap over 6 blocks of 1 section (auto: Politis-White" in rows.loc[metric, "note"]
-                and "500 resamples, seed 3" in rows.loc[metric, "note"])
+        assert (
+            "bootstrap over 6 blocks of 1 section (auto: Politis-White" in rows.loc[metric, "note"]
+            and "500 resamples, seed 3" in rows.loc[metric, "note"]
+        )
     assert rows.loc[["psnr_volume", "parameters"], "ci_low"].isna().all()
 
     plain = evaluate(bicubic, 8, "quick", sr_path, degraded_x8, None)

@@ -26,8 +26,10 @@ def band(p: float, *reps: int) -> float:
 
 @pytest.fixture(scope="module")
 def measured():
-    return {(rho, n): coverage(rho, n, REPS, RESAMPLES) for rho, n in
-            ((0.0, 50), (0.5, 12), (0.8, 12), (0.5, 50), (0.8, 50))}
+    return {
+        (rho, n): coverage(rho, n, REPS, RESAMPLES)
+        for rho, n in ((0.0, 50), (0.5, 12), (0.8, 12), (0.5, 50), (0.8, 50))
+    }
 
 
 def test_independent_sections_reach_the_nominal_coverage(measured):
@@ -39,8 +41,10 @@ def test_independent_sections_reach_the_nominal_coverage(measured):
 def test_correlated_sections_cover_as_documented(measured, record_property, rho, n):
     c = measured[(rho, n)]
     record_property(f"coverage rho {rho} n {n}", {rule: round(v["coverage"], 3) for rule, v in c.items()})
-    print(f"rho {rho}, {n} sections: coverage single {c['single']['coverage']:.3f}, "
-          f"auto {c['auto']['coverage']:.3f} (mean block length {c['auto']['length']:.2f})")
+    print(
+        f"rho {rho}, {n} sections: coverage single {c['single']['coverage']:.3f}, "
+        f"auto {c['auto']['coverage']:.3f} (mean block length {c['auto']['length']:.2f})"
+    )
     for rule, documented in zip(("single", "auto"), MEASURED[(rho, n)]):
         assert abs(c[rule]["coverage"] - documented) <= band(documented, REPS, BENCHMARK_REPS), (rule, c[rule])
         assert c[rule]["missing"] == 0.0  # a mean's bootstrap is never degenerate here

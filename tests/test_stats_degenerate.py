@@ -16,8 +16,15 @@ import numpy as np
 import pytest
 
 from emsrbench.io import write_cremi
-from emsrbench.stats import BootstrapSettings, Replicates, bounds, interval, segmentation_replicates, sidecar, \
-    slab_tables
+from emsrbench.stats import (
+    BootstrapSettings,
+    Replicates,
+    bounds,
+    interval,
+    segmentation_replicates,
+    sidecar,
+    slab_tables,
+)
 
 
 def fib_sem_like(seed=0, depth=12, size=200):
@@ -27,11 +34,11 @@ def fib_sem_like(seed=0, depth=12, size=200):
     rng = np.random.default_rng(seed)
     centres = rng.uniform(0, size, (40, 2))
     yy, xx = np.mgrid[:size, :size]
-    cells = (((yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2).argmin(-1) + 1)
+    cells = ((yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2).argmin(-1) + 1
     gt = np.repeat(cells[None], depth, axis=0).astype(np.uint64)
-    gt[depth // 2:][gt[depth // 2:] <= 5] += 100  # objects 1-5 end half way, others continue
+    gt[depth // 2 :][gt[depth // 2 :] <= 5] += 100  # objects 1-5 end half way, others continue
     seg = gt + 1000 * np.arange(depth, dtype=np.uint64)[:, None, None]
-    seg[[2, 3, 7], :, size // 2:] += 100_000
+    seg[[2, 3, 7], :, size // 2 :] += 100_000
     return gt, seg
 
 
@@ -66,8 +73,11 @@ def test_fib_sem_shaped_case_reproduces_the_bug_and_reports_the_interval_missing
 def test_every_interval_contains_its_estimate_or_is_missing():
     rng = np.random.default_rng(3)
     gt, seg = fib_sem_like(seed=1)
-    cases = [segmentation_replicates(slab_tables(gt, seg, sections_per_slab=k), resamples=500, seed=s)
-             for k in (1, 2, 4) for s in (0, 1)]
+    cases = [
+        segmentation_replicates(slab_tables(gt, seg, sections_per_slab=k), resamples=500, seed=s)
+        for k in (1, 2, 4)
+        for s in (0, 1)
+    ]
     noisy = seg.copy()
     noisy[rng.random(seg.shape) < 0.02] = 7  # some salt: merges that vary with the slab
     cases.append(segmentation_replicates(slab_tables(gt, noisy), resamples=500, seed=0))
@@ -79,14 +89,20 @@ def test_every_interval_contains_its_estimate_or_is_missing():
                 assert bool(b.missing) == bool(np.isnan(b.low))
 
 
-@pytest.mark.parametrize("rep,why", [
-    # every resample gives one value, not the estimate
-    (Replicates(1.0, np.full(200, 2.0), np.full(5, 2.0)), "degenerate (0.0% of 200"),
-    # 1 % of the replicates above the estimate: it lies in their tail
-    (Replicates(0.0, np.r_[-np.linspace(1, 2, 198), 0.5, 0.6], -np.linspace(0.1, 1, 5)), "degenerate (99.0% of 200"),
-    (Replicates(float("nan"), np.zeros(200), np.zeros(5)), "estimate is not finite"),
-    (Replicates(0.0, np.r_[np.nan, np.linspace(-1, 1, 199)], np.zeros(5)), "undefined on 1 of 200"),
-])
+@pytest.mark.parametrize(
+    "rep,why",
+    [
+        # every resample gives one value, not the estimate
+        (Replicates(1.0, np.full(200, 2.0), np.full(5, 2.0)), "degenerate (0.0% of 200"),
+        # 1 % of the replicates above the estimate: it lies in their tail
+        (
+            Replicates(0.0, np.r_[-np.linspace(1, 2, 198), 0.5, 0.6], -np.linspace(0.1, 1, 5)),
+            "degenerate (99.0% of 200",
+        ),
+        (Replicates(float("nan"), np.zeros(200), np.zeros(5)), "estimate is not finite"),
+        (Replicates(0.0, np.r_[np.nan, np.linspace(-1, 1, 199)], np.zeros(5)), "undefined on 1 of 200"),
+    ],
+)
 def test_missing_intervals_say_why(rep, why):
     b = bounds(rep)
     assert np.isnan(b.low) and np.isnan(b.high) and why in b.missing and "\n" not in b.missing
@@ -118,8 +134,18 @@ def score_fib_sem_like(tmp_path, **intervals):
         f.attrs["stats"] = json.dumps({"thresholds": [0.5], "scoring": "mean", "device": "cpu", "flags": []})
         f["volumes/segmentations/0.5"] = seg
     settings = BootstrapSettings.merged({"resamples": 500, "seed": 0, **intervals})
-    rows, _ = score_volume(seg_path, gt_path, net="mala", method="rcan", display_name="RCAN", family="single-image",
-                           preset="quick", scale=8, intervals=settings, sidecar_path=tmp_path / "x8-bootstrap.npz")
+    rows, _ = score_volume(
+        seg_path,
+        gt_path,
+        net="mala",
+        method="rcan",
+        display_name="RCAN",
+        family="single-image",
+        preset="quick",
+        scale=8,
+        intervals=settings,
+        sidecar_path=tmp_path / "x8-bootstrap.npz",
+    )
     return rows.set_index("metric"), sidecar.read(tmp_path / "x8-bootstrap.npz")
 
 

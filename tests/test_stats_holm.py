@@ -45,9 +45,13 @@ def five_methods():
     correcting for the column's four comparisons)."""
     rng = np.random.default_rng(0)
     base = rng.normal(25.0, 3.0, 40)
-    sections = {"best": base + 0.5 + rng.normal(0, 0.4, 40), "worse0": base - 1.0 + rng.normal(0, 0.4, 40),
-                "worse1": base + 0.3 + rng.normal(0, 0.4, 40), "near0": base + 0.45 + rng.normal(0, 0.4, 40),
-                "near1": base + 0.45 + rng.normal(0, 0.4, 40)}
+    sections = {
+        "best": base + 0.5 + rng.normal(0, 0.4, 40),
+        "worse0": base - 1.0 + rng.normal(0, 0.4, 40),
+        "worse1": base + 0.3 + rng.normal(0, 0.4, 40),
+        "near0": base + 0.45 + rng.normal(0, 0.4, 40),
+        "near1": base + 0.45 + rng.normal(0, 0.4, 40),
+    }
     return {name: mean_replicates(x, resamples=2000, seed=3) for name, x in sections.items()}
 
 
@@ -72,8 +76,9 @@ def test_the_column_is_holm_corrected():
 
 def test_tie_marks_use_the_corrected_comparison():
     reps = five_methods()
-    cars = [Sidecar("x", "image", name, "", 8, "", 3, 2000, 0.95, "bca", 40, 1, {"psnr": r})
-            for name, r in reps.items()]
+    cars = [
+        Sidecar("x", "image", name, "", 8, "", 3, 2000, 0.95, "bca", 40, 1, {"psnr": r}) for name, r in reps.items()
+    ]
     marks = tie_marks(cars, lambda metric: 1)
     _, diffs = compare_to_best(reps, higher_is_better=True)
     for name, d in diffs.items():

@@ -21,10 +21,20 @@ SETTINGS = BootstrapSettings.merged({"resamples": 400, "seed": 4, "sections_per_
 
 
 def image_rows(method, scale, psnr, display=None, variant=""):
-    base = {"method": method, "display_name": display or method.upper(), "family": "single-image", "preset": "quick",
-            "scale": scale, "segmenter": "", "variant": variant, "tie": ""}
-    return [{**base, "metric": "psnr", "value": psnr, "note": ""},
-            {**base, "metric": "parameters", "value": 10.0, "note": ""}]
+    base = {
+        "method": method,
+        "display_name": display or method.upper(),
+        "family": "single-image",
+        "preset": "quick",
+        "scale": scale,
+        "segmenter": "",
+        "variant": variant,
+        "tie": "",
+    }
+    return [
+        {**base, "metric": "psnr", "value": psnr, "note": ""},
+        {**base, "metric": "parameters", "value": 10.0, "note": ""},
+    ]
 
 
 def psnr_sidecar(path, method, per_section, settings=SETTINGS, variant="", scale=8):
@@ -40,8 +50,13 @@ def board(tmp_path):
     an ablation variant 'good [v]' would be better than everything but are not compared."""
     rng = np.random.default_rng(0)
     base = rng.normal(22.0, 2.0, 30)
-    sections = {"good": base + 1.0, "twin": base + 1.0 + rng.normal(0, 0.05, 30), "bad": base,
-                "hr": base + 10, ("good", "v"): base + 5}
+    sections = {
+        "good": base + 1.0,
+        "twin": base + 1.0 + rng.normal(0, 0.05, 30),
+        "bad": base,
+        "hr": base + 10,
+        ("good", "v"): base + 5,
+    }
     tidy, paths = [], []
     for key, x in sections.items():
         method, variant = key if isinstance(key, tuple) else (key, "")
@@ -57,7 +72,14 @@ def test_sidecar_round_trip_and_disabled_intervals(tmp_path):
     x = np.random.default_rng(1).normal(size=12)
     rep = psnr_sidecar(tmp_path / "a.npz", "rcan", x)
     back = sidecar.read(tmp_path / "a.npz")
-    assert (back.method, back.scale, back.kind, back.seed, back.resamples, back.blocks) == ("rcan", 8, "image", 4, 400, 12)
+    assert (back.method, back.scale, back.kind, back.seed, back.resamples, back.blocks) == (
+        "rcan",
+        8,
+        "image",
+        4,
+        400,
+        12,
+    )
     np.testing.assert_array_equal(back.reps["psnr"].replicates, rep.replicates)
     np.testing.assert_array_equal(back.reps["psnr"].jackknife, rep.jackknife)
     assert back.reps["psnr"].estimate == rep.estimate == pytest.approx(x.mean())
@@ -143,8 +165,9 @@ def test_evaluate_writes_lpips_interval_and_sidecar(tmp_path, degraded_x8, monke
     sr_path = tmp_path / "sr.h5"
     infer_file(bicubic, 8, {}, InferSettings.merged({}), degraded_x8, sr_path)
     settings = BootstrapSettings.merged({"resamples": 300, "seed": 2, "sections_per_block": 2})
-    rows = ev.evaluate(bicubic, 8, "quick", sr_path, degraded_x8, None, intervals=settings,
-                       sidecar_path=tmp_path / "x8-bootstrap.npz").set_index("metric")
+    rows = ev.evaluate(
+        bicubic, 8, "quick", sr_path, degraded_x8, None, intervals=settings, sidecar_path=tmp_path / "x8-bootstrap.npz"
+    ).set_index("metric")
     assert sorted(rows.reset_index().columns) == sorted(COLUMNS) and (rows["tie"] == "").all()
     assert rows.loc["lpips", "value"] == pytest.approx(0.3)
     blocks, weights = fake.reshape(3, 2).mean(axis=1), np.full(3, 2.0)
@@ -172,22 +195,42 @@ def test_score_volume_intervals_are_of_the_whole_volume_score(tmp_path):
         f.attrs["stats"] = json.dumps({"thresholds": [0.5], "scoring": "mean", "device": "cpu", "flags": []})
         f["volumes/segmentations/0.5"] = seg
     settings = BootstrapSettings.merged({"resamples": 300, "seed": 1, "sections_per_slab": 2})
-    rows, _ = score_volume(seg_path, gt_path, net="mala", method="rcan", display_name="RCAN", family="single-image",
-                           preset="quick", scale=8, border_nm=4.0, intervals=settings,
-                           sidecar_path=tmp_path / "x8-bootstrap.npz")
+    rows, _ = score_volume(
+        seg_path,
+        gt_path,
+        net="mala",
+        method="rcan",
+        display_name="RCAN",
+        family="single-image",
+        preset="quick",
+        scale=8,
+        border_nm=4.0,
+        intervals=settings,
+        sidecar_path=tmp_path / "x8-bootstrap.npz",
+    )
     rows = rows.set_index("metric")
     car = sidecar.read(tmp_path / "x8-bootstrap.npz")
     assert (car.kind, car.segmenter, car.blocks, car.sections_per_block) == ("segmentation", "mala", 3, 2)
     whole = segmentation_scores(labels, seg, resolution=(40, 4, 4), border_nm=4.0)
-    reps = segmentation_replicates(slab_tables(labels, seg, sections_per_slab=2, resolution=(40, 4, 4), border_nm=4.0),
-                                   resamples=300, seed=1)
+    reps = segmentation_replicates(
+        slab_tables(labels, seg, sections_per_slab=2, resolution=(40, 4, 4), border_nm=4.0), resamples=300, seed=1
+    )
     for m in ("voi_split", "voi_merge", "arand", "cremi_score"):
         assert rows.loc[m, "value"] == pytest.approx(whole[m]) == pytest.approx(car.reps[m].estimate, abs=1e-9)
         assert (rows.loc[m, "ci_low"], rows.loc[m, "ci_high"]) == interval(reps[m])
         assert rows.loc[m, "ci_low"] <= rows.loc[m, "value"] + 1e-12
         assert "whole-volume score over 3 z-slabs of 2 sections" in rows.loc[m, "note"]
-    rows, _ = score_volume(seg_path, gt_path, net="mala", method="rcan", display_name="RCAN", family="single-image",
-                           preset="quick", scale=8, sidecar_path=tmp_path / "off.npz")
+    rows, _ = score_volume(
+        seg_path,
+        gt_path,
+        net="mala",
+        method="rcan",
+        display_name="RCAN",
+        family="single-image",
+        preset="quick",
+        scale=8,
+        sidecar_path=tmp_path / "off.npz",
+    )
     assert rows["ci_low"].isna().all() and sidecar.read(tmp_path / "off.npz").reps == {}
 
 
@@ -230,9 +273,11 @@ def test_interval_block_sizes_in_the_config():
     fixed["metrics"]["intervals"].update({"sections_per_block": 3, "sections_per_slab": 2})
     check_config(fixed, schema)
     assert BootstrapSettings.merged(Plan(fixed, methods_dir=repo / "methods").intervals()).sections_per_slab == 2
-    for bad, message in (({"sections_per_slabs": 2}, "sections_per_slabs"),
-                         ({"sections_per_block": 0}, "sections_per_block"),
-                         ({"sections_per_slab": "automatic"}, "sections_per_slab")):
+    for bad, message in (
+        ({"sections_per_slabs": 2}, "sections_per_slabs"),
+        ({"sections_per_block": 0}, "sections_per_block"),
+        ({"sections_per_slab": "automatic"}, "sections_per_slab"),
+    ):
         wrong = copy.deepcopy(cfg)
         wrong["metrics"]["intervals"].update(bad)
         with pytest.raises(EmsrError, match=message) as info:

@@ -22,9 +22,17 @@ TINY = {"num_feat": 8, "num_group": 1, "num_block": 1, "squeeze_factor": 4}
 
 def job_for(tmp_path: Path, train_file: Path, name: str, **settings) -> TrainJob:
     base = {"iterations": 12, "batch_size": 2, "patch_size": 4, "checkpoint_every": 4, "lr": 1e-3, "log_every": 1}
-    return TrainJob(method=RCAN, scale=8, preset="quick", model_params=TINY,
-                    settings=TrainSettings.merged({**base, **settings}), train_files=[str(train_file)],
-                    out_path=tmp_path / name / "model.pt", ckpt_dir=tmp_path / name / "ckpt", threads=1)
+    return TrainJob(
+        method=RCAN,
+        scale=8,
+        preset="quick",
+        model_params=TINY,
+        settings=TrainSettings.merged({**base, **settings}),
+        train_files=[str(train_file)],
+        out_path=tmp_path / name / "model.pt",
+        ckpt_dir=tmp_path / name / "ckpt",
+        threads=1,
+    )
 
 
 def weights(path: Path) -> dict:
@@ -193,7 +201,10 @@ def test_constant_schedule_keeps_the_learning_rate():
 
 
 def test_stage_settings_split_the_iterations():
-    stages = {"one": {"iterations": 1000, "lr": 2e-4}, "two": {"iterations": 400, "lr": 1e-4, "lr_schedule": "constant"}}
+    stages = {
+        "one": {"iterations": 1000, "lr": 2e-4},
+        "two": {"iterations": 400, "lr": 1e-4, "lr_schedule": "constant"},
+    }
     st = TrainSettings.merged({"iterations": 1400, "batch_size": 12, "stages": stages})
     one, two = st.stage("one"), st.stage("two")
     assert (one.iterations, two.iterations) == (1000, 400)  # as given when they add up
@@ -204,8 +215,10 @@ def test_stage_settings_split_the_iterations():
     assert small.stage_iterations() == {"one": 14, "two": 6}
     assert TrainSettings.merged({"stages": stages}, {"iterations": 2}).stage_iterations() == {"one": 1, "two": 1}
     for total in range(2, 60):
-        split = TrainSettings.merged({"stages": {"a": {"iterations": 7}, "b": {"iterations": 1}, "c": {"iterations": 3}}},
-                                     {"iterations": max(total, 3)}).stage_iterations()
+        split = TrainSettings.merged(
+            {"stages": {"a": {"iterations": 7}, "b": {"iterations": 1}, "c": {"iterations": 3}}},
+            {"iterations": max(total, 3)},
+        ).stage_iterations()
         assert sum(split.values()) == max(total, 3) and min(split.values()) >= 1
     with pytest.raises(EmsrError, match="no stage 'three'"):
         st.stage("three")
@@ -267,8 +280,17 @@ def test_custom_objective_stage_runs_in_the_harness_loop(tmp_path, degraded_x8):
         job = job_for(tmp_path, degraded_x8, name)
         for stop in stops:
             obj = SGDObjective()
-            fit(job, stop, objective=obj, model=start(), ckpt_dir=tmp_path / name / "stage2", out_path=tmp_path / name / "s2.pt",
-                stage="two", meta={"stage": "two"}, prior_seconds=100.0)
+            fit(
+                job,
+                stop,
+                objective=obj,
+                model=start(),
+                ckpt_dir=tmp_path / name / "stage2",
+                out_path=tmp_path / name / "s2.pt",
+                stage="two",
+                meta={"stage": "two"},
+                prior_seconds=100.0,
+            )
         assert float(obj.seen) == 12
         meta = torch.load(tmp_path / name / "s2.pt", weights_only=True)
         assert meta["stage"] == "two" and meta["train_seconds"] > 100

@@ -16,18 +16,33 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-TARGETS = ["results/models/rcan/x8/model.pt", "results/models/gpemsr/x8/model.pt",
-           "results/segmenters/superhuman/model.pt"]
+TARGETS = [
+    "results/models/rcan/x8/model.pt",
+    "results/models/gpemsr/x8/model.pt",
+    "results/segmenters/superhuman/model.pt",
+]
 
 
 def config(train_seed: int, iterations: int) -> dict:
     return {
-        "results": "results", "preset": "quick", "scales": [8], "methods": ["rcan", "gpemsr"],
-        "data": {"source": "phantom",
-                 "phantom": {"samples": {"train": {"shape": [6, 128, 128], "seed": train_seed},
-                                         "test": {"shape": [3, 128, 128], "seed": 2}}},
-                 "splits": {"train": [{"sample": "train", "z": [0, 5]}], "val": [{"sample": "train", "z": [5, 6]}],
-                            "test": [{"sample": "test"}]}},
+        "results": "results",
+        "preset": "quick",
+        "scales": [8],
+        "methods": ["rcan", "gpemsr"],
+        "data": {
+            "source": "phantom",
+            "phantom": {
+                "samples": {
+                    "train": {"shape": [6, 128, 128], "seed": train_seed},
+                    "test": {"shape": [3, 128, 128], "seed": 2},
+                }
+            },
+            "splits": {
+                "train": [{"sample": "train", "z": [0, 5]}],
+                "val": [{"sample": "train", "z": [5, 6]}],
+                "test": [{"sample": "test"}],
+            },
+        },
         "train": {"checkpoint_every": 1},  # every stage leaves a checkpoint, even of one step
         "train_override": {"iterations": iterations, "batch_size": 2},
         "inference": {"tile": 16, "overlap": 4},
@@ -39,22 +54,42 @@ def config(train_seed: int, iterations: int) -> dict:
 def run(work: Path, cfg: dict) -> None:
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "snakemake", *TARGETS, "-s", str(REPO / "Snakefile"), "--directory", str(work),
-           "--cores", "2", "--configfile", str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *TARGETS,
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--cores",
+        "2",
+        "--configfile",
+        str(path),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 def models(res: Path) -> dict[str, Path]:
     gpemsr = res / "models" / "gpemsr"
-    return {"rcan": res / "models/rcan/x8/model.pt", "superhuman": res / "segmenters/superhuman/model.pt",
-            "gpemsr stage I": next(gpemsr.glob("stage1-*.pt")), "gpemsr stage II": next((gpemsr / "x8").glob("stage2-*.pt")),
-            "gpemsr stage III": gpemsr / "x8" / "model.pt"}
+    return {
+        "rcan": res / "models/rcan/x8/model.pt",
+        "superhuman": res / "segmenters/superhuman/model.pt",
+        "gpemsr stage I": next(gpemsr.glob("stage1-*.pt")),
+        "gpemsr stage II": next((gpemsr / "x8").glob("stage2-*.pt")),
+        "gpemsr stage III": gpemsr / "x8" / "model.pt",
+    }
 
 
-LOGS = {"rcan": "train/rcan-x8.log", "superhuman": "train_segmenter/superhuman.log",
-        "gpemsr stage I": "gpemsr_stage1/gpemsr-*.log", "gpemsr stage II": "gpemsr_stage2/gpemsr-x8-*.log",
-        "gpemsr stage III": "gpemsr_stage3/gpemsr-x8.log"}
+LOGS = {
+    "rcan": "train/rcan-x8.log",
+    "superhuman": "train_segmenter/superhuman.log",
+    "gpemsr stage I": "gpemsr_stage1/gpemsr-*.log",
+    "gpemsr stage II": "gpemsr_stage2/gpemsr-x8-*.log",
+    "gpemsr stage III": "gpemsr_stage3/gpemsr-x8.log",
+}
 
 
 def weights(path: Path) -> dict:

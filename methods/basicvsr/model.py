@@ -53,7 +53,7 @@ def _basicvsr_class():
                 ref.insert(0, F.avg_pool2d(ref[0], kernel_size=2, stride=2, count_include_pad=False))
                 supp.insert(0, F.avg_pool2d(supp[0], kernel_size=2, stride=2, count_include_pad=False))
             flow = ref[0].new_zeros([ref[0].size(0), 2, ref[0].size(2) // 2, ref[0].size(3) // 2])
-            modules = self.basic_module[len(self.basic_module) - self.levels:]
+            modules = self.basic_module[len(self.basic_module) - self.levels :]
             for level in range(len(ref)):
                 up = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True) * 2.0
                 if up.size(2) != ref[level].size(2):
@@ -76,8 +76,9 @@ def _basicvsr_class():
     class EMBasicVSR(BasicVSR):
         """basicsr's BasicVSR with one channel per frame and a log2(scale)-stage upsampler."""
 
-        def __init__(self, scale: int, num_feat=64, num_block=30, num_frame=5, hr_feat=64, spynet_levels=6,
-                     grey_mean=0.0):
+        def __init__(
+            self, scale: int, num_feat=64, num_block=30, num_frame=5, hr_feat=64, spynet_levels=6, grey_mean=0.0
+        ):
             if scale < 2 or scale & (scale - 1):
                 raise ValueError(f"BasicVSR: scale must be a power of two >= 2, got {scale}")
             nn.Module.__init__(self)  # the parts are basicsr's, sized for one channel below
@@ -114,13 +115,14 @@ def _basicvsr_class():
             b, n, _, h, w = x.shape
             c = self.center_frame_idx
             # basicsr: flows_backward[i] = spynet(x_i, x_i+1), flows_forward[i-1] = spynet(x_i, x_i-1)
-            ref = torch.cat([x[:, c:n - 1], x[:, 1:c + 1]], dim=1)
-            supp = torch.cat([x[:, c + 1:n], x[:, 0:c]], dim=1)
+            ref = torch.cat([x[:, c : n - 1], x[:, 1 : c + 1]], dim=1)
+            supp = torch.cat([x[:, c + 1 : n], x[:, 0:c]], dim=1)
             k = ref.shape[1]
             # SPyNet takes ImageNet-normalised RGB: the grey section replicated to 3 channels
-            flows = self.spynet(ref.reshape(b * k, 1, h, w).expand(-1, 3, -1, -1),
-                                supp.reshape(b * k, 1, h, w).expand(-1, 3, -1, -1)).view(b, k, 2, h, w)
-            flows_backward, flows_forward = flows[:, : n - 1 - c], flows[:, n - 1 - c:]
+            flows = self.spynet(
+                ref.reshape(b * k, 1, h, w).expand(-1, 3, -1, -1), supp.reshape(b * k, 1, h, w).expand(-1, 3, -1, -1)
+            ).view(b, k, 2, h, w)
+            flows_backward, flows_forward = flows[:, : n - 1 - c], flows[:, n - 1 - c :]
 
             base = F.interpolate(x[:, c], scale_factor=self.scale, mode="bilinear", align_corners=False)
             x = x - self.grey_mean  # what the trunks see (SPyNet and the base use the raw sections)
@@ -151,8 +153,17 @@ def _basicvsr_class():
     return EMBasicVSR
 
 
-def build(scale: int, num_feat=64, num_block=30, num_frame=5, hr_feat=64, spynet_levels=6, fix_flow=True,
-          grey_mean=0.0, init="basicsr") -> nn.Module:
+def build(
+    scale: int,
+    num_feat=64,
+    num_block=30,
+    num_frame=5,
+    hr_feat=64,
+    spynet_levels=6,
+    fix_flow=True,
+    grey_mean=0.0,
+    init="basicsr",
+) -> nn.Module:
     """BasicVSR for ``scale``.  ``spynet_levels``: SPyNet pyramid levels (published: 6);
     ``fix_flow``: keep a loaded pretrained SPyNet frozen (see README; without the pretrained
     file SPyNet is trained); ``grey_mean`` is subtracted from the sections the propagation
@@ -160,8 +171,15 @@ def build(scale: int, num_feat=64, num_block=30, num_frame=5, hr_feat=64, spynet
     ``init``: "basicsr" (the published code's init) or "kaiming" (see :func:`emsrbench.weight_init.start_at_base`)."""
     if init not in ("basicsr", "kaiming"):
         raise ValueError(f"BasicVSR: init must be 'basicsr' or 'kaiming', got {init!r}")
-    model = _basicvsr_class()(scale, num_feat=num_feat, num_block=num_block, num_frame=num_frame, hr_feat=hr_feat,
-                              spynet_levels=spynet_levels, grey_mean=grey_mean)
+    model = _basicvsr_class()(
+        scale,
+        num_feat=num_feat,
+        num_block=num_block,
+        num_frame=num_frame,
+        hr_feat=hr_feat,
+        spynet_levels=spynet_levels,
+        grey_mean=grey_mean,
+    )
     model.fix_flow = bool(fix_flow)
     if init == "kaiming":
         start_at_base(model, skip_prefixes=("spynet",))
@@ -180,8 +198,10 @@ def init_pretrained(model: nn.Module, pretrained) -> list[str]:
     state = state.get("params", state)
     result = model.spynet.load_state_dict(state, strict=False)
     if result.unexpected_keys or set(result.missing_keys) - {"mean", "std"}:
-        raise EmsrError(f"{path}: not a SPyNet checkpoint (missing {result.missing_keys[:3]}, "
-                        f"unexpected {result.unexpected_keys[:3]})")
+        raise EmsrError(
+            f"{path}: not a SPyNet checkpoint (missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]})"
+        )
     if model.fix_flow:
         model.spynet.requires_grad_(False)
     return []

@@ -129,8 +129,17 @@ class ESDB(nn.Module):
 
 
 class BSRN(nn.Module):
-    def __init__(self, scale: int, in_channels: int = 1, out_channels: int = 1, num_feat: int = 64,
-                 num_blocks: int = 8, replicate: int = 4, esa_reduction: int = 4, cca_reduction: int = 16):
+    def __init__(
+        self,
+        scale: int,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        num_feat: int = 64,
+        num_blocks: int = 8,
+        replicate: int = 4,
+        esa_reduction: int = 4,
+        cca_reduction: int = 16,
+    ):
         super().__init__()
         self.scale, self.replicate = scale, replicate
         self.shallow = BSConvU(in_channels * replicate, num_feat, 3)
@@ -138,8 +147,9 @@ class BSRN(nn.Module):
         self.fuse = nn.Sequential(nn.Conv2d(num_feat * num_blocks, num_feat, 1), nn.GELU())
         self.fuse_conv = BSConvU(num_feat, num_feat, 3)
         # ESPCN-style one-step reconstruction, the paper's, at any integer scale.
-        self.upsample = nn.Sequential(nn.Conv2d(num_feat, out_channels * scale * scale, 3, 1, 1),
-                                      nn.PixelShuffle(scale))
+        self.upsample = nn.Sequential(
+            nn.Conv2d(num_feat, out_channels * scale * scale, 3, 1, 1), nn.PixelShuffle(scale)
+        )
 
     def forward(self, x):
         f0 = self.shallow(torch.cat([x] * self.replicate, dim=1))
@@ -151,8 +161,16 @@ class BSRN(nn.Module):
         return self.upsample(fused)
 
 
-def build(scale: int, num_feat=64, num_blocks=8, replicate=4, esa_reduction=4, cca_reduction=16,
-          in_channels=1, out_channels=1) -> nn.Module:
-    return BSRN(scale, in_channels=in_channels, out_channels=out_channels, num_feat=num_feat,
-                num_blocks=num_blocks, replicate=replicate, esa_reduction=esa_reduction,
-                cca_reduction=cca_reduction)
+def build(
+    scale: int, num_feat=64, num_blocks=8, replicate=4, esa_reduction=4, cca_reduction=16, in_channels=1, out_channels=1
+) -> nn.Module:
+    return BSRN(
+        scale,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        num_feat=num_feat,
+        num_blocks=num_blocks,
+        replicate=replicate,
+        esa_reduction=esa_reduction,
+        cca_reduction=cca_reduction,
+    )

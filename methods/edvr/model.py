@@ -41,14 +41,33 @@ def _edvr_class():
         """basicsr's EDVR with one channel per frame, a log2(scale)-stage upsampler and an
         optional grey mean subtracted from the sections the network sees."""
 
-        def __init__(self, scale: int, num_feat=64, num_frame=5, deformable_groups=8, num_extract_block=5,
-                     num_reconstruct_block=10, with_tsa=True, with_predeblur=False, hr_feat=64, grey_mean=0.0):
+        def __init__(
+            self,
+            scale: int,
+            num_feat=64,
+            num_frame=5,
+            deformable_groups=8,
+            num_extract_block=5,
+            num_reconstruct_block=10,
+            with_tsa=True,
+            with_predeblur=False,
+            hr_feat=64,
+            grey_mean=0.0,
+        ):
             if scale < 2 or scale & (scale - 1):
                 raise ValueError(f"EDVR: scale must be a power of two >= 2, got {scale}")
-            super().__init__(num_in_ch=1, num_out_ch=1, num_feat=num_feat, num_frame=num_frame,
-                             deformable_groups=deformable_groups, num_extract_block=num_extract_block,
-                             num_reconstruct_block=num_reconstruct_block, hr_in=False,
-                             with_predeblur=with_predeblur, with_tsa=with_tsa)
+            super().__init__(
+                num_in_ch=1,
+                num_out_ch=1,
+                num_feat=num_feat,
+                num_frame=num_frame,
+                deformable_groups=deformable_groups,
+                num_extract_block=num_extract_block,
+                num_reconstruct_block=num_reconstruct_block,
+                hr_in=False,
+                with_predeblur=with_predeblur,
+                with_tsa=with_tsa,
+            )
             self.scale = scale
             self.grey_mean = float(grey_mean)
             if with_predeblur:  # basicsr builds the pre-deblur module for 3 input channels
@@ -67,8 +86,12 @@ def _edvr_class():
             """(B, T, h, w) sections in [0, 1] -> (B, 1, s h, s w), the centre section."""
             b, t = x.shape[:2]
             # EDVR's bilinear base: the centre section, upsampled (before any padding)
-            base = F.interpolate(x[:, self.center_frame_idx : self.center_frame_idx + 1], scale_factor=self.scale,
-                                 mode="bilinear", align_corners=False)
+            base = F.interpolate(
+                x[:, self.center_frame_idx : self.center_frame_idx + 1],
+                scale_factor=self.scale,
+                mode="bilinear",
+                align_corners=False,
+            )
             # The three-level pyramid (strides 2, 2) and TSA's pooling need multiples of 4.
             x, h0, w0 = _pad_to_multiple(x, 4)
             h, w = x.shape[-2:]
@@ -92,8 +115,10 @@ def _edvr_class():
             # through in one batch of B*T (same result, far fewer deformable-conv calls on CPU).
             i0 = self.center_frame_idx
             nbr_feat_l = [f.reshape(b * t, *f.shape[2:]) for f in (feat_l1, feat_l2, feat_l3)]
-            ref_feat_l = [f[:, i0 : i0 + 1].expand(-1, t, -1, -1, -1).reshape(b * t, *f.shape[2:])
-                          for f in (feat_l1, feat_l2, feat_l3)]
+            ref_feat_l = [
+                f[:, i0 : i0 + 1].expand(-1, t, -1, -1, -1).reshape(b * t, *f.shape[2:])
+                for f in (feat_l1, feat_l2, feat_l3)
+            ]
             aligned = self.pcd_align(nbr_feat_l, ref_feat_l).view(b, t, -1, h, w)  # (B, T, C, h, w)
             if not self.with_tsa:
                 aligned = aligned.view(b, -1, h, w)
@@ -110,16 +135,36 @@ def _edvr_class():
     return EMEDVR
 
 
-def build(scale: int, num_feat=64, num_frame=5, deformable_groups=8, num_extract_block=5, num_reconstruct_block=10,
-          with_tsa=True, with_predeblur=False, hr_feat=64, grey_mean=0.0, init="basicsr") -> nn.Module:
+def build(
+    scale: int,
+    num_feat=64,
+    num_frame=5,
+    deformable_groups=8,
+    num_extract_block=5,
+    num_reconstruct_block=10,
+    with_tsa=True,
+    with_predeblur=False,
+    hr_feat=64,
+    grey_mean=0.0,
+    init="basicsr",
+) -> nn.Module:
     """EDVR for ``scale``.  ``grey_mean`` is subtracted from the sections the network sees
     (not from the bilinear base); 0 is the published network.  ``init``: "basicsr" (the
     published code's init) or "kaiming" (see :func:`emsrbench.weight_init.start_at_base`)."""
     if init not in ("basicsr", "kaiming"):
         raise ValueError(f"EDVR: init must be 'basicsr' or 'kaiming', got {init!r}")
-    model = _edvr_class()(scale, num_feat=num_feat, num_frame=num_frame, deformable_groups=deformable_groups,
-                          num_extract_block=num_extract_block, num_reconstruct_block=num_reconstruct_block,
-                          with_tsa=with_tsa, with_predeblur=with_predeblur, hr_feat=hr_feat, grey_mean=grey_mean)
+    model = _edvr_class()(
+        scale,
+        num_feat=num_feat,
+        num_frame=num_frame,
+        deformable_groups=deformable_groups,
+        num_extract_block=num_extract_block,
+        num_reconstruct_block=num_reconstruct_block,
+        with_tsa=with_tsa,
+        with_predeblur=with_predeblur,
+        hr_feat=hr_feat,
+        grey_mean=grey_mean,
+    )
     if init == "kaiming":
         start_at_base(model)
     return model

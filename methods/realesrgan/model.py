@@ -51,8 +51,9 @@ def _rrdbnet_class():
         def __init__(self, scale: int, num_feat: int, num_block: int, num_grow_ch: int):
             if scale < 2 or scale & (scale - 1):
                 raise ValueError(f"scale must be a power of two >= 2, got {scale}")
-            super().__init__(1, 1, scale=2 if scale == 2 else 4, num_feat=num_feat, num_block=num_block,
-                             num_grow_ch=num_grow_ch)
+            super().__init__(
+                1, 1, scale=2 if scale == 2 else 4, num_feat=num_feat, num_block=num_block, num_grow_ch=num_grow_ch
+            )
             self.scale = scale
             self.num_up = 2 if scale == 2 else int(math.log2(scale))
             for i in range(3, self.num_up + 1):
@@ -85,10 +86,22 @@ def build(scale: int, num_feat: int = 64, num_block: int = 23, num_grow_ch: int 
 
 # torchvision vgg19().features indices of the convolutions (outputs taken before their ReLU).
 VGG19_CONV = {
-    "conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7,
-    "conv3_1": 10, "conv3_2": 12, "conv3_3": 14, "conv3_4": 16,
-    "conv4_1": 19, "conv4_2": 21, "conv4_3": 23, "conv4_4": 25,
-    "conv5_1": 28, "conv5_2": 30, "conv5_3": 32, "conv5_4": 34,
+    "conv1_1": 0,
+    "conv1_2": 2,
+    "conv2_1": 5,
+    "conv2_2": 7,
+    "conv3_1": 10,
+    "conv3_2": 12,
+    "conv3_3": 14,
+    "conv3_4": 16,
+    "conv4_1": 19,
+    "conv4_2": 21,
+    "conv4_3": 23,
+    "conv4_4": 25,
+    "conv5_1": 28,
+    "conv5_2": 30,
+    "conv5_3": 32,
+    "conv5_4": 34,
 }
 REAL_ESRGAN_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
 
@@ -104,7 +117,10 @@ class VGGPerceptualLoss(nn.Module):
         super().__init__()
         unknown = set(layer_weights) - set(VGG19_CONV)
         if unknown:
-            raise EmsrError(f"realesrgan: perceptual layer_weights: unknown VGG19 layer(s) {sorted(unknown)} (known: {list(VGG19_CONV)})")
+            raise EmsrError(
+                f"realesrgan: perceptual layer_weights: unknown VGG19 layer(s) {sorted(unknown)} "
+                f"(known: {list(VGG19_CONV)})"
+            )
         with torch.device("meta"):  # no random initialisation: every tensor comes from the file
             vgg = torchvision.models.vgg19(weights=None)
         vgg.load_state_dict(vgg_state, assign=True)
@@ -155,8 +171,15 @@ class RealESRGANObjective(harness.Objective):
     discriminator (one D step per G step, D frozen during the G step, fake detached), both
     with Adam and the stage's ``lr_schedule``. Defaults are Real-ESRGAN's (x4plus)."""
 
-    def __init__(self, pixel_weight: float = 1.0, perceptual_weight: float = 1.0, layer_weights: dict | None = None,
-                 gan_weight: float = 0.1, d_num_feat: int = 64, d_skip_connection: bool = True):
+    def __init__(
+        self,
+        pixel_weight: float = 1.0,
+        perceptual_weight: float = 1.0,
+        layer_weights: dict | None = None,
+        gan_weight: float = 0.1,
+        d_num_feat: int = 64,
+        d_skip_connection: bool = True,
+    ):
         self.pixel_weight, self.perceptual_weight, self.gan_weight = pixel_weight, perceptual_weight, gan_weight
         self.layer_weights = dict(layer_weights if layer_weights is not None else REAL_ESRGAN_LAYERS)
         self.d_num_feat, self.d_skip_connection = d_num_feat, d_skip_connection
@@ -166,10 +189,13 @@ class RealESRGANObjective(harness.Objective):
         st = settings
         hr_patch = st.patch_size * job.scale
         if hr_patch % 8:
-            raise EmsrError(f"{job.method.model_py}: the U-Net discriminator halves its input three times; the HR patch "
-                            f"(patch_size {st.patch_size} x scale {job.scale} = {hr_patch}) must be divisible by 8")
-        self.perceptual, flags = load_perceptual(job.pretrained or Pretrained(), self.layer_weights,
-                                                 self.perceptual_weight)
+            raise EmsrError(
+                f"{job.method.model_py}: the U-Net discriminator halves its input three times; the HR patch "
+                f"(patch_size {st.patch_size} x scale {job.scale} = {hr_patch}) must be divisible by 8"
+            )
+        self.perceptual, flags = load_perceptual(
+            job.pretrained or Pretrained(), self.layer_weights, self.perceptual_weight
+        )
         job.flags.extend([f for f in flags if f not in job.flags])
         if self.perceptual is not None:
             self.perceptual = self.perceptual.to(device)
@@ -224,15 +250,26 @@ class RealESRGANObjective(harness.Objective):
         self.opt_d.step()
         self.sched_g.step()
         self.sched_d.step()
-        return {"loss": l_g.detach(), "l_pix": l_pix.detach(), "l_percep": l_percep.detach(), "l_gan": l_gan.detach(),
-                "l_d_real": l_d_real.detach(), "l_d_fake": l_d_fake.detach()}
+        return {
+            "loss": l_g.detach(),
+            "l_pix": l_pix.detach(),
+            "l_percep": l_percep.detach(),
+            "l_gan": l_gan.detach(),
+            "l_d_real": l_d_real.detach(),
+            "l_d_fake": l_d_fake.detach(),
+        }
 
     def lr(self):
         return self.sched_g.get_last_lr()[0]
 
     def state_dict(self):
-        return {"net_d": self.net_d.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict()}
+        return {
+            "net_d": self.net_d.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+        }
 
     def load_state_dict(self, state):
         self.net_d.load_state_dict(state["net_d"])
@@ -257,8 +294,16 @@ def train(job: harness.TrainJob, max_steps: int | None = None):
     except TypeError as err:
         raise EmsrError(f"{source}: stages.esrgan.objective: {err}") from None
     # a finished stage 1 of the same inputs is kept (fit checks its fingerprint)
-    done = harness.fit(job, max_steps, objective=harness.L1Objective(), settings=st1, ckpt_dir=esrnet_dir,
-                       out_path=esrnet_file, stage="esrnet", meta={"stage": "esrnet", "stage_iterations": st1.iterations})
+    done = harness.fit(
+        job,
+        max_steps,
+        objective=harness.L1Objective(),
+        settings=st1,
+        ckpt_dir=esrnet_dir,
+        out_path=esrnet_file,
+        stage="esrnet",
+        meta={"stage": "esrnet", "stage_iterations": st1.iterations},
+    )
     if done is None:
         return None
     if max_steps is not None:
@@ -268,9 +313,24 @@ def train(job: harness.TrainJob, max_steps: int | None = None):
     esrnet = torch.load(esrnet_file, map_location="cpu", weights_only=True)
     generator = build(job.scale, **job.model_params)
     generator.load_state_dict(esrnet["state_dict"])
-    stages = {"esrnet": {"iterations": st1.iterations, "train_seconds": esrnet["train_seconds"],
-                         "final_loss": esrnet["final_loss"], "val_psnr": esrnet["val_psnr"]},
-              "esrgan": {"iterations": st2.iterations}}
-    return harness.fit(job, max_steps, objective=objective, settings=st2, ckpt_dir=esrgan_dir, model=generator,
-                       stage="esrgan", prior_seconds=esrnet["train_seconds"], meta={"stages": stages},
-                       shaped_by={"esrnet": esrnet_file})
+    stages = {
+        "esrnet": {
+            "iterations": st1.iterations,
+            "train_seconds": esrnet["train_seconds"],
+            "final_loss": esrnet["final_loss"],
+            "val_psnr": esrnet["val_psnr"],
+        },
+        "esrgan": {"iterations": st2.iterations},
+    }
+    return harness.fit(
+        job,
+        max_steps,
+        objective=objective,
+        settings=st2,
+        ckpt_dir=esrgan_dir,
+        model=generator,
+        stage="esrgan",
+        prior_seconds=esrnet["train_seconds"],
+        meta={"stages": stages},
+        shaped_by={"esrnet": esrnet_file},
+    )

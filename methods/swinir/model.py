@@ -44,9 +44,20 @@ class SwinIRPadded(nn.Module):
         return out[..., : h * self.scale, : w * self.scale]
 
 
-def build(scale: int, embed_dim=180, depths=(6, 6, 6, 6, 6, 6), num_heads=(6, 6, 6, 6, 6, 6), window_size=8,
-          mlp_ratio=2.0, img_size=64, resi_connection="1conv", num_feat=64, drop_path_rate=0.1,
-          in_chans=1, grey_mean=0.5) -> nn.Module:
+def build(
+    scale: int,
+    embed_dim=180,
+    depths=(6, 6, 6, 6, 6, 6),
+    num_heads=(6, 6, 6, 6, 6, 6),
+    window_size=8,
+    mlp_ratio=2.0,
+    img_size=64,
+    resi_connection="1conv",
+    num_feat=64,
+    drop_path_rate=0.1,
+    in_chans=1,
+    grey_mean=0.5,
+) -> nn.Module:
     SwinIR = basicsr_arch("swinir_arch", "SwinIR")
     if scale & (scale - 1) or scale < 2:
         raise ValueError(f"SwinIR 'pixelshuffle' upsampler needs a power-of-two scale, got {scale}")

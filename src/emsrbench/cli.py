@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
             from .methods import discover
 
             for m in discover().values():
-                print(f"{m.name:12s} {m.family:12s} slices={m.slices} scales={list(m.scales)} "
-                      f"trains={m.trains}  {m.display_name}")
+                print(
+                    f"{m.name:12s} {m.family:12s} slices={m.slices} scales={list(m.scales)} "
+                    f"trains={m.trains}  {m.display_name}"
+                )
         elif args.command == "phantom":
             from .phantom import write
 

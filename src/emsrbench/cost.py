@@ -51,7 +51,9 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop
 
 __all__ = ["MacCount", "count_macs", "macs_per_megapixel", "model_bytes", "PeakMemory"]
 
-MAC_OP = re.compile(r"conv|(^|[._])(bmm|mm|addmm|baddbmm|matmul|linear|einsum|tensordot)($|[._])|attention|lstm|gru|rnn|deform")
+MAC_OP = re.compile(
+    r"conv|(^|[._])(bmm|mm|addmm|baddbmm|matmul|linear|einsum|tensordot)($|[._])|attention|lstm|gru|rnn|deform"
+)
 INTERPOLATION_OP = re.compile(r"upsample|grid_sampler|interp")
 MIB = 2**20
 
@@ -214,5 +216,7 @@ class PeakMemory:
             self.note = "CPU: peak RSS growth during inference + model weights"
         else:
             peak_kib = _maxrss_kib()
-            self.note = "CPU: growth of the process's lifetime peak RSS + model weights (lower bound: peak could not be reset)"
+            self.note = (
+                "CPU: growth of the process's lifetime peak RSS + model weights (lower bound: peak could not be reset)"
+            )
         self.mib = max(0, peak_kib - self._base_kib) / 1024 + self.resident_bytes / MIB

@@ -247,8 +247,9 @@ def degrade_file(
     ``resolution`` attribute of the input (see :func:`emsrbench.io.read_cremi`).
     """
     scale = _check_scale(scale)
-    vol = io.read_cremi(hr_path, z=z, raw_key=raw_key, labels_key=labels_key, min_yx=max(scale, min_yx or 0),
-                        resolution=resolution)
+    vol = io.read_cremi(
+        hr_path, z=z, raw_key=raw_key, labels_key=labels_key, min_yx=max(scale, min_yx or 0), resolution=resolution
+    )
     z0 = _abs_z0(hr_path, z, raw_key, labels_key)
     raw, labels = vol.raw, vol.labels
     if center_crop is not None:

@@ -63,21 +63,30 @@ def download(url: str, dest: str | os.PathLike, sha256: str, verify_tls: bool = 
             resumed = have and resp.status == 206
             with open(part, "ab" if resumed else "wb") as out:
                 total = resp.headers.get("Content-Length")
-                print(f"downloading {url} -> {dest} ({'resuming at ' + str(have) + ' bytes, ' if resumed else ''}"
-                      f"{total or '?'} bytes to go)", file=sys.stderr)
+                print(
+                    f"downloading {url} -> {dest} ({'resuming at ' + str(have) + ' bytes, ' if resumed else ''}"
+                    f"{total or '?'} bytes to go)",
+                    file=sys.stderr,
+                )
                 start = out.tell()
                 shutil.copyfileobj(resp, out, CHUNK)
                 got = out.tell() - start
             if total is not None and total.isdigit() and got < int(total):  # connection closed early
-                raise EmsrError(f"{url}: download interrupted after {got} of {total} bytes "
-                                f"(partial data kept in {part}; rerun to resume)")
+                raise EmsrError(
+                    f"{url}: download interrupted after {got} of {total} bytes "
+                    f"(partial data kept in {part}; rerun to resume)"
+                )
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:  # the partial file is already complete
             pass
         else:
-            raise EmsrError(f"{url}: download failed: HTTP {err.code} {err.reason} (partial data kept in {part})") from None
+            raise EmsrError(
+                f"{url}: download failed: HTTP {err.code} {err.reason} (partial data kept in {part})"
+            ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        raise EmsrError(f"{url}: download failed: {getattr(err, 'reason', err)} (partial data kept in {part}; rerun to resume)") from None
+        raise EmsrError(
+            f"{url}: download failed: {getattr(err, 'reason', err)} (partial data kept in {part}; rerun to resume)"
+        ) from None
     try:
         check_sha256(part, sha256)
     except EmsrError:

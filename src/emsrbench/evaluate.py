@@ -13,8 +13,8 @@ import pandas as pd
 
 from .errors import EmsrError
 from .io import RAW_KEY, atomic_path, read_dataset, read_stats
-from .metrics import psnr_sections, psnr_volume, ssim_sections
 from .methods import Method
+from .metrics import psnr_sections, psnr_volume, ssim_sections
 from .pretrained import Pretrained
 from .stats import sidecar
 from .stats.bootstrap import BootstrapSettings
@@ -25,8 +25,21 @@ from .stats.intervals import image_intervals
 # ``ci_low`` / ``ci_high``: a confidence interval of ``value`` where one is computed, else empty.
 # ``tie``: set by the leaderboard (paired bootstrap against the best method): "best", "tied",
 # "worse", or "" (not compared); empty in the per-job tables.
-COLUMNS = ["method", "display_name", "family", "preset", "scale", "metric", "value", "note", "segmenter", "variant",
-           "ci_low", "ci_high", "tie"]
+COLUMNS = [
+    "method",
+    "display_name",
+    "family",
+    "preset",
+    "scale",
+    "metric",
+    "value",
+    "note",
+    "segmenter",
+    "variant",
+    "ci_low",
+    "ci_high",
+    "tie",
+]
 
 
 def cost_rows(stats: dict) -> list[tuple[str, float, str]]:
@@ -37,8 +50,11 @@ def cost_rows(stats: dict) -> list[tuple[str, float, str]]:
     peak = stats.get("peak_mem_mib")
     return [
         ("macs_per_mp", float("nan") if macs is None else float(macs), stats.get("macs_note", old)),
-        ("peak_mem_mib", float("nan") if peak is None else float(peak),
-         f"{stats['device']}; {stats['peak_mem_note']}" if peak is not None else old),
+        (
+            "peak_mem_mib",
+            float("nan") if peak is None else float(peak),
+            f"{stats['device']}; {stats['peak_mem_note']}" if peak is not None else old,
+        ),
     ]
 
 
@@ -85,9 +101,17 @@ def precision_note(stats: dict) -> str:
     return INFERRED_IN + (stats.get("precision") or "a precision not recorded (rerun infer)")
 
 
-def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_path: str | Path,
-             pretrained: Pretrained | None, variant: str = "", intervals: BootstrapSettings | None = None,
-             sidecar_path: str | Path | None = None) -> pd.DataFrame:
+def evaluate(
+    method: Method,
+    scale: int,
+    preset: str,
+    sr_path: str | Path,
+    hr_path: str | Path,
+    pretrained: Pretrained | None,
+    variant: str = "",
+    intervals: BootstrapSettings | None = None,
+    sidecar_path: str | Path | None = None,
+) -> pd.DataFrame:
     """``pretrained``: where LPIPS finds AlexNet; None when LPIPS is disabled; ``variant``:
     the ablation variant the SR volume comes from ("" for the method itself); ``intervals``:
     bootstrap settings of the PSNR/SSIM/LPIPS intervals (None: no intervals); ``sidecar_path``:
@@ -105,14 +129,16 @@ def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_pa
     # block length from the HR volume (auto), the same for every method: their sidecars pair
     ci, reps, used = image_intervals(per_section, intervals, hr, f"{sr_path}: interval of")
     if sidecar_path is not None:
-        sidecar.write(sidecar_path, reps, kind="image", method=method.name, scale=scale, settings=used,
-                      variant=variant)
+        sidecar.write(sidecar_path, reps, kind="image", method=method.name, scale=scale, settings=used, variant=variant)
     psnr_vol = float(psnr_volume(hr, sr))
     inferred = precision_note(stats)
     rows = [
         ("psnr", float(np.mean(psnr)), _join(identical_note(psnr), "dB, data range 255, mean over sections", inferred)),
-        ("psnr_volume", psnr_vol, _join(identical_note(psnr) if np.isinf(psnr_vol) else "",
-                                        "dB, data range 255, whole volume", inferred)),
+        (
+            "psnr_volume",
+            psnr_vol,
+            _join(identical_note(psnr) if np.isinf(psnr_vol) else "", "dB, data range 255, whole volume", inferred),
+        ),
         ("ssim", float(np.mean(ssim)), _join("Gaussian 11x11 sigma 1.5, mean over sections", inferred)),
         ("lpips", lp, _join(lp_note, inferred if lp_sections is not None else "")),
         ("parameters", float(stats["parameters"]), ""),
@@ -121,14 +147,31 @@ def evaluate(method: Method, scale: int, preset: str, sr_path: str | Path, hr_pa
         ("infer_s_per_mp", float(stats["infer_seconds_per_mp"]), _join(stats["device"], inferred)),
         *cost_rows(stats),
     ]
-    base = {"method": method.name, "display_name": method.display_name, "family": method.family,
-            "preset": preset, "scale": scale}
+    base = {
+        "method": method.name,
+        "display_name": method.display_name,
+        "family": method.family,
+        "preset": preset,
+        "scale": scale,
+    }
     none = (float("nan"), float("nan"), "")
-    df = pd.DataFrame([{**base, "metric": m, "value": v, "note": "; ".join(x for x in (n, ci.get(m, none)[2]) if x),
-                        "segmenter": "", "variant": variant, "ci_low": ci.get(m, none)[0], "ci_high": ci.get(m, none)[1],
-                        "tie": ""}
-                       for m, v, n in rows],
-                      columns=COLUMNS)
+    df = pd.DataFrame(
+        [
+            {
+                **base,
+                "metric": m,
+                "value": v,
+                "note": "; ".join(x for x in (n, ci.get(m, none)[2]) if x),
+                "segmenter": "",
+                "variant": variant,
+                "ci_low": ci.get(m, none)[0],
+                "ci_high": ci.get(m, none)[1],
+                "tie": "",
+            }
+            for m, v, n in rows
+        ],
+        columns=COLUMNS,
+    )
     if flags:
         df["note"] = [f"{n}; {flags}" if n else flags for n in df["note"]]
     return df

@@ -67,8 +67,13 @@ def one_line(text: str) -> str:
 
 def write(results: str | Path, rule: str, wildcards: dict, reason: str, log: str = "") -> Path:
     path = record_path(results, rule, wildcards)
-    record = {"rule": rule, "wildcards": {k: str(v) for k, v in wildcards.items()}, "reason": one_line(reason),
-              "log": log, "time": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    record = {
+        "rule": rule,
+        "wildcards": {k: str(v) for k, v in wildcards.items()},
+        "reason": one_line(reason),
+        "log": log,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=1) + "\n")
     return path
@@ -84,10 +89,20 @@ def read(path: str | Path) -> Failure:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise EmsrError(f"{path}: not a readable failure record ({err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("rule"), str) or not isinstance(data.get("wildcards", {}), dict):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("rule"), str)
+        or not isinstance(data.get("wildcards", {}), dict)
+    ):
         raise EmsrError(f"{path}: not a failure record (needs 'rule' and 'wildcards')")
-    return Failure(rule=data["rule"], wildcards=dict(data.get("wildcards", {})), reason=str(data.get("reason", "")),
-                   log=str(data.get("log", "")), time=str(data.get("time", "")), path=str(path))
+    return Failure(
+        rule=data["rule"],
+        wildcards=dict(data.get("wildcards", {})),
+        reason=str(data.get("reason", "")),
+        log=str(data.get("log", "")),
+        time=str(data.get("time", "")),
+        path=str(path),
+    )
 
 
 def load(results: str | Path) -> list[Failure]:

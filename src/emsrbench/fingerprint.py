@@ -141,8 +141,11 @@ class Fingerprint:
             a, b = before.get(key, ABSENT), after.get(key, ABSENT)
             if a == b:
                 continue
-            if _is_digest(a) and _is_digest(b) or (isinstance(a, list) and isinstance(b, list)
-                                                   and all(map(_is_digest, a + b)) and len(a) == len(b)):
+            if (
+                _is_digest(a)
+                and _is_digest(b)
+                or (isinstance(a, list) and isinstance(b, list) and all(map(_is_digest, a + b)) and len(a) == len(b))
+            ):
                 changes.append(f"{key} content changed")
             else:
                 changes.append(f"{key} {_show(a)} -> {_show(b)}")
@@ -152,21 +155,32 @@ class Fingerprint:
         return "; ".join(changes[:limit]) + more
 
 
-def planned_job(rule: str, *, method: str, variant: str, scale: int, preset: str, model: dict, train,
-                inputs: dict, pretrained: dict) -> Fingerprint:
+def planned_job(
+    rule: str, *, method: str, variant: str, scale: int, preset: str, model: dict, train, inputs: dict, pretrained: dict
+) -> Fingerprint:
     """The identity of a planned training job as the workflow names it: rule, method, variant,
     scale, preset, model and train settings, the content of each input file (``inputs``:
     role -> path or paths) and the pretrained files' state (:meth:`Pretrained.state`).
 
     The training job stores it in its model file; the jobs that read the model compute it
     from the same plan and refuse a file made for another (:func:`check_planned`)."""
+
     def digests(paths):
         return file_digest(paths) if isinstance(paths, (str, Path)) else files_digest(paths)
 
-    return Fingerprint({"rule": rule, "method": method, "variant": variant, "scale": int(scale), "preset": preset,
-                        "model": model, "train": train,
-                        "inputs": {role: digests(paths) for role, paths in sorted(inputs.items())},
-                        "pretrained": pretrained})
+    return Fingerprint(
+        {
+            "rule": rule,
+            "method": method,
+            "variant": variant,
+            "scale": int(scale),
+            "preset": preset,
+            "model": model,
+            "train": train,
+            "inputs": {role: digests(paths) for role, paths in sorted(inputs.items())},
+            "pretrained": pretrained,
+        }
+    )
 
 
 def check_planned(path: str | Path, recorded, expected: Fingerprint | None, what: str) -> None:
@@ -177,5 +191,7 @@ def check_planned(path: str | Path, recorded, expected: Fingerprint | None, what
 
     if expected is None or expected.matches(recorded):
         return
-    raise EmsrError(f"{path}: not the {what} this config plans ({expected.changes_from(recorded)}); "
-                    "retrain it: delete the file or rerun with `snakemake --forcerun <its rule>`")
+    raise EmsrError(
+        f"{path}: not the {what} this config plans ({expected.changes_from(recorded)}); "
+        "retrain it: delete the file or rerun with `snakemake --forcerun <its rule>`"
+    )

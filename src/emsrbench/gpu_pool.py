@@ -67,8 +67,10 @@ def claim(count: int, size: int, locks: Path, wait_seconds: float = WAIT_SECONDS
         for _, f in got:  # not enough free: give back what we took and wait
             f.close()
         if time.monotonic() > deadline:
-            raise EmsrError(f"no {count} of the {size} GPUs free after {wait_seconds:.0f} s (locks in {locks}): "
-                            "another run holds them")
+            raise EmsrError(
+                f"no {count} of the {size} GPUs free after {wait_seconds:.0f} s (locks in {locks}): "
+                "another run holds them"
+            )
         time.sleep(1.0)
 
 

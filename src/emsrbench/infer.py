@@ -45,7 +45,10 @@ class InferSettings:
         if s.margin is None:
             s.margin = s.overlap // 4
         if not (0 <= 2 * s.margin < s.overlap < s.tile):
-            raise EmsrError(f"{source}: need 0 <= 2*margin < overlap < tile, got tile={s.tile} overlap={s.overlap} margin={s.margin}")
+            raise EmsrError(
+                f"{source}: need 0 <= 2*margin < overlap < tile, "
+                f"got tile={s.tile} overlap={s.overlap} margin={s.margin}"
+            )
         devices.check_precision(s.precision, source)
         return s
 
@@ -127,7 +130,10 @@ class TiledUpscaler:
             with devices.inference_precision(self.device, st.precision):
                 pred = self.model(batch)
             if pred.shape != (len(chunk), 1, th * s, tw * s):
-                raise EmsrError(f"model maps LR tiles {tuple(batch.shape)} to {tuple(pred.shape)}, expected (B, 1, {th * s}, {tw * s})")
+                raise EmsrError(
+                    f"model maps LR tiles {tuple(batch.shape)} to {tuple(pred.shape)}, "
+                    f"expected (B, 1, {th * s}, {tw * s})"
+                )
             pred = pred.float()[:, 0]
             for (k, y, x, wgt), p in zip(chunk, pred):
                 out[k, y * s : (y + th) * s, x * s : (x + tw) * s] += wgt * p
@@ -148,8 +154,9 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def measure_macs(model: nn.Module, stack: np.ndarray, scale: int, settings: InferSettings,
-                 device: torch.device) -> dict:
+def measure_macs(
+    model: nn.Module, stack: np.ndarray, scale: int, settings: InferSettings, device: torch.device
+) -> dict:
     """MACs per output megapixel of one LR tile of the size inference uses (the first tile of
     ``stack``, batch 1, same device and precision), and of the whole tiled run (overlaps
     recomputed).  A model the counter cannot run is recorded as not counted, with the reason:
@@ -163,15 +170,30 @@ def measure_macs(model: nn.Module, stack: np.ndarray, scale: int, settings: Infe
             per_mp, count = macs_per_megapixel(model, tile, scale)
     except Exception as err:  # noqa: BLE001 - any failure of the counter only loses this column
         reason = (str(err).strip().splitlines() or [""])[0][:200]
-        return {"macs_per_mp": None, "macs_per_mp_tiled": None, "macs_complete": False,
-                "macs_note": f"missing: MAC counter failed: {type(err).__name__}: {reason}"}
+        return {
+            "macs_per_mp": None,
+            "macs_per_mp_tiled": None,
+            "macs_complete": False,
+            "macs_note": f"missing: MAC counter failed: {type(err).__name__}: {reason}",
+        }
     tiled = per_mp * tiles * th * tw / (h * w)  # the tiles' output pixels over the section's
-    return {"macs_per_mp": per_mp, "macs_per_mp_tiled": tiled, "macs_complete": count.complete,
-            "macs_tile": [c, th, tw], "macs_note": f"tile {th}x{tw} LR" + (f"; {count.note}" if count.note else "")}
+    return {
+        "macs_per_mp": per_mp,
+        "macs_per_mp_tiled": tiled,
+        "macs_complete": count.complete,
+        "macs_tile": [c, th, tw],
+        "macs_note": f"tile {th}x{tw} LR" + (f"; {count.note}" if count.note else ""),
+    }
 
 
-def load_model(method: Method, scale: int, model_params: dict, model_file: str | Path | None,
-               device: torch.device, planned: Fingerprint | None = None) -> tuple[nn.Module, dict]:
+def load_model(
+    method: Method,
+    scale: int,
+    model_params: dict,
+    model_file: str | Path | None,
+    device: torch.device,
+    planned: Fingerprint | None = None,
+) -> tuple[nn.Module, dict]:
     """Build the method's network and load trained weights (when the method trains).
     ``planned``: the training job the config plans (:meth:`emsrbench.plan.Plan.training_identity`);
     a model file trained for another (other data, settings or pretrained files) is refused."""
@@ -181,26 +203,40 @@ def load_model(method: Method, scale: int, model_params: dict, model_file: str |
             raise EmsrError(f"{model_file}: trained model file not found for method '{method.name}' x{scale}")
         meta = torch.load(model_file, map_location="cpu", weights_only=True)
         if meta.get("method") != method.name or int(meta.get("scale", -1)) != scale:
-            raise EmsrError(f"{model_file}: holds {meta.get('method')} x{meta.get('scale')}, expected {method.name} x{scale}")
+            raise EmsrError(
+                f"{model_file}: holds {meta.get('method')} x{meta.get('scale')}, expected {method.name} x{scale}"
+            )
         check_planned(model_file, meta.get("planned"), planned, f"{method.name} x{scale} model")
         model = method.module().build(scale, **meta["model_params"])
         try:
             model.load_state_dict(meta["state_dict"])
         except RuntimeError as err:
-            raise EmsrError(f"{model_file}: weights do not fit {method.name}'s model: {str(err).splitlines()[0]}") from None
+            raise EmsrError(
+                f"{model_file}: weights do not fit {method.name}'s model: {str(err).splitlines()[0]}"
+            ) from None
     else:
         model = method.module().build(scale, **model_params)
     return model.to(device).eval(), meta
 
 
-def infer_file(method: Method, scale: int, model_params: dict, settings: InferSettings, lr_path: str | Path,
-               out_path: str | Path, model_file: str | Path | None = None, threads: int | None = None,
-               planned: Fingerprint | None = None) -> dict:
+def infer_file(
+    method: Method,
+    scale: int,
+    model_params: dict,
+    settings: InferSettings,
+    lr_path: str | Path,
+    out_path: str | Path,
+    model_file: str | Path | None = None,
+    threads: int | None = None,
+    planned: Fingerprint | None = None,
+) -> dict:
     """Super-resolve the LR test volume in ``lr_path``; writes ``out_path`` (uint8 CREMI HDF5
     with the HR resolution) and returns the run's statistics (also stored as file attrs)."""
     devices.set_threads(threads)
     dev = devices.pick_device(settings.device)
-    devices.precision_plan(dev.type, settings.precision, f"{method.name} inference settings")  # fp16 on CPU: fail before any work
+    devices.precision_plan(
+        dev.type, settings.precision, f"{method.name} inference settings"
+    )  # fp16 on CPU: fail before any work
     lr, lr_res = read_dataset(lr_path, LR_KEY, dtype=np.uint8, ndim=3)
     hr_res = (lr_res[0], lr_res[1] / scale, lr_res[2] / scale)
     model, meta = load_model(method, scale, model_params, model_file, dev, planned)
@@ -210,8 +246,14 @@ def infer_file(method: Method, scale: int, model_params: dict, settings: InferSe
     peak = PeakMemory(dev, resident_bytes=model_bytes(model))
     t0 = time.perf_counter()
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
-        ds = f.create_dataset(RAW_KEY, shape=(depth, h * scale, w * scale), dtype=np.uint8,
-                              chunks=(1, min(h * scale, 256), min(w * scale, 256)), compression="gzip", compression_opts=1)
+        ds = f.create_dataset(
+            RAW_KEY,
+            shape=(depth, h * scale, w * scale),
+            dtype=np.uint8,
+            chunks=(1, min(h * scale, 256), min(w * scale, 256)),
+            compression="gzip",
+            compression_opts=1,
+        )
         ds.attrs["resolution"] = np.asarray(hr_res, dtype=float)
         # sections per call: enough that a forward batch can be filled with their tiles
         group = max(1, -(-settings.batch // upscale.tiles_per_section(h, w)))

@@ -103,8 +103,9 @@ def _as_resolution(value, where: str) -> tuple[float, float, float]:
     return res
 
 
-def _resolution(ds, path: Path, key: str, configured=None, missing_hint: str = "set it in the file"
-                ) -> tuple[float, float, float]:
+def _resolution(
+    ds, path: Path, key: str, configured=None, missing_hint: str = "set it in the file"
+) -> tuple[float, float, float]:
     """The dataset's ``resolution`` attribute; ``configured`` (the config's data.resolution)
     stands in only where the attribute is missing and must agree with it where it is not."""
     attr = ds.attrs.get("resolution")
@@ -114,8 +115,10 @@ def _resolution(ds, path: Path, key: str, configured=None, missing_hint: str = "
         return _as_resolution(configured, "config: data.resolution")
     res = _as_resolution(attr, f"{path}:{key}: 'resolution' attribute")
     if configured is not None and not np.allclose(res, _as_resolution(configured, "config: data.resolution")):
-        raise EmsrError(f"{path}:{key}: 'resolution' attribute {res} nm differs from data.resolution "
-                        f"{tuple(configured)} in the config; remove one or make them agree")
+        raise EmsrError(
+            f"{path}:{key}: 'resolution' attribute {res} nm differs from data.resolution "
+            f"{tuple(configured)} in the config; remove one or make them agree"
+        )
     return res
 
 
@@ -156,8 +159,13 @@ def read_cremi(
             raise EmsrError(f"{path}:{raw_key}: expected a 3D (z,y,x) volume, got shape {tuple(raw_ds.shape)}")
         if np.dtype(raw_ds.dtype) != np.uint8:
             raise EmsrError(f"{path}:{raw_key}: expected dtype uint8, got {raw_ds.dtype}")
-        resolution = _resolution(raw_ds, path, raw_key, configured=resolution,
-                                 missing_hint="set it in the file or data.resolution in the config")
+        resolution = _resolution(
+            raw_ds,
+            path,
+            raw_key,
+            configured=resolution,
+            missing_hint="set it in the file or data.resolution in the config",
+        )
 
         lab_ds = None
         if labels_key is not None:
@@ -179,7 +187,8 @@ def read_cremi(
         z0, z1 = (0, shape[0]) if z is None else _zrange(z, shape[0], path, raw_key)
         if min(shape[1:]) < min_yx:
             raise EmsrError(
-                f"{path}:{raw_key}: lateral size {shape[1]}x{shape[2]} is smaller than the largest scale factor {min_yx}"
+                f"{path}:{raw_key}: lateral size {shape[1]}x{shape[2]} "
+                f"is smaller than the largest scale factor {min_yx}"
             )
         oz, oy, ox = raw_origin
         raw = np.asarray(raw_ds[oz + z0 : oz + z1, oy : oy + shape[1], ox : ox + shape[2]])
@@ -219,7 +228,9 @@ def _padded_origin(raw_ds, lab_ds, resolution, path, raw_key, labels_key) -> tup
         except (TypeError, ValueError):
             value = None
         if value is None or value.shape != (3,) or not np.isfinite(value).all():
-            raise EmsrError(f"{path}:{key}: 'offset' attribute must be 3 numbers (z,y,x nm), got {np.asarray(attr).tolist()}")
+            raise EmsrError(
+                f"{path}:{key}: 'offset' attribute must be 3 numbers (z,y,x nm), got {np.asarray(attr).tolist()}"
+            )
         offsets.append(value)
     origin = np.round((offsets[0] - offsets[1]) / np.asarray(resolution)).astype(int)
     end = origin + np.asarray(lab_ds.shape)
@@ -265,8 +276,9 @@ def read_dataset(path: str | os.PathLike, key: str, dtype=None, ndim: int | None
             raise EmsrError(f"{path}:{key}: expected {ndim} dimensions, got shape {tuple(ds.shape)}")
         if dtype is not None and np.dtype(ds.dtype) != np.dtype(dtype):
             raise EmsrError(f"{path}:{key}: expected dtype {np.dtype(dtype)}, got {ds.dtype}")
-        return np.asarray(ds[...]), _resolution(ds, path, key, missing_hint="set it in the file (emsrbench writes it on "
-                                                                           "every volume)")
+        return np.asarray(ds[...]), _resolution(
+            ds, path, key, missing_hint="set it in the file (emsrbench writes it on every volume)"
+        )
     finally:
         if hasattr(store, "close"):
             store.close()

@@ -115,8 +115,13 @@ def wide(tidy: pd.DataFrame) -> pd.DataFrame:
     scales = sorted(tidy["scale"].unique())
     order = [f"{m}@x{s}" for s in scales for m in METRIC_ORDER]
     # per scale: the segmentation scores of every segmenter, then their hallucination scores
-    order += [_column(m, s, g) for s in scales for group in (SEG_METRICS, HALLUCINATION_METRICS)
-              for g in _segmenters(tidy) for m in group]
+    order += [
+        _column(m, s, g)
+        for s in scales
+        for group in (SEG_METRICS, HALLUCINATION_METRICS)
+        for g in _segmenters(tidy)
+        for m in group
+    ]
     table = table.reindex(columns=[c for c in order if c in table.columns])
     first_psnr = next((c for c in table.columns if c.startswith("psnr@")), None)
     if first_psnr:
@@ -167,8 +172,9 @@ def _row_name(row) -> str:
     return "HR (upper bound)" if row["method"] == HR else row["display_name"]
 
 
-def _scored_cells(rows: pd.DataFrame, row, cols: list[str], notes: dict, ties: dict | None = None,
-                  findings: Findings | None = None) -> list[str]:
+def _scored_cells(
+    rows: pd.DataFrame, row, cols: list[str], notes: dict, ties: dict | None = None, findings: Findings | None = None
+) -> list[str]:
     """``row``'s cells in ``cols``: the best finite SR value of a ranked column in bold (HR,
     the upper bound, never; nor a column that ``findings`` silences: no signal), tie marks
     where ``ties`` has them."""
@@ -205,11 +211,16 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
         return _scored_cells(rows, row, cols, notes, ties, findings)
 
     t1 = [(s, g) for s in scales for g in segmenters if _column("voi_split", s, g) in rows]
-    lines = ["## Segmentation: VOI split (Table 1 layout)", "",
-             "| Method | " + " | ".join(f"{s}x {SEGMENTER_LABELS.get(g, g)}" for s, g in t1) + " |",
-             "|---|" + "---:|" * len(t1)]
-    lines += [f"| {_row_name(r)} | " + " | ".join(cells(r, [_column("voi_split", s, g) for s, g in t1])) + " |"
-              for _, r in rows.iterrows()]
+    lines = [
+        "## Segmentation: VOI split (Table 1 layout)",
+        "",
+        "| Method | " + " | ".join(f"{s}x {SEGMENTER_LABELS.get(g, g)}" for s, g in t1) + " |",
+        "|---|" + "---:|" * len(t1),
+    ]
+    lines += [
+        f"| {_row_name(r)} | " + " | ".join(cells(r, [_column("voi_split", s, g) for s, g in t1])) + " |"
+        for _, r in rows.iterrows()
+    ]
     lines.append("")
     silent = [findings.verdict(s, g) for s, g in t1 if findings.verdict(s, g)]
     if silent:  # a VOI split of 0 here is a merge, not a merit: say so under the table that shows it
@@ -220,20 +231,25 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
             if not cols:
                 continue
             lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", ""] + _no_signal_line(findings, s, g)
-            lines += ["| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
-                      "|---|" + "---:|" * len(cols)]
+            lines += [
+                "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
+                "|---|" + "---:|" * len(cols),
+            ]
             lines += [f"| {_row_name(r)} | " + " | ".join(cells(r, cols)) + " |" for _, r in rows.iterrows()]
             lines.append("")
-    lines += ["Segmentation: affinities of each network (trained once on HR training data) on the HR, bicubic "
-              "and every method's SR test volume; 2D fragments + waterz agglomeration (scoring function and "
-              "threshold in the metrics.csv notes). VOI in bits (ground-truth 0 ignored); ARAND: adapted Rand "
-              "error; CREMI score: sqrt(VOI sum x ARAND). Lower is better; a low VOI split alone can mean "
-              "that everything was merged (high VOI merge), so only ARAND and the CREMI score are ranked (best SR "
-              "value in bold where the values differ); HR "
-              "is the upper bound. Segments: 3D segments of the whole segmentation, not ranked. No signal (nothing "
-              f"bold, said under the heading): every method's segmentation has at most {COLLAPSE_FRACTION:g} x HR's "
-              "segments, or no ranked score of the table tells the methods apart (equal, all tied with the best, "
-              "or, without tie marks, all inside bicubic's interval).", ""]
+    lines += [
+        "Segmentation: affinities of each network (trained once on HR training data) on the HR, bicubic "
+        "and every method's SR test volume; 2D fragments + waterz agglomeration (scoring function and "
+        "threshold in the metrics.csv notes). VOI in bits (ground-truth 0 ignored); ARAND: adapted Rand "
+        "error; CREMI score: sqrt(VOI sum x ARAND). Lower is better; a low VOI split alone can mean "
+        "that everything was merged (high VOI merge), so only ARAND and the CREMI score are ranked (best SR "
+        "value in bold where the values differ); HR "
+        "is the upper bound. Segments: 3D segments of the whole segmentation, not ranked. No signal (nothing "
+        f"bold, said under the heading): every method's segmentation has at most {COLLAPSE_FRACTION:g} x HR's "
+        "segments, or no ranked score of the table tells the methods apart (equal, all tied with the best, "
+        "or, without tie marks, all inside bicubic's interval).",
+        "",
+    ]
     return lines
 
 
@@ -253,20 +269,27 @@ def _hallucination_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str
             if not cols:
                 continue
             lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", ""] + _no_signal_line(findings, s, g)
-            lines += ["| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
-                      "|---|" + "---:|" * len(cols)]
-            lines += [f"| {_row_name(r)} | " + " | ".join(_scored_cells(rows, r, cols, notes, findings=findings)) + " |"
-                      for _, r in rows.iterrows()]
+            lines += [
+                "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
+                "|---|" + "---:|" * len(cols),
+            ]
+            lines += [
+                f"| {_row_name(r)} | " + " | ".join(_scored_cells(rows, r, cols, notes, findings=findings)) + " |"
+                for _, r in rows.iterrows()
+            ]
             lines.append("")
-    lines += ["Hallucination: boundaries of each segmentation against the ground truth, matched within the "
-              "tolerance in the metrics.csv notes (ground-truth 0 not scored). Precision = 1 - invented / "
-              "segmentation boundary length, recall = 1 - erased / ground-truth boundary length; invented / "
-              "erased: boundary length in µm per µm² of labelled section area. Those four are not ranked: merging "
-              "everything draws no boundary (precision 1, nothing invented), splitting everything misses none; "
-              "their harmonic mean, boundary F1, is (higher is better). Orphan fraction: share of segments with "
-              "no segment of IoU >= the threshold in the notes in the same network's segmentation of HR (lower is "
-              "better; n/a for HR itself). Best SR value in bold where the values differ; HR is the upper bound, "
-              "not ranked.", ""]
+    lines += [
+        "Hallucination: boundaries of each segmentation against the ground truth, matched within the "
+        "tolerance in the metrics.csv notes (ground-truth 0 not scored). Precision = 1 - invented / "
+        "segmentation boundary length, recall = 1 - erased / ground-truth boundary length; invented / "
+        "erased: boundary length in µm per µm² of labelled section area. Those four are not ranked: merging "
+        "everything draws no boundary (precision 1, nothing invented), splitting everything misses none; "
+        "their harmonic mean, boundary F1, is (higher is better). Orphan fraction: share of segments with "
+        "no segment of IoU >= the threshold in the notes in the same network's segmentation of HR (lower is "
+        "better; n/a for HR itself). Best SR value in bold where the values differ; HR is the upper bound, "
+        "not ranked.",
+        "",
+    ]
     return lines
 
 
@@ -281,10 +304,16 @@ def missing_and_flags(tidy: pd.DataFrame) -> tuple[list[str], list[str]]:
     reasons = missing.assign(note=missing["note"].str.replace(r"; flag: [^;]+", "", regex=True))
     reasons = reasons[["metric", "note"]].drop_duplicates()
     variant = tidy["variant"].astype(object).fillna("").astype(str) if "variant" in tidy.columns else ""
-    flagged = (tidy.assign(flag=note.str.findall(r"flag: [^;]+"), variant=variant).explode("flag")
-               .dropna(subset=["flag"])[["method", "variant", "scale", "flag"]].drop_duplicates())
-    return ([f"{r.metric}: {r.note}" for r in reasons.itertuples()] + non_finite_reasons(tidy),
-            [f"{r.method}{' [' + r.variant + ']' if r.variant else ''} x{r.scale}: {r.flag}" for r in flagged.itertuples()])
+    flagged = (
+        tidy.assign(flag=note.str.findall(r"flag: [^;]+"), variant=variant)
+        .explode("flag")
+        .dropna(subset=["flag"])[["method", "variant", "scale", "flag"]]
+        .drop_duplicates()
+    )
+    return (
+        [f"{r.metric}: {r.note}" for r in reasons.itertuples()] + non_finite_reasons(tidy),
+        [f"{r.method}{' [' + r.variant + ']' if r.variant else ''} x{r.scale}: {r.flag}" for r in flagged.itertuples()],
+    )
 
 
 def non_finite_reasons(tidy: pd.DataFrame) -> list[str]:
@@ -312,7 +341,7 @@ def devices(tidy: pd.DataFrame) -> list[str]:
     by_device: dict[str, list[str]] = {}
     for r in rows.itertuples():
         fields = [f.strip() for f in str(r.note).split(";")]
-        precision = next((f[len(INFERRED_IN):] for f in fields if f.startswith(INFERRED_IN)), "")
+        precision = next((f[len(INFERRED_IN) :] for f in fields if f.startswith(INFERRED_IN)), "")
         device = fields[0] + (f", {precision}" if precision else "")
         by_device.setdefault(device, []).append(f"{r.display_name} {r.scale}x")
     return [f"{device}: {', '.join(runs)}" for device, runs in by_device.items()]
@@ -333,8 +362,12 @@ def markdown(tidy: pd.DataFrame) -> str:
         cols = [c for c in table.columns if c.endswith(f"@x{s}")]
         if not cols:
             continue
-        lines += [f"## {s}x", "", "| Method | Preset | " + " | ".join(spec(c.split("@")[0]).label for c in cols) + " |",
-                  "|---|---|" + "---:|" * len(cols)]
+        lines += [
+            f"## {s}x",
+            "",
+            "| Method | Preset | " + " | ".join(spec(c.split("@")[0]).label for c in cols) + " |",
+            "|---|---|" + "---:|" * len(cols),
+        ]
         best = {c: best_value(c.split("@")[0], table[c]) for c in cols}
         for _, row in table.iterrows():
             cells = []
@@ -350,9 +383,12 @@ def markdown(tidy: pd.DataFrame) -> str:
         lines += ["## Missing or non-finite values and flags", ""]
         lines += [f"- {line}" for line in notes + flags]
         lines.append("")
-    lines += ["PSNR/SSIM/LPIPS on uint8 sections (data range 255), means over test sections; best in bold. "
-              "Params: learned parameters; Train s: training wall time; Infer s/MP: inference seconds per "
-              "output megapixel on the device below.", ""]
+    lines += [
+        "PSNR/SSIM/LPIPS on uint8 sections (data range 255), means over test sections; best in bold. "
+        "Params: learned parameters; Train s: training wall time; Infer s/MP: inference seconds per "
+        "output megapixel on the device below.",
+        "",
+    ]
     if "tie" in tidy.columns and (_text(tidy["tie"]) != "").any():
         lines += [tie_legend(tidy["note"]), ""]
     ran_on = devices(tidy)
@@ -361,15 +397,17 @@ def markdown(tidy: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-TIE_LEGEND = (f"{TIE_MARK} tied: not shown to differ from the best (paired block bootstrap, Holm-corrected over "
-              "the column). The best of a column (scale x metric x segmenter) is the best value among the methods, "
-              "bicubic included, HR and ablation variants left out; every other method's difference to it (same "
-              "resampled test blocks for both, see metrics.csv notes for blocks, resamples and confidence) gets a "
-              "bootstrap p-value, Holm-corrected over the column's comparisons, and is tied where that is above "
-              "1 - confidence. Tied is not equal: on a few correlated sections a real difference can stay unshown. "
-              "A difference without an honest interval is not marked. Ranked metrics only: PSNR, SSIM, LPIPS, "
-              "ARAND, CREMI score (VOI split and merge alone are not ranked). Column tie in metrics.csv: best / "
-              "tied / worse.")
+TIE_LEGEND = (
+    f"{TIE_MARK} tied: not shown to differ from the best (paired block bootstrap, Holm-corrected over "
+    "the column). The best of a column (scale x metric x segmenter) is the best value among the methods, "
+    "bicubic included, HR and ablation variants left out; every other method's difference to it (same "
+    "resampled test blocks for both, see metrics.csv notes for blocks, resamples and confidence) gets a "
+    "bootstrap p-value, Holm-corrected over the column's comparisons, and is tied where that is above "
+    "1 - confidence. Tied is not equal: on a few correlated sections a real difference can stay unshown. "
+    "A difference without an honest interval is not marked. Ranked metrics only: PSNR, SSIM, LPIPS, "
+    "ARAND, CREMI score (VOI split and merge alone are not ranked). Column tie in metrics.csv: best / "
+    "tied / worse."
+)
 
 
 def tie_legend(notes) -> str:
@@ -425,8 +463,14 @@ def wide_with_ties(tidy: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def write(paths: list[str | Path], csv_path, md_path, tidy_path, bootstrap: list[str | Path] | None = None,
-          own_variant: str = "") -> pd.DataFrame:
+def write(
+    paths: list[str | Path],
+    csv_path,
+    md_path,
+    tidy_path,
+    bootstrap: list[str | Path] | None = None,
+    own_variant: str = "",
+) -> pd.DataFrame:
     """``bootstrap``: the sidecars of the rows (tie marks); none: no tie marks. ``own_variant``:
     the variant name of a method's own model (GPEMSR's "full", whose stage-I rows carry it):
     those rows join the method's own row."""

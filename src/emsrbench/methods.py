@@ -63,21 +63,26 @@ class Method:
             raise EmsrError(f"{self.folder / 'method.yaml'}: presets: no preset '{name}' (has {sorted(self.presets)})")
         p = copy.deepcopy(self.presets[name])
         if scale is not None:
-            over = (self.scale_overrides.get(name) or {})
+            over = self.scale_overrides.get(name) or {}
             p = deep_merge(p, copy.deepcopy(over.get(int(scale), over.get(str(scale), {}))))
         return {"model": p.get("model", {}), "train": p.get("train", {}), "infer": p.get("infer", {})}
 
     def check_variant(self, variant: str) -> None:
         if variant not in self.variants:
-            raise EmsrError(f"{self.folder / 'method.yaml'}: variants: method '{self.name}' has no variant "
-                            f"'{variant}' (has {list(self.variants) or 'none'})")
+            raise EmsrError(
+                f"{self.folder / 'method.yaml'}: variants: method '{self.name}' has no variant "
+                f"'{variant}' (has {list(self.variants) or 'none'})"
+            )
 
     def stage_resources(self, stage: str) -> dict:
         return {"gpus": 0, "mem_mb": 4000, "runtime": 60, "cpus": 2, **self.resources.get(stage, {})}
 
     def check_scale(self, scale: int) -> None:
         if scale not in self.scales:
-            raise EmsrError(f"{self.folder / 'method.yaml'}: scales: method '{self.name}' cannot do {scale}x (supports {list(self.scales)})")
+            raise EmsrError(
+                f"{self.folder / 'method.yaml'}: scales: method '{self.name}' cannot do {scale}x "
+                f"(supports {list(self.scales)})"
+            )
 
     def module(self) -> ModuleType:
         return _load_module(str(self.model_py), self.name)
@@ -140,7 +145,9 @@ def load_method(folder: str | Path) -> Method:
     if family == "single-image" and slices != 1:
         raise EmsrError(f"{yml}: slices: a single-image method takes 1 section, got {slices}")
     if family == "multi-slice" and (slices < 3 or slices % 2 == 0):
-        raise EmsrError(f"{yml}: slices: a multi-slice method takes an odd number >= 3 (2N+1) of sections, got {slices}")
+        raise EmsrError(
+            f"{yml}: slices: a multi-slice method takes an odd number >= 3 (2N+1) of sections, got {slices}"
+        )
     if meta.get("stage_rules") and not (REPO_ROOT / "workflow" / "rules" / f"{meta['stage_rules']}.smk").is_file():
         raise EmsrError(f"{yml}: stage_rules: workflow/rules/{meta['stage_rules']}.smk does not exist")
     for preset, per_scale in (meta.get("scale_overrides") or {}).items():
@@ -148,7 +155,9 @@ def load_method(folder: str | Path) -> Method:
             raise EmsrError(f"{yml}: scale_overrides.{preset}: no such preset (has {sorted(meta['presets'])})")
         for sc in per_scale:
             if int(sc) not in meta["scales"]:
-                raise EmsrError(f"{yml}: scale_overrides.{preset}.{sc}: not one of the method's scales {meta['scales']}")
+                raise EmsrError(
+                    f"{yml}: scale_overrides.{preset}.{sc}: not one of the method's scales {meta['scales']}"
+                )
     env = meta.get("env", "envs/emsrbench.yaml")
     if not (REPO_ROOT / env).is_file():
         raise EmsrError(f"{yml}: env: conda spec '{env}' does not exist")

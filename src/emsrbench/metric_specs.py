@@ -21,50 +21,58 @@ class Metric:
     unit: str = ""
 
 
-METRICS = {m.key: m for m in [
-    Metric("psnr", "PSNR", +1, "image", 2, "dB"),
-    Metric("psnr_volume", "PSNR (vol)", +1, "image", 2, "dB"),
-    Metric("ssim", "SSIM", +1, "image", 4),
-    Metric("lpips", "LPIPS", -1, "image", 4),
-    # GPEMSR's stage I alone (emsrbench.gpemsr.reconstruct: its VQGAN reconstructing the HR
-    # test sections, supplement Table 2); only ablation rows carry them.
-    Metric("prior_psnr", "Stage-I PSNR", +1, "image", 2, "dB"),
-    Metric("prior_lpips", "Stage-I LPIPS", -1, "image", 4),
-    # Split and merge alone are not ranked: a segmentation that merges everything has zero
-    # split (bicubic's at 16x does), one that splits every voxel zero merge. Their sum,
-    # ARAND and the CREMI score weigh both.
-    Metric("voi_split", "VOI split", 0, "segmentation", 4, "bits"),
-    Metric("voi_merge", "VOI merge", 0, "segmentation", 4, "bits"),
-    Metric("voi_sum", "VOI sum", -1, "segmentation", 4, "bits"),
-    Metric("arand", "ARAND", -1, "segmentation", 4),
-    Metric("cremi_score", "CREMI score", -1, "segmentation", 4),
-    # Segments of the whole segmentation (3D ids at the reported threshold) and the ground
-    # truth's objects: not scores, the plain counts beside HR's that show a collapse
-    # (emsrbench.no_signal) at a glance.
-    Metric("segments", "Segments", 0, "segmentation", 0),
-    Metric("gt_objects", "GT objects", 0, "segmentation", 0),
-    # Hallucination (issue #7; emsrbench.segment.stage.score_hallucination): boundaries of the
-    # segmentation against the ground truth within a tolerance, orphans against HR's segmentation.
-    # Like VOI split and merge, precision (and invented length) alone is won by merging
-    # everything, recall (and erased length) by splitting everything: shown, not ranked; their
-    # harmonic mean is.
-    Metric("boundary_precision", "Boundary precision", 0, "hallucination", 3),
-    Metric("boundary_recall", "Boundary recall", 0, "hallucination", 3),
-    Metric("boundary_f1", "Boundary F1", +1, "hallucination", 3),
-    Metric("invented_um_per_um2", "Invented µm/µm²", 0, "hallucination", 3, "µm/µm²"),
-    Metric("erased_um_per_um2", "Erased µm/µm²", 0, "hallucination", 3, "µm/µm²"),
-    Metric("orphan_fraction", "Orphan fraction", -1, "hallucination", 3),
-    Metric("parameters", "Params", 0, "cost"),
-    Metric("train_seconds", "Train s", 0, "cost"),
-    Metric("infer_s_per_mp", "Infer s/MP", 0, "cost"),
-    Metric("macs_per_mp", "GMAC/MP", 0, "cost"),  # printed in 1e9 multiply-accumulates
-    Metric("peak_mem_mib", "Peak MiB", 0, "cost"),
-]}
+METRICS = {
+    m.key: m
+    for m in [
+        Metric("psnr", "PSNR", +1, "image", 2, "dB"),
+        Metric("psnr_volume", "PSNR (vol)", +1, "image", 2, "dB"),
+        Metric("ssim", "SSIM", +1, "image", 4),
+        Metric("lpips", "LPIPS", -1, "image", 4),
+        # GPEMSR's stage I alone (emsrbench.gpemsr.reconstruct: its VQGAN reconstructing the HR
+        # test sections, supplement Table 2); only ablation rows carry them.
+        Metric("prior_psnr", "Stage-I PSNR", +1, "image", 2, "dB"),
+        Metric("prior_lpips", "Stage-I LPIPS", -1, "image", 4),
+        # Split and merge alone are not ranked: a segmentation that merges everything has zero
+        # split (bicubic's at 16x does), one that splits every voxel zero merge. Their sum,
+        # ARAND and the CREMI score weigh both.
+        Metric("voi_split", "VOI split", 0, "segmentation", 4, "bits"),
+        Metric("voi_merge", "VOI merge", 0, "segmentation", 4, "bits"),
+        Metric("voi_sum", "VOI sum", -1, "segmentation", 4, "bits"),
+        Metric("arand", "ARAND", -1, "segmentation", 4),
+        Metric("cremi_score", "CREMI score", -1, "segmentation", 4),
+        # Segments of the whole segmentation (3D ids at the reported threshold) and the ground
+        # truth's objects: not scores, the plain counts beside HR's that show a collapse
+        # (emsrbench.no_signal) at a glance.
+        Metric("segments", "Segments", 0, "segmentation", 0),
+        Metric("gt_objects", "GT objects", 0, "segmentation", 0),
+        # Hallucination (issue #7; emsrbench.segment.stage.score_hallucination): boundaries of the
+        # segmentation against the ground truth within a tolerance, orphans against HR's segmentation.
+        # Like VOI split and merge, precision (and invented length) alone is won by merging
+        # everything, recall (and erased length) by splitting everything: shown, not ranked; their
+        # harmonic mean is.
+        Metric("boundary_precision", "Boundary precision", 0, "hallucination", 3),
+        Metric("boundary_recall", "Boundary recall", 0, "hallucination", 3),
+        Metric("boundary_f1", "Boundary F1", +1, "hallucination", 3),
+        Metric("invented_um_per_um2", "Invented µm/µm²", 0, "hallucination", 3, "µm/µm²"),
+        Metric("erased_um_per_um2", "Erased µm/µm²", 0, "hallucination", 3, "µm/µm²"),
+        Metric("orphan_fraction", "Orphan fraction", -1, "hallucination", 3),
+        Metric("parameters", "Params", 0, "cost"),
+        Metric("train_seconds", "Train s", 0, "cost"),
+        Metric("infer_s_per_mp", "Infer s/MP", 0, "cost"),
+        Metric("macs_per_mp", "GMAC/MP", 0, "cost"),  # printed in 1e9 multiply-accumulates
+        Metric("peak_mem_mib", "Peak MiB", 0, "cost"),
+    ]
+}
 # The affinity networks' names as the tables print them.
 SEGMENTER_LABELS = {"superhuman": "Superhuman", "mala": "MALA"}
 GROUP_ORDER = ["image", "segmentation", "hallucination", "cost", "other"]
-GROUP_LABELS = {"image": "Image quality", "segmentation": "Segmentation", "hallucination": "Hallucination",
-                "cost": "Cost", "other": "Other"}
+GROUP_LABELS = {
+    "image": "Image quality",
+    "segmentation": "Segmentation",
+    "hallucination": "Hallucination",
+    "cost": "Cost",
+    "other": "Other",
+}
 
 
 def keys(group: str) -> list[str]:

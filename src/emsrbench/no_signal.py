@@ -80,8 +80,9 @@ def _count_text(n: float) -> str:
     return f"{round(n)}"
 
 
-def collapse_sentence(scale: int, segmenter: str, counts: list[float], hr_count: float,
-                      gt_objects: float = math.nan) -> str | None:
+def collapse_sentence(
+    scale: int, segmenter: str, counts: list[float], hr_count: float, gt_objects: float = math.nan
+) -> str | None:
     """The collapse rule (module doc) on the segment counts of every method of one table; None
     if it does not apply."""
     if not (is_finite(hr_count) and hr_count > 0) or not counts or not all(is_finite(c) for c in counts):
@@ -93,8 +94,10 @@ def collapse_sentence(scale: int, segmenter: str, counts: list[float], hr_count:
     merged = _count_text(low) if round(low) == round(high) else f"{_count_text(low)}-{_count_text(high)}"
     noun = "segment" if merged == "1" else "segments"
     truth = f", the ground truth {_count_text(gt_objects)} objects" if is_finite(gt_objects) else ""
-    return (f"no signal at {scale}x with {segmenter_label(segmenter)}: every segmentation merges into {merged} "
-            f"{noun}; HR has {_count_text(hr_count)}{truth}")
+    return (
+        f"no signal at {scale}x with {segmenter_label(segmenter)}: every segmentation merges into {merged} "
+        f"{noun}; HR has {_count_text(hr_count)}{truth}"
+    )
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,10 @@ def _entries(group: pd.DataFrame) -> list[Entry]:
     tie = group["tie"] if "tie" in group.columns else pd.Series("", index=group.index)
     lows = group["ci_low"] if "ci_low" in group.columns else pd.Series(math.nan, index=group.index)
     highs = group["ci_high"] if "ci_high" in group.columns else pd.Series(math.nan, index=group.index)
-    return [Entry(m, float(v), float(lo), float(hi), str(t) if isinstance(t, str) else "")
-            for m, v, lo, hi, t in zip(group["method"], group["value"], lows, highs, tie)]
+    return [
+        Entry(m, float(v), float(lo), float(hi), str(t) if isinstance(t, str) else "")
+        for m, v, lo, hi, t in zip(group["method"], group["value"], lows, highs, tie)
+    ]
 
 
 def _methods_only(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -156,14 +161,17 @@ def _segment_counts(table: pd.DataFrame) -> list[float]:
 
 def _count(rows: pd.DataFrame, metric: str, scale: int, segmenter: str) -> float:
     """The first ``metric`` value of ``rows`` at ``scale`` with ``segmenter``; NaN if none."""
-    value = rows.loc[(rows["metric"] == metric) & (rows["scale"].astype(int) == scale)
-                     & (rows["segmenter"] == segmenter), "value"]
+    value = rows.loc[
+        (rows["metric"] == metric) & (rows["scale"].astype(int) == scale) & (rows["segmenter"] == segmenter), "value"
+    ]
     return float(value.iloc[0]) if len(value) else math.nan
 
 
 def _indistinct_sentence(scale: int, segmenter: str, reasons: dict) -> str:
     said = "; ".join(f"{spec(m).label}: {why}" for m, why in reasons.items())
-    return f"no signal at {scale}x with {segmenter_label(segmenter)}: no method's score differs from the others ({said})"
+    return (
+        f"no signal at {scale}x with {segmenter_label(segmenter)}: no method's score differs from the others ({said})"
+    )
 
 
 def find(tidy: pd.DataFrame) -> Findings:
@@ -185,15 +193,17 @@ def find(tidy: pd.DataFrame) -> Findings:
                     reasons[metric] = why
         # every row of a table is scored against the same ground truth: any row's count is its count
         truth = _count(tidy, GT_OBJECTS, scale, segmenter)
-        sentence = collapse_sentence(scale, segmenter, _segment_counts(table),
-                                     _count(hr, SEGMENT_COUNT, scale, segmenter), truth)
+        sentence = collapse_sentence(
+            scale, segmenter, _segment_counts(table), _count(hr, SEGMENT_COUNT, scale, segmenter), truth
+        )
         if sentence:
             out.tables[(scale, segmenter)] = Verdict(scale, segmenter, "collapse", sentence)
             continue
         ranked = {m for m in table["metric"].unique() if spec(m).group == "segmentation" and spec(m).better}
         if ranked and ranked <= set(reasons):
-            out.tables[(scale, segmenter)] = Verdict(scale, segmenter, "indistinct",
-                                                     _indistinct_sentence(scale, segmenter, reasons))
+            out.tables[(scale, segmenter)] = Verdict(
+                scale, segmenter, "indistinct", _indistinct_sentence(scale, segmenter, reasons)
+            )
     return out
 
 

@@ -14,12 +14,12 @@ one of the two cells.
 
 The EM image is a transmission model ``I = I_beam * exp(-t_z * D)`` of an optical density ``D``
 that sums: cytoplasm (a per-cell value plus grainy texture), membranes (a Gaussian profile of
-the distance to the nearest label boundary, sd 3.4-9 nm; darker where three cells meet), microtubules and small vesicles (rings),
-synaptic vesicle clouds in boutons with a dark post-synaptic density, and mitochondria (dark
-ovals with a double membrane and cristae) that persist over tens of sections.  Each section gets
-its own thickness/stain contrast ``t_z``, beam brightness and illumination gradient; the image is
-blurred by the PSF and gets shot noise.  All physical sizes are in nm and scale with
-``resolution``.
+the distance to the nearest label boundary, sd 3.4-9 nm; darker where three cells meet),
+microtubules and small vesicles (rings), synaptic vesicle clouds in boutons with a dark
+post-synaptic density, and mitochondria (dark ovals with a double membrane and cristae) that
+persist over tens of sections.  Each section gets its own thickness/stain contrast ``t_z``, beam
+brightness and illumination gradient; the image is blurred by the PSF and gets shot noise.  All
+physical sizes are in nm and scale with ``resolution``.
 
 Determinism: the tube state evolves from z = 0 with one random stream, and everything drawn for
 the rendering of section z comes from streams keyed by (seed, z), so any z range generated on its
@@ -138,10 +138,23 @@ class _Tubes:
     """Struct of arrays holding the neurites alive in the current section."""
 
     FIELDS = {
-        "uid": np.int64, "label": np.uint64, "pos": np.float64, "vel": np.float64, "speed": np.float64,
-        "r0": np.float64, "age": np.float64, "dying": np.float64, "life": np.float64,
-        "aspect": np.float64, "theta": np.float64, "harm": np.float64, "dens": np.float64,
-        "mt": np.float64, "grain": np.float64, "bouton": bool, "bang": np.float64,
+        "uid": np.int64,
+        "label": np.uint64,
+        "pos": np.float64,
+        "vel": np.float64,
+        "speed": np.float64,
+        "r0": np.float64,
+        "age": np.float64,
+        "dying": np.float64,
+        "life": np.float64,
+        "aspect": np.float64,
+        "theta": np.float64,
+        "harm": np.float64,
+        "dens": np.float64,
+        "mt": np.float64,
+        "grain": np.float64,
+        "bouton": bool,
+        "bang": np.float64,
     }
 
     def __init__(self):
@@ -162,8 +175,17 @@ class _Tubes:
 
 
 class _Mitos:
-    FIELDS = {"parent": np.int64, "off": np.float64, "a": np.float64, "b": np.float64, "theta": np.float64,
-              "age": np.float64, "length": np.float64, "period": np.float64, "phase": np.float64}
+    FIELDS = {
+        "parent": np.int64,
+        "off": np.float64,
+        "a": np.float64,
+        "b": np.float64,
+        "theta": np.float64,
+        "age": np.float64,
+        "length": np.float64,
+        "period": np.float64,
+        "phase": np.float64,
+    }
 
     def __init__(self):
         for name, dt in self.FIELDS.items():
@@ -225,9 +247,21 @@ class _Phantom:
         dens = _D_CYTO + rng.normal(0.0, 0.07, n) - 0.06 * big + 0.04 * bouton
         mt = np.where(r0 > 120.0, rng.uniform(30, 150, n), rng.uniform(0, 80, n)) * (~bouton)
         self.tubes.append(
-            uid=uid, label=uid if label is None else label, pos=pos, vel=vel, speed=speed, r0=r0,
-            age=np.broadcast_to(np.asarray(age, float), (n,)), dying=np.full(n, -1.0), life=life,
-            aspect=aspect, theta=rng.uniform(0, np.pi, n), harm=harm, dens=dens, mt=mt, bouton=bouton,
+            uid=uid,
+            label=uid if label is None else label,
+            pos=pos,
+            vel=vel,
+            speed=speed,
+            r0=r0,
+            age=np.broadcast_to(np.asarray(age, float), (n,)),
+            dying=np.full(n, -1.0),
+            life=life,
+            aspect=aspect,
+            theta=rng.uniform(0, np.pi, n),
+            harm=harm,
+            dens=dens,
+            mt=mt,
+            bouton=bouton,
             grain=rng.uniform(0.5, 1.6, n),
             bang=rng.uniform(0, 2 * np.pi, n),
         )
@@ -395,9 +429,15 @@ class _Phantom:
         off = np.stack([np.cos(ang), np.sin(ang)], 1) * (rng.uniform(0, 0.8, k) * room)[:, None]
         length = rng.uniform(400.0, 2000.0, k)
         self.mitos.append(
-            parent=t.uid[new], off=off, a=a, b=b, theta=rng.uniform(0, np.pi, k),
-            age=rng.uniform(0, length / self.rz) if initial else np.zeros(k), length=length,
-            period=rng.uniform(20.0, 32.0, k), phase=rng.uniform(0, 2 * np.pi, k),
+            parent=t.uid[new],
+            off=off,
+            a=a,
+            b=b,
+            theta=rng.uniform(0, np.pi, k),
+            age=rng.uniform(0, length / self.rz) if initial else np.zeros(k),
+            length=length,
+            period=rng.uniform(20.0, 32.0, k),
+            phase=rng.uniform(0, 2 * np.pi, k),
         )
 
     # ------------------------------------------------------------------ smooth fields
@@ -456,8 +496,13 @@ class _Phantom:
         xx = ((np.arange(wc) - m + 0.5) * self.rx).astype(np.float32)
         canvas = np.zeros((hc, wc), np.int32)
         zbuf = np.full((hc, wc), _RHO_MAX, np.float32)
-        vis = (t.pos[:, 0] + hy > yy[0]) & (t.pos[:, 0] - hy < yy[-1]) & \
-              (t.pos[:, 1] + hx > xx[0]) & (t.pos[:, 1] - hx < xx[-1]) & (r > 0.3 * self.ry)
+        vis = (
+            (t.pos[:, 0] + hy > yy[0])
+            & (t.pos[:, 0] - hy < yy[-1])
+            & (t.pos[:, 1] + hx > xx[0])
+            & (t.pos[:, 1] - hx < xx[-1])
+            & (r > 0.3 * self.ry)
+        )
         for i in np.flatnonzero(vis).tolist():
             cy, cx = t.pos[i].tolist()
             i0, i1 = np.searchsorted(yy, [cy - hy[i], cy + hy[i]]).tolist()
@@ -478,8 +523,15 @@ class _Phantom:
             v *= inv  # (u, v) = (cos, sin) of the angle
             c2 = u * u - v * v
             s2 = 2.0 * u * v
-            poly = 1.0 + h0 * c2 + h1 * s2 + h2 * (c2 * u - s2 * v) + h3 * (s2 * u + c2 * v) \
-                + h4 * (c2 * c2 - s2 * s2) + h5 * (2.0 * c2 * s2)
+            poly = (
+                1.0
+                + h0 * c2
+                + h1 * s2
+                + h2 * (c2 * u - s2 * v)
+                + h3 * (s2 * u + c2 * v)
+                + h4 * (c2 * c2 - s2 * s2)
+                + h5 * (2.0 * c2 * s2)
+            )
             np.maximum(poly, 0.3, out=poly)
             poly *= float(r[i] + _RHO_ADD)
             rho = rr / poly
@@ -495,7 +547,7 @@ class _Phantom:
     def _rings(self, shape, pts: np.ndarray, radius_px: float, weight: np.ndarray) -> np.ndarray:
         """Optical density of rings (dark rim, faint lighter lumen) centred at integer pixels."""
         R = int(math.ceil(radius_px + 2))
-        oy, ox = np.mgrid[-R:R + 1, -R:R + 1]
+        oy, ox = np.mgrid[-R : R + 1, -R : R + 1]
         rr = np.hypot(oy, ox)
         k = np.exp(-0.5 * ((rr - radius_px) / 0.7) ** 2) - 0.1 * np.exp(-0.5 * (rr / (0.5 * radius_px)) ** 2)
         h, w = shape
@@ -517,15 +569,22 @@ class _Phantom:
         warp_px = int(math.ceil(4 * _WARP_AMP / min(ry, rx)))
         m = pad + warp_px + int(math.ceil(2 * _CORE_INSET / min(ry, rx))) + 8
         canvas = self._paint(m)
-        idx = ndimage.distance_transform_edt(canvas == 0, sampling=(ry, rx), return_distances=False,
-                                             return_indices=True)
+        idx = ndimage.distance_transform_edt(
+            canvas == 0, sampling=(ry, rx), return_distances=False, return_indices=True
+        )
         filled = canvas[idx[0], idx[1]] - 1
         del idx, canvas
         # smooth warp of the whole section, at two scales
-        uy = self._smooth(z, 0, _WARP_SCALE, pad) * (_WARP_AMP / ry) + self._smooth(z, 4, 60.0, pad) * (9.0 / ry) \
+        uy = (
+            self._smooth(z, 0, _WARP_SCALE, pad) * (_WARP_AMP / ry)
+            + self._smooth(z, 4, 60.0, pad) * (9.0 / ry)
             + self._smooth(z, 7, 25.0, pad) * (2.5 / ry)
-        ux = self._smooth(z, 1, _WARP_SCALE, pad) * (_WARP_AMP / rx) + self._smooth(z, 5, 60.0, pad) * (9.0 / rx) \
+        )
+        ux = (
+            self._smooth(z, 1, _WARP_SCALE, pad) * (_WARP_AMP / rx)
+            + self._smooth(z, 5, 60.0, pad) * (9.0 / rx)
             + self._smooth(z, 8, 25.0, pad) * (2.5 / rx)
+        )
         hp, wp = H + 2 * pad, W + 2 * pad
         iy = np.clip(np.rint(np.arange(hp)[:, None] + (m - pad) + uy).astype(np.int64), 0, filled.shape[0] - 1)
         ix = np.clip(np.rint(np.arange(wp)[None, :] + (m - pad) + ux).astype(np.int64), 0, filled.shape[1] - 1)
@@ -623,7 +682,7 @@ class _Phantom:
             cc = cc - [uy[ci[0], ci[1]], ux[ci[0], ci[1]]]
             s = 0.65 * core[i] / lat
             n = int(2.2 * s / spacing) + 1
-            gy, gx = np.mgrid[-n:n + 1, -n:n + 1].astype(float)
+            gy, gx = np.mgrid[-n : n + 1, -n : n + 1].astype(float)
             gx = gx + 0.5 * (gy.astype(int) % 2)
             p = np.stack([gy.ravel() * 0.866, gx.ravel()], 1) * spacing
             p += rng.normal(0.0, 0.12 * spacing, p.shape)
@@ -775,8 +834,13 @@ def _label_colours(lab: np.ndarray) -> np.ndarray:
     return (60 + rgb.astype(np.uint16) * 195 // 255).astype(np.uint8)
 
 
-def render_png(path="docs/phantom_section.png", shape=(8, 512, 512), seed: int = 0, z: int | None = None,
-               resolution=DEFAULT_RESOLUTION) -> None:
+def render_png(
+    path="docs/phantom_section.png",
+    shape=(8, 512, 512),
+    seed: int = 0,
+    z: int | None = None,
+    resolution=DEFAULT_RESOLUTION,
+) -> None:
     """Save one section (the middle one by default) of a phantom as a PNG: raw on the left,
     the neuron ids in random colours on the right."""
     from PIL import Image

@@ -15,7 +15,6 @@ from .methods import METHODS_DIR, Method, select
 from .pretrained import Pretrained
 
 
-
 @dataclass(frozen=True)
 class Piece:
     """One z-range of one sample, the unit that is degraded and read by train/test."""
@@ -47,8 +46,10 @@ class Plan:
         for items in self.pieces.values():
             for p in items:
                 if p.sample not in known:
-                    raise EmsrError(f"config: data.splits.{p.split}[{p.index}].sample: unknown sample '{p.sample}' "
-                                    f"(data.{self.data['source']}.samples has {sorted(known)})")
+                    raise EmsrError(
+                        f"config: data.splits.{p.split}[{p.index}].sample: unknown sample '{p.sample}' "
+                        f"(data.{self.data['source']}.samples has {sorted(known)})"
+                    )
 
     # -- data -------------------------------------------------------------------------
     def samples(self) -> dict:
@@ -86,27 +87,35 @@ class Plan:
 
         for name, preset in chosen.items():
             if name not in self.methods:
-                raise EmsrError(f"config: method_presets.{name}: not a method of this run "
-                                f"(methods: {', '.join(self.methods)})")
+                raise EmsrError(
+                    f"config: method_presets.{name}: not a method of this run (methods: {', '.join(self.methods)})"
+                )
             m = self.methods[name]
             if preset not in m.presets:
-                raise EmsrError(f"config: method_presets.{name}: method '{name}' has no preset '{preset}' "
-                                f"(has {sorted(m.presets)})")
+                raise EmsrError(
+                    f"config: method_presets.{name}: method '{name}' has no preset '{preset}' (has {sorted(m.presets)})"
+                )
             released = m.presets[preset].get("released")
             if not released:
                 continue
             if m.stage_rules != "gpemsr":
-                raise EmsrError(f"config: method_presets.{name}: preset '{preset}' installs released weights, "
-                                "which only GPEMSR's rules (workflow/rules/gpemsr.smk) can do")
+                raise EmsrError(
+                    f"config: method_presets.{name}: preset '{preset}' installs released weights, "
+                    "which only GPEMSR's rules (workflow/rules/gpemsr.smk) can do"
+                )
             known = registry()
             for s in self.scales:
                 entry = released.get(int(s), released.get(str(s)))
                 if entry is None:
-                    raise EmsrError(f"config: method_presets.{name}: preset '{preset}' has no released weights for "
-                                    f"x{s} (has x{', x'.join(map(str, released))})")
+                    raise EmsrError(
+                        f"config: method_presets.{name}: preset '{preset}' has no released weights for "
+                        f"x{s} (has x{', x'.join(map(str, released))})"
+                    )
                 if entry not in known:
-                    raise EmsrError(f"{m.folder / 'method.yaml'}: presets.{preset}.released.{s}: '{entry}' is not "
-                                    f"an entry of {REGISTRY}")
+                    raise EmsrError(
+                        f"{m.folder / 'method.yaml'}: presets.{preset}.released.{s}: '{entry}' is not "
+                        f"an entry of {REGISTRY}"
+                    )
         return chosen
 
     def preset_name(self, name: str) -> str:
@@ -134,8 +143,10 @@ class Plan:
         preset = m.preset(self.preset_name(name), scale)
         if variant and m.variants and variant != m.variants[0] and self.is_released(name):
             m.check_variant(variant)
-            raise EmsrError(f"method '{name}' runs preset '{self.preset_name(name)}' (released weights), which has no "
-                            f"variant '{variant}': ablations are trained (method_presets.{name}: paper or quick)")
+            raise EmsrError(
+                f"method '{name}' runs preset '{self.preset_name(name)}' (released weights), which has no "
+                f"variant '{variant}': ablations are trained (method_presets.{name}: paper or quick)"
+            )
         if m.variants:
             if variant:
                 m.check_variant(variant)
@@ -180,7 +191,11 @@ class Plan:
 
     def train_layers(self, name: str, scale=None) -> list[dict]:
         """Trainer settings from least to most specific (``scale``: with per-scale overrides)."""
-        return [self.config.get("train", {}), self.preset_of(name, scale)["train"], self.config.get("train_override", {})]
+        return [
+            self.config.get("train", {}),
+            self.preset_of(name, scale)["train"],
+            self.config.get("train_override", {}),
+        ]
 
     def infer_layers(self, name: str) -> list[dict]:
         return [self.config.get("inference", {}), self.preset_of(name)["infer"]]
@@ -202,17 +217,32 @@ class Plan:
             # nothing trained: the model is the released file (its content digest) in the
             # preset's architecture (emsrbench.gpemsr.install)
             variant = variant or (m.variants[0] if m.variants else "")
-            return planned_job("released", method=name, variant=variant, scale=scale, preset=self.preset_name(name),
-                               model=self.preset_of(name, scale, variant)["model"], train={}, inputs={},
-                               pretrained=self.pretrained_state([self.released_entry(name, scale)]))
+            return planned_job(
+                "released",
+                method=name,
+                variant=variant,
+                scale=scale,
+                preset=self.preset_name(name),
+                model=self.preset_of(name, scale, variant)["model"],
+                train={},
+                inputs={},
+                pretrained=self.pretrained_state([self.released_entry(name, scale)]),
+            )
         if m.stage_rules == "gpemsr":
             from .gpemsr.workflow import StagePlan
 
             return StagePlan(self).identity("fusion", name, scale, variant or StagePlan(self).own_variant(name))
-        return planned_job("train", method=name, variant=variant, scale=scale, preset=self.preset_name(name),
-                           model=self.train_model(name), train=self.train_layers(name),
-                           inputs=self.train_inputs(name, scale),
-                           pretrained=self.pretrained_state(self.pretrained_names(name)))
+        return planned_job(
+            "train",
+            method=name,
+            variant=variant,
+            scale=scale,
+            preset=self.preset_name(name),
+            model=self.train_model(name),
+            train=self.train_layers(name),
+            inputs=self.train_inputs(name, scale),
+            pretrained=self.pretrained_state(self.pretrained_names(name)),
+        )
 
     def pretrained_names(self, name: str) -> list[str]:
         """Registry entries the training of method ``name`` may use (method.yaml ``pretrained``);
@@ -259,11 +289,15 @@ class Plan:
                 continue
             path, why, _ = registry.lookup(entry)
             if path is None and entry in released:  # a released model has nothing to run without
-                raise EmsrError(f"method_presets: {', '.join(users)} runs on the study's released weights, but "
-                                f"{entry} is not usable: {why}")
+                raise EmsrError(
+                    f"method_presets: {', '.join(users)} runs on the study's released weights, but "
+                    f"{entry} is not usable: {why}"
+                )
             if path is None:
-                raise EmsrError(f"preset '{self.preset}': pretrained {entry} (used by {', '.join(users)}) is not usable: "
-                                f"{why}; or set `pretrained: {{allow_missing: true}}` to run without it, flagged")
+                raise EmsrError(
+                    f"preset '{self.preset}': pretrained {entry} (used by {', '.join(users)}) is not usable: "
+                    f"{why}; or set `pretrained: {{allow_missing: true}}` to run without it, flagged"
+                )
 
     def resources(self, name: str, stage: str) -> dict:
         return self.methods[name].stage_resources(stage)
@@ -302,18 +336,29 @@ class Plan:
         return str(self.results / "segment" / net / method / f"x{scale}-bootstrap.npz")
 
     def all_sidecars(self) -> list[str]:
-        return ([self.metrics_sidecar(m, s) for m in self.methods for s in self.scales]
-                + [self.segment_sidecar(n, m, s) for n in self.segment_networks() for m in self.segment_methods()
-                   for s in self.scales])
+        return [self.metrics_sidecar(m, s) for m in self.methods for s in self.scales] + [
+            self.segment_sidecar(n, m, s)
+            for n in self.segment_networks()
+            for m in self.segment_methods()
+            for s in self.scales
+        ]
 
     def metric_tables(self) -> list[tuple[str, int, str]]:
         """(method, scale, tidy table) of every planned row: what the report reads (image
         metrics, then segmentation and hallucination scores, of the HR reference ``hr`` too)."""
         tables = [(m, s, self.metrics_file(m, s)) for m in self.methods for s in self.scales]
-        tables += [(m, s, self.segment_scores_file(n, m, s)) for n in self.segment_networks()
-                   for m in self.segment_methods() for s in self.scales]
-        return tables + [(m, s, self.hallucination_file(n, m, s)) for n in self.hallucination_networks()
-                         for m in self.segment_methods() for s in self.scales]
+        tables += [
+            (m, s, self.segment_scores_file(n, m, s))
+            for n in self.segment_networks()
+            for m in self.segment_methods()
+            for s in self.scales
+        ]
+        return tables + [
+            (m, s, self.hallucination_file(n, m, s))
+            for n in self.hallucination_networks()
+            for m in self.segment_methods()
+            for s in self.scales
+        ]
 
     def report_page(self) -> str:
         return str(self.results / "report" / "index.html")
@@ -330,13 +375,27 @@ class Plan:
 
     def segmentation(self) -> dict:
         """``config.segmentation`` with its defaults (the schema's, also without validation)."""
-        seg = {"enabled": True, "networks": ["superhuman", "mala"], "preset": None, "weights": {},
-               "thresholds": [0.5], "scoring": "mean", "border_nm": None, "gt_labels": "auto", "train": {}, "inference": {},
-               "resources": {}, **(self.config.get("segmentation") or {})}
+        seg = {
+            "enabled": True,
+            "networks": ["superhuman", "mala"],
+            "preset": None,
+            "weights": {},
+            "thresholds": [0.5],
+            "scoring": "mean",
+            "border_nm": None,
+            "gt_labels": "auto",
+            "train": {},
+            "inference": {},
+            "resources": {},
+            **(self.config.get("segmentation") or {}),
+        }
         seg["hallucination"] = {"enabled": True, "tolerance_nm": 8.0, "iou": 0.5, **(seg.get("hallucination") or {})}
         seg["preset"] = seg["preset"] or self.preset
         if seg["enabled"] and self.HR in self.methods:
-            raise EmsrError("config: methods: a method may not be called 'hr' (the name of the HR reference in the segmentation rows)")
+            raise EmsrError(
+                "config: methods: a method may not be called 'hr' "
+                "(the name of the HR reference in the segmentation rows)"
+            )
         return seg
 
     def segment_networks(self) -> list[str]:
@@ -360,8 +419,17 @@ class Plan:
         if not self.segmenter_trained(net):
             return None
         seg = self.segmentation()
-        return planned_job("train_segmenter", method=net, variant="", scale=1, preset=seg["preset"], model={},
-                           train=seg["train"], inputs={"train": self.segment_train_files()}, pretrained={})
+        return planned_job(
+            "train_segmenter",
+            method=net,
+            variant="",
+            scale=1,
+            preset=seg["preset"],
+            model={},
+            train=seg["train"],
+            inputs={"train": self.segment_train_files()},
+            pretrained={},
+        )
 
     def segment_train_files(self) -> list[str]:
         """HR training volumes with labels: the degraded train pieces of the smallest scale
@@ -381,8 +449,12 @@ class Plan:
         return str(self.results / "segment" / net / method / f"x{scale}-thresholds.csv")
 
     def all_segment_scores(self) -> list[str]:
-        return [self.segment_scores_file(n, m, s) for n in self.segment_networks()
-                for m in self.segment_methods() for s in self.scales]
+        return [
+            self.segment_scores_file(n, m, s)
+            for n in self.segment_networks()
+            for m in self.segment_methods()
+            for s in self.scales
+        ]
 
     # Hallucination scores (issue #7) of every segmentation, HR's own included (its boundary
     # scores against the ground truth are the upper bound; it has no orphan fraction).
@@ -397,11 +469,17 @@ class Plan:
         return str(self.results / "segment" / net / method / f"x{scale}-hallucination.csv")
 
     def all_hallucination_scores(self) -> list[str]:
-        return [self.hallucination_file(n, m, s) for n in self.hallucination_networks()
-                for m in self.segment_methods() for s in self.scales]
+        return [
+            self.hallucination_file(n, m, s)
+            for n in self.hallucination_networks()
+            for m in self.segment_methods()
+            for s in self.scales
+        ]
 
     def segment_resources(self, stage: str) -> dict:
         """SLURM/threads resources of ``train_segmenter`` (stage "train") and ``segment`` ("infer")."""
-        defaults = {"train": {"gpus": 1, "mem_mb": 16000, "runtime": 1440, "cpus": 4},
-                    "infer": {"gpus": 1, "mem_mb": 16000, "runtime": 120, "cpus": 4}}[stage]
+        defaults = {
+            "train": {"gpus": 1, "mem_mb": 16000, "runtime": 1440, "cpus": 4},
+            "infer": {"gpus": 1, "mem_mb": 16000, "runtime": 120, "cpus": 4},
+        }[stage]
         return {**defaults, **(self.segmentation()["resources"].get(stage) or {})}

@@ -64,12 +64,22 @@ def registry(path: str | Path = REGISTRY) -> dict[str, Weight]:
             raise EmsrError(f"{path}: {name}.fetch: '{fetch}' is not one of {list(FETCH_MODES)}")
         if e["sha256"] is None:
             if fetch != "manual":
-                raise EmsrError(f"{path}: {name}.sha256: null (no published checksum) is only allowed with "
-                                "`fetch: manual`; a downloaded file must be verified")
+                raise EmsrError(
+                    f"{path}: {name}.sha256: null (no published checksum) is only allowed with "
+                    "`fetch: manual`; a downloaded file must be verified"
+                )
         else:
             expected_sha256(e["sha256"], f"{path}: {name}.sha256")
-        out[name] = Weight(name, e["file"], e["url"], e["sha256"], tuple(e.get("used_by", [])),
-                           e.get("description", ""), fetch, e.get("notes", ""))
+        out[name] = Weight(
+            name,
+            e["file"],
+            e["url"],
+            e["sha256"],
+            tuple(e.get("used_by", [])),
+            e.get("description", ""),
+            fetch,
+            e.get("notes", ""),
+        )
     return out
 
 
@@ -88,8 +98,13 @@ class Pretrained:
     training run takes those asked for since the previous one (:meth:`take_used`) into its
     fingerprint, so stage 1 of a two-stage method never depends on stage 2's loss network."""
 
-    def __init__(self, weights_dir: str | Path = "weights", registry_path: str | Path = REGISTRY,
-                 declared: tuple[str, ...] | list[str] | None = None, who: str = ""):
+    def __init__(
+        self,
+        weights_dir: str | Path = "weights",
+        registry_path: str | Path = REGISTRY,
+        declared: tuple[str, ...] | list[str] | None = None,
+        who: str = "",
+    ):
         self.dir = Path(weights_dir)
         self.entries = registry(str(registry_path))
         self.declared = None if declared is None else tuple(declared)
@@ -108,8 +123,10 @@ class Pretrained:
     def status(self, name: str) -> tuple[Path | None, str]:
         """(verified path, "") or (None, why it is unavailable)."""
         if self.declared is not None and name not in self.declared:
-            raise EmsrError(f"{self.who or 'this job'} asked for pretrained '{name}', which its rule does not declare "
-                            f"(declared: {list(self.declared) or 'none'}); add it to the method's method.yaml `pretrained`")
+            raise EmsrError(
+                f"{self.who or 'this job'} asked for pretrained '{name}', which its rule does not declare "
+                f"(declared: {list(self.declared) or 'none'}); add it to the method's method.yaml `pretrained`"
+            )
         path, why, digest = self.lookup(name)
         self.used[name] = digest
         return path, why
@@ -135,8 +152,10 @@ class Pretrained:
     def how_to_get(self, name: str) -> str:
         w = self.entry(name)
         if w.manual:
-            return (f"download {Path(w.file).name} by hand from {w.url} and put it there; "
-                    "`snakemake fetch_weights` cannot fetch it")
+            return (
+                f"download {Path(w.file).name} by hand from {w.url} and put it there; "
+                "`snakemake fetch_weights` cannot fetch it"
+            )
         return f"run `snakemake fetch_weights` or copy {w.file} there"
 
     def downloadable(self) -> list[Weight]:
@@ -154,7 +173,8 @@ class Pretrained:
         if not groups:
             return "fetch_weights: every registry entry is downloaded"
         return "fetch_weights: skipped, to download by hand (no program can fetch them): " + "; ".join(
-            f"{', '.join(files)} from {url} into {folder}/" for (url, folder), files in groups.items())
+            f"{', '.join(files)} from {url} into {folder}/" for (url, folder), files in groups.items()
+        )
 
     def state(self, names) -> dict[str, str]:
         """{name: sha256 or ``absent``} of ``names``: a rule param, so that adding, removing or
@@ -167,6 +187,8 @@ class Pretrained:
     def fetch(self, name: str) -> Path:
         w = self.entry(name)
         if w.manual:
-            raise EmsrError(f"pretrained {name}: {w.file} cannot be downloaded by emsrbench; "
-                            f"download it by hand from {w.url} into {self.dir / Path(w.file).parent}")
+            raise EmsrError(
+                f"pretrained {name}: {w.file} cannot be downloaded by emsrbench; "
+                f"download it by hand from {w.url} into {self.dir / Path(w.file).parent}"
+            )
         return download(w.url, self.dir / w.file, w.sha256)

@@ -33,8 +33,12 @@ def phantom(smk) -> None:
     from . import phantom as ph
 
     spec = smk.params.spec
-    ph.write(smk.output[0], tuple(spec["shape"]), seed=int(spec.get("seed", 0)),
-             resolution=tuple(float(r) for r in smk.params.resolution))
+    ph.write(
+        smk.output[0],
+        tuple(spec["shape"]),
+        seed=int(spec.get("seed", 0)),
+        resolution=tuple(float(r) for r in smk.params.resolution),
+    )
 
 
 def download_cremi(smk) -> None:
@@ -48,13 +52,23 @@ def degrade(smk) -> None:
     from .degrade import Degradation, degrade_file
 
     piece = smk.params.piece
-    degrade_file(smk.input[0], smk.output[0], int(smk.wildcards.scale), Degradation.from_config(smk.params.degradation),
-                  z=piece.z, center_crop=smk.params.center_crop, raw_key=smk.params.raw_key,
-                  labels_key=smk.params.labels_key, min_yx=int(smk.params.max_scale), resolution=smk.params.resolution)
+    degrade_file(
+        smk.input[0],
+        smk.output[0],
+        int(smk.wildcards.scale),
+        Degradation.from_config(smk.params.degradation),
+        z=piece.z,
+        center_crop=smk.params.center_crop,
+        raw_key=smk.params.raw_key,
+        labels_key=smk.params.labels_key,
+        min_yx=int(smk.params.max_scale),
+        resolution=smk.params.resolution,
+    )
 
 
 def train(smk) -> None:
-    from .train import TrainJob, TrainSettings, run as run_training
+    from .train import TrainJob, TrainSettings
+    from .train import run as run_training
 
     plan = job_plan(smk)
     method = plan.method(smk.wildcards.method)
@@ -89,22 +103,43 @@ def infer(smk) -> None:
     scale = int(smk.wildcards.scale)
     settings = InferSettings.merged(*smk.params.settings, source=f"{method.name} inference settings")
     # an ablation variant's model (workflow/rules/gpemsr.smk) was planned for that variant
-    planned = plan.training_identity(method.name, scale, getattr(smk.wildcards, "variant", "")) if method.trains else None
-    stats = infer_file(method, scale, dict(smk.params.model), settings, smk.input.lr,
-                       smk.output[0], model_file=smk.input.model or None, threads=smk.threads, planned=planned)
+    planned = (
+        plan.training_identity(method.name, scale, getattr(smk.wildcards, "variant", "")) if method.trains else None
+    )
+    stats = infer_file(
+        method,
+        scale,
+        dict(smk.params.model),
+        settings,
+        smk.input.lr,
+        smk.output[0],
+        model_file=smk.input.model or None,
+        threads=smk.threads,
+        planned=planned,
+    )
     print(stats, file=sys.stderr)
 
 
 def evaluate(smk) -> None:
-    from .evaluate import evaluate as score, write_rows
+    from .evaluate import evaluate as score
+    from .evaluate import write_rows
 
     plan = job_plan(smk)
     method = plan.method(smk.wildcards.method)
     lpips = plan.pretrained(plan.lpips_pretrained(), who="LPIPS") if smk.params.lpips else None
     # an ablation variant's rows (workflow/rules/gpemsr.smk) carry its name
     variant = getattr(smk.wildcards, "variant", "")
-    df = score(method, int(smk.wildcards.scale), smk.params.preset, smk.input.sr, smk.input.hr, lpips, variant=variant,
-               intervals=_intervals(smk), sidecar_path=smk.output.get("bootstrap"))
+    df = score(
+        method,
+        int(smk.wildcards.scale),
+        smk.params.preset,
+        smk.input.sr,
+        smk.input.hr,
+        lpips,
+        variant=variant,
+        intervals=_intervals(smk),
+        sidecar_path=smk.output.get("bootstrap"),
+    )
     write_rows(df, smk.output[0])
 
 
@@ -121,8 +156,14 @@ def leaderboard(smk) -> None:
 
     # rule leaderboard names its inputs (metrics, bootstrap sidecars); the ablation leaderboard does not
     metrics = smk.input.get("metrics")
-    write(list(smk.input if metrics is None else metrics), smk.output.csv, smk.output.md, smk.output.tidy,
-          bootstrap=list(smk.input.get("bootstrap") or []), own_variant=smk.params.get("own_variant", ""))
+    write(
+        list(smk.input if metrics is None else metrics),
+        smk.output.csv,
+        smk.output.md,
+        smk.output.tidy,
+        bootstrap=list(smk.input.get("bootstrap") or []),
+        own_variant=smk.params.get("own_variant", ""),
+    )
     print(f"leaderboard: {Path(smk.output.md).resolve()}", file=sys.stderr)
 
 
@@ -130,8 +171,15 @@ def report(smk) -> None:
     from .report import build
 
     plan = job_plan(smk)
-    path = build(plan, list(smk.input.metrics), smk.output.html, smk.output.figures, repo=smk.params.repo,
-                 workdir=Path.cwd(), bootstrap=list(smk.input.get("bootstrap") or []))
+    path = build(
+        plan,
+        list(smk.input.metrics),
+        smk.output.html,
+        smk.output.figures,
+        repo=smk.params.repo,
+        workdir=Path.cwd(),
+        bootstrap=list(smk.input.get("bootstrap") or []),
+    )
     print(f"report: {Path(path).resolve()}", file=sys.stderr)
 
 
@@ -139,19 +187,34 @@ def train_segmenter(smk) -> None:
     from .segment.training import train_segmenter as train_network
 
     net = smk.wildcards.net
-    train_network(net, smk.params.preset, list(smk.input.train), smk.output[0], smk.params.ckpt_dir,
-                  override=dict(smk.params.override), threads=smk.threads,
-                  identity=job_plan(smk).segmenter_identity(net))
+    train_network(
+        net,
+        smk.params.preset,
+        list(smk.input.train),
+        smk.output[0],
+        smk.params.ckpt_dir,
+        override=dict(smk.params.override),
+        threads=smk.threads,
+        identity=job_plan(smk).segmenter_identity(net),
+    )
 
 
 def segment(smk) -> None:
     from .segment.stage import segment_volume
 
     net = smk.wildcards.net
-    segment_volume(net, smk.params.preset, smk.input.model, smk.input.raw, smk.output[0],
-                   thresholds=list(smk.params.thresholds), scoring=smk.params.scoring,
-                   inference=dict(smk.params.inference), threads=smk.threads,
-                   planned=job_plan(smk).segmenter_identity(net))
+    segment_volume(
+        net,
+        smk.params.preset,
+        smk.input.model,
+        smk.input.raw,
+        smk.output[0],
+        thresholds=list(smk.params.thresholds),
+        scoring=smk.params.scoring,
+        inference=dict(smk.params.inference),
+        threads=smk.threads,
+        planned=job_plan(smk).segmenter_identity(net),
+    )
 
 
 def _segmentation_row(smk) -> dict:
@@ -165,17 +228,30 @@ def _segmentation_row(smk) -> dict:
     else:
         m = job_plan(smk).method(method)
         display, family, preset = m.display_name, m.family, job_plan(smk).preset_name(method)  # method_presets
-    return {"net": smk.wildcards.net, "method": method, "display_name": display, "family": family,
-            "preset": preset, "scale": int(smk.wildcards.scale)}
+    return {
+        "net": smk.wildcards.net,
+        "method": method,
+        "display_name": display,
+        "family": family,
+        "preset": preset,
+        "scale": int(smk.wildcards.scale),
+    }
 
 
 def score_segmentation(smk) -> None:
     from .evaluate import write_rows
     from .segment.stage import score_volume
 
-    rows, sweep = score_volume(smk.input.seg, smk.input.gt, **_segmentation_row(smk),
-                               border_nm=smk.params.border_nm, gt_labels=smk.params.gt_labels, threads=smk.threads,
-                               intervals=_intervals(smk), sidecar_path=smk.output.get("bootstrap"))
+    rows, sweep = score_volume(
+        smk.input.seg,
+        smk.input.gt,
+        **_segmentation_row(smk),
+        border_nm=smk.params.border_nm,
+        gt_labels=smk.params.gt_labels,
+        threads=smk.threads,
+        intervals=_intervals(smk),
+        sidecar_path=smk.output.get("bootstrap"),
+    )
     write_rows(rows, smk.output.rows)
     write_rows(sweep, smk.output.sweep)
 
@@ -184,8 +260,15 @@ def score_hallucination(smk) -> None:
     from .evaluate import write_rows
     from .segment.stage import score_hallucination as score
 
-    rows = score(smk.input.seg, smk.input.hr_seg, smk.input.gt, **_segmentation_row(smk),
-                 tolerance_nm=smk.params.tolerance_nm, iou=smk.params.iou, hr_method=smk.params.hr)
+    rows = score(
+        smk.input.seg,
+        smk.input.hr_seg,
+        smk.input.gt,
+        **_segmentation_row(smk),
+        tolerance_nm=smk.params.tolerance_nm,
+        iou=smk.params.iou,
+        hr_method=smk.params.hr,
+    )
     write_rows(rows, smk.output[0])
 
 
@@ -196,9 +279,25 @@ def gpemsr_stage(smk) -> None:
 
 
 # Every step a workflow script may name: workflow/scripts/<name>.py calls run(snakemake, "<name>").
-STEPS = {f.__name__: f for f in (phantom, download_cremi, fetch_weight, degrade, train, infer, evaluate, leaderboard,
-                                 report, train_segmenter, segment, score_segmentation, score_hallucination,
-                                 gpemsr_stage)}
+STEPS = {
+    f.__name__: f
+    for f in (
+        phantom,
+        download_cremi,
+        fetch_weight,
+        degrade,
+        train,
+        infer,
+        evaluate,
+        leaderboard,
+        report,
+        train_segmenter,
+        segment,
+        score_segmentation,
+        score_hallucination,
+        gpemsr_stage,
+    )
+}
 
 
 def _job_record(smk, step: str):

@@ -10,5 +10,16 @@ from .indexer import Indexer, PriorNet
 from .model import GPEMSR, attach_pretrained, build
 from .vqgan import VQGAN, PatchDiscriminator
 
-__all__ = ["PRESETS", "VARIANTS", "GPEMSRConfig", "make_config", "Indexer", "PriorNet", "GPEMSR",
-           "attach_pretrained", "build", "VQGAN", "PatchDiscriminator"]
+__all__ = [
+    "PRESETS",
+    "VARIANTS",
+    "GPEMSRConfig",
+    "make_config",
+    "Indexer",
+    "PriorNet",
+    "GPEMSR",
+    "attach_pretrained",
+    "build",
+    "VQGAN",
+    "PatchDiscriminator",
+]

@@ -21,8 +21,12 @@ class VQResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, groups: int = 32):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, 1, 1), group_norm(c_out, groups), nn.ReLU(inplace=True),
-            nn.Conv2d(c_out, c_out, 3, 1, 1), group_norm(c_out, groups), nn.ReLU(inplace=True),
+            nn.Conv2d(c_in, c_out, 3, 1, 1),
+            group_norm(c_out, groups),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1),
+            group_norm(c_out, groups),
+            nn.ReLU(inplace=True),
         )
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 

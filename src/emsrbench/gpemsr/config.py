@@ -10,9 +10,9 @@ sections of 8x8 LR pixels at 8x.
 
 from __future__ import annotations
 
-import math
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import EmsrError
@@ -25,10 +25,11 @@ class GPEMSRConfig:
     latent_dim: int = 512
     codebook_size: int = 1024
     beta: float = 1.0  # commitment weight of the quantizer loss
-    # A codebook-collapse remedy, off in the study's preset: > 0: the codebook follows an exponential moving average of the latents assigned to each
-    # code (k-means style, VQ-VAE-2), initialised from the first batch's latents, with codes
-    # unused for long restarted at random latents; the codebook loss term is then dropped and
-    # only the commitment term trains the encoder. 0: the study's codebook loss.
+    # A codebook-collapse remedy, off in the study's preset: > 0: the codebook follows an
+    # exponential moving average of the latents assigned to each code (k-means style, VQ-VAE-2),
+    # initialised from the first batch's latents, with codes unused for long restarted at random
+    # latents; the codebook loss term is then dropped and only the commitment term trains the
+    # encoder. 0: the study's codebook loss.
     codebook_ema: float = 0.0
     enc_blocks: int = 1  # residual blocks per scale
     enc_out_blocks: int = 3  # residual blocks after the last downsampling
@@ -72,16 +73,38 @@ class GPEMSRConfig:
         ch = tuple(int(c) for c in self.channels)
         if len(ch) < 2 or min(ch) < 1:
             raise EmsrError(f"{source}: channels must list at least two positive widths, got {list(self.channels)}")
-        positive = ("latent_dim", "codebook_size", "enc_blocks", "dec_blocks", "idx_blocks", "nf", "frames",
-                    "deform_groups", "hr_feat", "norm_groups", "disc_filters", "spynet_levels", "flow_upsample",
-                    "mask_patch")
+        positive = (
+            "latent_dim",
+            "codebook_size",
+            "enc_blocks",
+            "dec_blocks",
+            "idx_blocks",
+            "nf",
+            "frames",
+            "deform_groups",
+            "hr_feat",
+            "norm_groups",
+            "disc_filters",
+            "spynet_levels",
+            "flow_upsample",
+            "mask_patch",
+        )
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise EmsrError(f"{source}: {name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.codebook_ema < 1:
-            raise EmsrError(f"{source}: codebook_ema must be in [0, 1) (0: the study's codebook loss), got {self.codebook_ema}")
-        for name in ("enc_out_blocks", "dec_in_blocks", "idx_out_blocks", "front_blocks", "back_blocks",
-                     "fusion_blocks", "disc_layers"):
+            raise EmsrError(
+                f"{source}: codebook_ema must be in [0, 1) (0: the study's codebook loss), got {self.codebook_ema}"
+            )
+        for name in (
+            "enc_out_blocks",
+            "dec_in_blocks",
+            "idx_out_blocks",
+            "front_blocks",
+            "back_blocks",
+            "fusion_blocks",
+            "disc_layers",
+        ):
             if int(getattr(self, name)) < 0:
                 raise EmsrError(f"{source}: {name} must be >= 0, got {getattr(self, name)}")
         if self.frames % 2 == 0:
@@ -109,8 +132,10 @@ class GPEMSRConfig:
         """The LR grid must be at least as fine as the latent grid (the indexer only
         downsamples), and the MPF uses one decoder level per x2 of the scale."""
         if scale < 2 or scale & (scale - 1) or scale > self.latent_factor:
-            raise EmsrError(f"{source}: scale must be a power of two in 2..{self.latent_factor} "
-                            f"(the latent grid is HR/{self.latent_factor}), got {scale}")
+            raise EmsrError(
+                f"{source}: scale must be a power of two in 2..{self.latent_factor} "
+                f"(the latent grid is HR/{self.latent_factor}), got {scale}"
+            )
 
     @staticmethod
     def levels(scale: int) -> int:
@@ -131,16 +156,32 @@ PRESETS: dict[str, dict] = {
     # the LR sections themselves with its 3 finest levels (8 px patches; the study upsamples
     # 32 px patches x4 for a 6-level pyramid), only the two VGG convs the mask reads.
     "quick": {
-        "channels": (8, 8, 16, 16, 32), "latent_dim": 32, "codebook_size": 64, "norm_groups": 4,
-        "enc_out_blocks": 1, "dec_in_blocks": 1, "disc_filters": 8, "disc_layers": 2,
-        "idx_blocks": 1, "idx_out_blocks": 1,
-        "nf": 16, "deform_groups": 4, "front_blocks": 1, "back_blocks": 2, "fusion_blocks": 1, "hr_feat": 16,
-        "vgg_full": False, "spynet_levels": 3, "flow_upsample": 1,
+        "channels": (8, 8, 16, 16, 32),
+        "latent_dim": 32,
+        "codebook_size": 64,
+        "norm_groups": 4,
+        "enc_out_blocks": 1,
+        "dec_in_blocks": 1,
+        "disc_filters": 8,
+        "disc_layers": 2,
+        "idx_blocks": 1,
+        "idx_out_blocks": 1,
+        "nf": 16,
+        "deform_groups": 4,
+        "front_blocks": 1,
+        "back_blocks": 2,
+        "fusion_blocks": 1,
+        "hr_feat": 16,
+        "vgg_full": False,
+        "spynet_levels": 3,
+        "flow_upsample": 1,
         # Deviations measured necessary on the CPU budget (README): an EMA codebook (with the
         # stage I objective's auto-encoder warm-up, quantize_start) instead of the codebook
         # loss, which collapses to a near-constant prior; stage III started at its bilinear base
         # (Kaiming init, zero last conv) on sections shifted by a grey mean of 0.5.
-        "codebook_ema": 0.9, "init": "kaiming", "grey_mean": 0.5,
+        "codebook_ema": 0.9,
+        "init": "kaiming",
+        "grey_mean": 0.5,
     },
 }
 
@@ -181,8 +222,22 @@ def make_config(preset: str = "paper", variant: str = "full", scale: int | None 
 # that agree on them can share that stage's model file (e.g. every stage III ablation reuses
 # the full model's stages I and II; the attention ablations need their own).
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "vqgan": ("channels", "latent_dim", "codebook_size", "beta", "codebook_ema", "enc_blocks", "enc_out_blocks", "dec_blocks",
-              "dec_in_blocks", "encoder_attention", "decoder_attention", "norm_groups", "disc_filters", "disc_layers"),
+    "vqgan": (
+        "channels",
+        "latent_dim",
+        "codebook_size",
+        "beta",
+        "codebook_ema",
+        "enc_blocks",
+        "enc_out_blocks",
+        "dec_blocks",
+        "dec_in_blocks",
+        "encoder_attention",
+        "decoder_attention",
+        "norm_groups",
+        "disc_filters",
+        "disc_layers",
+    ),
 }
 STAGE_FIELDS["indexer"] = STAGE_FIELDS["vqgan"] + ("idx_blocks", "idx_out_blocks", "indexer_attention")
 

@@ -47,8 +47,9 @@ class Indexer(nn.Module):
                 body.append(VQResBlock(c_in, c_out, g))
         self.body = nn.Sequential(*body)
         self.attention = SelfAttention(ch[-1], g) if cfg.indexer_attention else nn.Identity()
-        self.out = nn.Sequential(*(VQResBlock(ch[-1], ch[-1], g) for _ in range(cfg.idx_out_blocks)),
-                                 nn.Conv2d(ch[-1], cfg.latent_dim, 1))
+        self.out = nn.Sequential(
+            *(VQResBlock(ch[-1], ch[-1], g) for _ in range(cfg.idx_out_blocks)), nn.Conv2d(ch[-1], cfg.latent_dim, 1)
+        )
         self.classifier = nn.Conv2d(cfg.latent_dim, cfg.codebook_size, 1)
 
     def latent(self, lr: torch.Tensor) -> torch.Tensor:

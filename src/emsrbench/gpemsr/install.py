@@ -34,8 +34,18 @@ def unverified_flag(name: str, digest: str) -> str:
     return f"flag: {name} unverified (no published checksum), sha256 {digest[:16]}"
 
 
-def install_stage3(release: str | Path, out_path: str | Path, *, method: str, scale: int, model_params: dict,
-                   identity: Fingerprint | None, name: str = "", verified: bool = False, threads: int = 1) -> dict:
+def install_stage3(
+    release: str | Path,
+    out_path: str | Path,
+    *,
+    method: str,
+    scale: int,
+    model_params: dict,
+    identity: Fingerprint | None,
+    name: str = "",
+    verified: bool = False,
+    threads: int = 1,
+) -> dict:
     """Write the model file of ``method`` x``scale`` from the released stage III file
     ``release`` (registry entry ``name``; ``verified``: checked against a checksum) in the
     architecture of ``model_params``; returns the file's metadata (without the weights)."""
@@ -81,8 +91,19 @@ def install_job(smk, plan) -> None:
     path, why = registry.status(entry)
     if path is None:
         raise EmsrError(f"{method} x{scale} (preset {smk.params.preset}): {why}")
-    meta = install_stage3(path, smk.output[0], method=method, scale=scale, model_params=dict(smk.params.model),
-                          identity=plan.training_identity(method, scale), name=entry,
-                          verified=registry.entry(entry).verified, threads=smk.threads)
-    print(f"gpemsr released: {path} (sha256 {meta['released']['sha256']}) -> {smk.output[0]}, "
-          f"{meta['parameters']} parameters", file=sys.stderr)
+    meta = install_stage3(
+        path,
+        smk.output[0],
+        method=method,
+        scale=scale,
+        model_params=dict(smk.params.model),
+        identity=plan.training_identity(method, scale),
+        name=entry,
+        verified=registry.entry(entry).verified,
+        threads=smk.threads,
+    )
+    print(
+        f"gpemsr released: {path} (sha256 {meta['released']['sha256']}) -> {smk.output[0]}, "
+        f"{meta['parameters']} parameters",
+        file=sys.stderr,
+    )

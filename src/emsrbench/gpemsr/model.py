@@ -53,12 +53,15 @@ class GPEMSR(nn.Module):
         if cfg.pod:
             self.pyramid = nn.ModuleList(
                 nn.Sequential(nn.Conv2d(nf, nf, 3, 2, 1), lrelu(), nn.Conv2d(nf, nf, 3, 1, 1), lrelu())
-                for _ in range(POD_LEVELS - 1))
+                for _ in range(POD_LEVELS - 1)
+            )
             self.pod = POD(cfg)
         self.fusion = ThreeDA(nf, t) if cfg.tda else ConcatFusion(nf, t)
         self.trunk = res_blocks(cfg.back_blocks, nf)
         n_up = cfg.levels(scale)
-        self.upconvs = nn.ModuleList(nn.Conv2d(nf if i == 0 else cfg.hr_feat, cfg.hr_feat * 4, 3, 1, 1) for i in range(n_up))
+        self.upconvs = nn.ModuleList(
+            nn.Conv2d(nf if i == 0 else cfg.hr_feat, cfg.hr_feat * 4, 3, 1, 1) for i in range(n_up)
+        )
         self.shuffle = nn.PixelShuffle(2)
         self.hr_conv = nn.Conv2d(cfg.hr_feat, cfg.hr_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(cfg.hr_feat, 1, 3, 1, 1)

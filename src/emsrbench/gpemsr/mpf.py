@@ -69,7 +69,9 @@ class VGGFeatures(nn.Module):
     def forward(self, x: torch.Tensor, depth: int = RELU1_2) -> torch.Tensor:
         """Output of ``features[:depth]`` (default: relu1_2, what the mask reads)."""
         if depth > len(self.features):
-            raise EmsrError(f"gpemsr: VGG feature layer {depth} needs vgg_full (this VGG stops at layer {len(self.features)})")
+            raise EmsrError(
+                f"gpemsr: VGG feature layer {depth} needs vgg_full (this VGG stops at layer {len(self.features)})"
+            )
         for i in range(depth):
             x = self.features[i](x)
         return x
@@ -84,11 +86,13 @@ def patch_similarity(a: torch.Tensor, b: torch.Tensor, patch: int) -> torch.Tens
     if ph or pw:  # "same" padding, split as evenly as possible (reflection, as the study pads)
         pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
         a, b = F.pad(a, pad, mode="reflect"), F.pad(b, pad, mode="reflect")
+
     # <a_p, b_p> / (|a_p| |b_p|) per patch p from patch sums of channel-summed products: the
     # same value as normalising the unfolded (C * patch^2)-vectors (F.normalize's eps too),
     # without materialising them (the unfold and its backward were most of a quick stage III step).
     def patch_sum(x):
         return F.avg_pool2d(x.sum(1, keepdim=True), patch, stride=patch) * (patch * patch)
+
     eps = 1e-12
     dot = patch_sum(a * b)
     na = patch_sum(a * a).sqrt().clamp_min(eps)
@@ -105,7 +109,9 @@ class MPF(nn.Module):
         nf, self.scale = cfg.nf, scale
         self.levels = cfg.levels(scale)
         if self.levels > len(decoder_channels):
-            raise EmsrError(f"gpemsr: MPF at x{scale} needs {self.levels} decoder levels, the decoder has {len(decoder_channels)}")
+            raise EmsrError(
+                f"gpemsr: MPF at x{scale} needs {self.levels} decoder levels, the decoder has {len(decoder_channels)}"
+            )
         # prior widths used, fine to coarse (study, 8x: 64, 128, 256)
         self.prior_channels = tuple(reversed(decoder_channels))[: self.levels]
         self.lift = nn.ModuleList(nn.ConvTranspose2d(nf, nf, 3, 2, 1, output_padding=1) for _ in range(self.levels - 1))
@@ -118,19 +124,27 @@ class MPF(nn.Module):
         if self.use_mask:
             self.vgg = VGGFeatures(cfg.vgg_full)
             self.mask_patch = cfg.mask_patch
-            self.mask_net = nn.Sequential(nn.Conv2d(1, nf, 3, 1, 1), lrelu(), nn.Conv2d(nf, nf, 3, 1, 1), lrelu(),
-                                          nn.Conv2d(nf, 1, 3, 1, 1), lrelu())
+            self.mask_net = nn.Sequential(
+                nn.Conv2d(1, nf, 3, 1, 1),
+                lrelu(),
+                nn.Conv2d(nf, nf, 3, 1, 1),
+                lrelu(),
+                nn.Conv2d(nf, 1, 3, 1, 1),
+                lrelu(),
+            )
 
     def mask(self, lr: torch.Tensor, prior_img: torch.Tensor) -> torch.Tensor:
         """The learned mask in [0, 1] on the patch grid (BT, 1, s h / p, s w / p)."""
         up = F.interpolate(lr, scale_factor=self.scale, mode="bilinear", align_corners=False)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen(self.vgg)):
-            sim = patch_similarity(self.vgg(prior_img.expand(-1, 3, -1, -1)), self.vgg(up.expand(-1, 3, -1, -1)),
-                                   self.mask_patch)
+            sim = patch_similarity(
+                self.vgg(prior_img.expand(-1, 3, -1, -1)), self.vgg(up.expand(-1, 3, -1, -1)), self.mask_patch
+            )
         return torch.sigmoid(self.mask_net(sim))
 
-    def forward(self, feat: torch.Tensor, lr: torch.Tensor, prior_feats: list[torch.Tensor],
-                prior_img: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, feat: torch.Tensor, lr: torch.Tensor, prior_feats: list[torch.Tensor], prior_img: torch.Tensor
+    ) -> torch.Tensor:
         pyramid = [feat]  # LR grid first
         for lift in self.lift:
             pyramid.append(self.act(lift(pyramid[-1])))

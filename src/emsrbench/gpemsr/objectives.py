@@ -1,12 +1,13 @@
 """The three GPEMSR training objectives, for :func:`emsrbench.train.fit` (one call per stage).
 
 Stage I, :class:`VQGANObjective` (the study's train_stage1): L1 reconstruction (factor 1) +
-quantizer loss (factor 10) on HR patches (after ``quantize_start`` auto-encoder steps, 0 in the study); from ``gan_start`` on, a PatchGAN adversarial term
-(factor 0.05, generator loss -D(x^)) and discriminator steps on 0.5 (-D(x) + D(x^)), with an R1
-penalty (weight 1e-4, every 16 discriminator steps, scaled by 16 as the study does).  The
-discriminator is owned here and checkpointed with the optimizers; the model file holds the
-generator (encoder, codebook, decoder) only.  The discriminator's Adam takes the generator's
-current learning rate (the study runs a second cosine-restart schedule started at gan_start).
+quantizer loss (factor 10) on HR patches (after ``quantize_start`` auto-encoder steps, 0 in the
+study); from ``gan_start`` on, a PatchGAN adversarial term (factor 0.05, generator loss -D(x^))
+and discriminator steps on 0.5 (-D(x) + D(x^)), with an R1 penalty (weight 1e-4, every 16
+discriminator steps, scaled by 16 as the study does).  The discriminator is owned here and
+checkpointed with the optimizers; the model file holds the generator (encoder, codebook,
+decoder) only.  The discriminator's Adam takes the generator's current learning rate (the study
+runs a second cosine-restart schedule started at gan_start).
 
 Stage II, :class:`IndexerObjective` (train_stage2): the frozen stage I encoder + codebook give
 each HR patch's code indices; the indexer reads the centre LR section and is trained by
@@ -46,8 +47,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class VQGANObjective(AdamObjective):
-    def __init__(self, rec_weight: float = 1.0, codebook_weight: float = 10.0, gan_weight: float = 0.05,
-                 gan_start: int = 40000, r1_weight: float = 1e-4, r1_every: int = 16, quantize_start: int = 0):
+    def __init__(
+        self,
+        rec_weight: float = 1.0,
+        codebook_weight: float = 10.0,
+        gan_weight: float = 0.05,
+        gan_start: int = 40000,
+        r1_weight: float = 1e-4,
+        r1_every: int = 16,
+        quantize_start: int = 0,
+    ):
         self.rec_weight, self.codebook_weight, self.gan_weight = rec_weight, codebook_weight, gan_weight
         self.gan_start, self.r1_weight, self.r1_every = int(gan_start), r1_weight, max(1, int(r1_every))
         # Steps of plain auto-encoder training (the decoder reads the unquantised latent) before
@@ -63,17 +72,22 @@ class VQGANObjective(AdamObjective):
         torch.manual_seed(settings.seed + 7)  # the discriminator's init, reproducible on resume
         self.disc = PatchDiscriminator(model.cfg).to(device)
         # the discriminator follows the generator's learning rate (set after each step)
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=settings.lr, betas=settings.betas,
-                                      weight_decay=settings.weight_decay)
+        self.opt_d = torch.optim.Adam(
+            self.disc.parameters(), lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay
+        )
 
     def step(self, lr_b, hr_b, step):
         f = self.model.cfg.latent_factor
         if hr_b.shape[-1] % f or hr_b.shape[-2] % f:
-            raise EmsrError(f"gpemsr stage I: HR patches of {tuple(hr_b.shape[-2:])} px are not multiples of "
-                            f"the latent cell ({f} px); choose a stage I patch_size (HR pixels) divisible by {f}")
+            raise EmsrError(
+                f"gpemsr stage I: HR patches of {tuple(hr_b.shape[-2:])} px are not multiples of "
+                f"the latent cell ({f} px); choose a stage I patch_size (HR pixels) divisible by {f}"
+            )
         if hr_b.shape[-1] < self.disc.min_size() and self.gan_weight > 0:
-            raise EmsrError(f"gpemsr stage I: HR patches of {hr_b.shape[-1]} px are smaller than the "
-                            f"discriminator's {self.disc.min_size()} px receptive field")
+            raise EmsrError(
+                f"gpemsr stage I: HR patches of {hr_b.shape[-1]} px are smaller than the "
+                f"discriminator's {self.disc.min_size()} px receptive field"
+            )
         gan = self.gan_weight > 0 and step >= self.gan_start
         with devices.autocast(self.device):
             if step < self.quantize_start:
@@ -123,8 +137,10 @@ class IndexerObjective(AdamObjective):
         if not isinstance(model, Indexer):
             raise EmsrError(f"gpemsr stage II: the model must be an Indexer, got {type(model).__name__}")
         if model.classifier.out_channels != self.vqgan.quantizer.size:
-            raise EmsrError(f"gpemsr stage II: the indexer predicts {model.classifier.out_channels} codes, "
-                            f"the stage I codebook has {self.vqgan.quantizer.size}")
+            raise EmsrError(
+                f"gpemsr stage II: the indexer predicts {model.classifier.out_channels} codes, "
+                f"the stage I codebook has {self.vqgan.quantizer.size}"
+            )
         super().setup(job, model, settings, device)
         self.vqgan = self.vqgan.to(device).requires_grad_(False).eval()
 
@@ -136,9 +152,11 @@ class IndexerObjective(AdamObjective):
         with devices.autocast(self.device):
             logits, latent = self.model(centre, with_latent=True)
         if logits.shape[-2:] != target.shape[-2:]:
-            raise EmsrError(f"gpemsr stage II: LR patch {tuple(centre.shape[-2:])} gives a {tuple(logits.shape[-2:])} "
-                            f"code grid, the HR patch a {tuple(target.shape[-2:])} one; use an LR patch_size "
-                            f"divisible by {2 ** self.model.downsamplings}")
+            raise EmsrError(
+                f"gpemsr stage II: LR patch {tuple(centre.shape[-2:])} gives a {tuple(logits.shape[-2:])} "
+                f"code grid, the HR patch a {tuple(target.shape[-2:])} one; use an LR patch_size "
+                f"divisible by {2**self.model.downsamplings}"
+            )
         ce = F.cross_entropy(logits.float(), target)
         latent_loss = F.mse_loss(latent.float(), zq)
         loss = self.ce_weight * ce + self.latent_weight * latent_loss
@@ -164,8 +182,13 @@ def _contextual_rows(nx: torch.Tensor, ny: torch.Tensor, band_width: float):
     return best, torch.gather(dist, 1, arg)
 
 
-def contextual_loss(vgg: nn.Module, sr: torch.Tensor, prior: torch.Tensor, band_width: float = 0.5,
-                    block_elements: int = CONTEXTUAL_BLOCK_ELEMENTS) -> torch.Tensor:
+def contextual_loss(
+    vgg: nn.Module,
+    sr: torch.Tensor,
+    prior: torch.Tensor,
+    band_width: float = 0.5,
+    block_elements: int = CONTEXTUAL_BLOCK_ELEMENTS,
+) -> torch.Tensor:
     """The study's reference loss: a contextual loss (Mechrez et al., ECCV 2018) between VGG19
     relu3_4 features of the output x (B, 1, H, W) and of each section's prior image y
     (B, T, 1, H, W), ImageNet-normalised grey replicated to RGB.
@@ -197,8 +220,9 @@ def contextual_loss(vgg: nn.Module, sr: torch.Tensor, prior: torch.Tensor, band_
     for r0 in range(0, px, rows):
         block = nx[:, :, r0 : r0 + rows]
         if torch.is_grad_enabled() and (block.requires_grad or ny.requires_grad):
-            b_best, b_dist = torch.utils.checkpoint.checkpoint(_contextual_rows, block, ny, band_width,
-                                                               use_reentrant=False)
+            b_best, b_dist = torch.utils.checkpoint.checkpoint(
+                _contextual_rows, block, ny, band_width, use_reentrant=False
+            )
         else:
             b_best, b_dist = _contextual_rows(block, ny, band_width)
         if best is None:
@@ -212,8 +236,9 @@ def contextual_loss(vgg: nn.Module, sr: torch.Tensor, prior: torch.Tensor, band_
 
 
 class FusionObjective(AdamObjective):
-    def __init__(self, rec_weight: float = 1.0, ref_weight: float = 0.0, band_width: float = 0.5,
-                 flow_lr_mul: float = 1.0):
+    def __init__(
+        self, rec_weight: float = 1.0, ref_weight: float = 0.0, band_width: float = 0.5, flow_lr_mul: float = 1.0
+    ):
         self.rec_weight, self.ref_weight, self.band_width = rec_weight, ref_weight, band_width
         # learning-rate factor of POD's SPyNet when it trains (no pretrained weights): basicsr's
         # ``flow_lr_mul`` (BasicVSR: 0.125). 1 in the study (its SPyNet is frozen).
@@ -234,8 +259,10 @@ class FusionObjective(AdamObjective):
         if not isinstance(model, GPEMSR):
             raise EmsrError(f"gpemsr stage III: the model must be a GPEMSR network, got {type(model).__name__}")
         if self.ref_weight > 0 and not (model.cfg.mpf and model.cfg.mpf_mask and model.cfg.vgg_full):
-            raise EmsrError("gpemsr stage III: ref_weight > 0 needs the prior and the full VGG "
-                            "(mpf, mpf_mask and vgg_full on); set ref_weight: 0")
+            raise EmsrError(
+                "gpemsr stage III: ref_weight > 0 needs the prior and the full VGG "
+                "(mpf, mpf_mask and vgg_full on); set ref_weight: 0"
+            )
         super().setup(job, model, settings, device)
         self.loss_vgg = self._loss_network(job, model)
 
@@ -252,15 +279,20 @@ class FusionObjective(AdamObjective):
         flag = missing_flag("vgg19", "contextual reference loss disabled")
         if flag not in job.flags:
             job.flags.append(flag)
-        print(f"gpemsr stage III: no pretrained VGG19: the reference (contextual) loss is disabled "
-              f"(ref_weight {self.ref_weight})", file=sys.stderr)
+        print(
+            f"gpemsr stage III: no pretrained VGG19: the reference (contextual) loss is disabled "
+            f"(ref_weight {self.ref_weight})",
+            file=sys.stderr,
+        )
         return None
 
     def step(self, lr_b, hr_b, step):
         with devices.autocast(self.device):
             sr, prior = self.model.forward_with_prior(lr_b)
         if sr.shape != hr_b.shape:
-            raise EmsrError(f"gpemsr stage III: output {tuple(sr.shape)} for LR {tuple(lr_b.shape)}, expected {tuple(hr_b.shape)}")
+            raise EmsrError(
+                f"gpemsr stage III: output {tuple(sr.shape)} for LR {tuple(lr_b.shape)}, expected {tuple(hr_b.shape)}"
+            )
         # the study's L1, or MSE where the stage's harness setting ``loss`` says so (quick preset)
         rec = (F.mse_loss if self.settings.loss == "mse" else F.l1_loss)(sr.float(), hr_b)
         loss = self.rec_weight * rec

@@ -49,10 +49,24 @@ from .model import GPEMSR
 
 # supplement Tables 3 (8x) and 4 (16x) and Sec. 5, millions
 PUBLISHED = {
-    8: {"VQGAN-Indexer": 43.3503, "MPF": 21.9235, "MPF w/o VGG": 1.8991, "POD": 2.8932,
-        "POD w/o SPyNet": 1.4529, "3DA": 0.3697, "Total": 69.24},
-    16: {"VQGAN-Indexer": 45.8417, "MPF": 21.9276, "MPF w/o VGG": 1.9032, "POD": 2.8932,
-         "POD w/o SPyNet": 1.4529, "3DA": 0.3697, "Total": 72.77},
+    8: {
+        "VQGAN-Indexer": 43.3503,
+        "MPF": 21.9235,
+        "MPF w/o VGG": 1.8991,
+        "POD": 2.8932,
+        "POD w/o SPyNet": 1.4529,
+        "3DA": 0.3697,
+        "Total": 69.24,
+    },
+    16: {
+        "VQGAN-Indexer": 45.8417,
+        "MPF": 21.9276,
+        "MPF w/o VGG": 1.9032,
+        "POD": 2.8932,
+        "POD w/o SPyNet": 1.4529,
+        "3DA": 0.3697,
+        "Total": 72.77,
+    },
 }
 
 
@@ -104,26 +118,54 @@ def table(scale: int) -> list[Row]:
     idx, dec, quant = model.prior.indexer, model.prior.decoder, model.prior.quantizer
     vgg, spy = model.mpf.vgg, model.pod.spynet
     unused = unused_mpf_level(scale)
-    mpf_note = (f"study's table also counts {unused:,} parameters of a 4th fusion level its 8x forward never uses"
-                if unused else "")
+    mpf_note = (
+        f"study's table also counts {unused:,} parameters of a 4th fusion level its 8x forward never uses"
+        if unused
+        else ""
+    )
     return [
-        Row("VQGAN-Indexer", m(study_count(idx) + study_count(dec)), m(count(idx) + count(dec) + count(quant)),
-            pub["VQGAN-Indexer"], "indexer + decoder; all: + GroupNorm + codebook"),
+        Row(
+            "VQGAN-Indexer",
+            m(study_count(idx) + study_count(dec)),
+            m(count(idx) + count(dec) + count(quant)),
+            pub["VQGAN-Indexer"],
+            "indexer + decoder; all: + GroupNorm + codebook",
+        ),
         Row("MPF", m(study_count(model.mpf)), m(count(model.mpf)), pub["MPF"], mpf_note),
-        Row("MPF w/o VGG", m(study_count(model.mpf) - count(vgg)), m(count(model.mpf) - count(vgg)), pub["MPF w/o VGG"], mpf_note),
+        Row(
+            "MPF w/o VGG",
+            m(study_count(model.mpf) - count(vgg)),
+            m(count(model.mpf) - count(vgg)),
+            pub["MPF w/o VGG"],
+            mpf_note,
+        ),
         Row("POD", m(study_count(model.pod)), m(count(model.pod)), pub["POD"]),
-        Row("POD w/o SPyNet", m(study_count(model.pod) - count(spy)), m(count(model.pod) - count(spy)), pub["POD w/o SPyNet"]),
+        Row(
+            "POD w/o SPyNet",
+            m(study_count(model.pod) - count(spy)),
+            m(count(model.pod) - count(spy)),
+            pub["POD w/o SPyNet"],
+        ),
         Row("3DA", m(study_count(model.fusion)), m(count(model.fusion)), pub["3DA"]),
-        Row("Total", m(study_count(model)), m(count(model)), pub["Total"],
-            "the stage III network (stage I encoder and discriminator excluded, as in the study)"),
+        Row(
+            "Total",
+            m(study_count(model)),
+            m(count(model)),
+            pub["Total"],
+            "the stage III network (stage I encoder and discriminator excluded, as in the study)",
+        ),
     ]
 
 
 def format_table(rows_by_scale: dict[int, list[Row]]) -> str:
-    lines = ["| scale | module | ours (study conv.) | ours (all params) | published | diff | diff (all) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| scale | module | ours (study conv.) | ours (all params) | published | diff | diff (all) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for scale, rows in rows_by_scale.items():
         for r in rows:
-            lines.append(f"| {scale}x | {r.module} | {r.ours:.4f} M | {r.ours_all:.4f} M | {r.published} M | "
-                         f"{100 * r.rel:+.2f} % | {100 * r.rel_all:+.2f} % |")
+            lines.append(
+                f"| {scale}x | {r.module} | {r.ours:.4f} M | {r.ours_all:.4f} M | {r.published} M | "
+                f"{100 * r.rel:+.2f} % | {100 * r.rel_all:+.2f} % |"
+            )
     return "\n".join(lines)

@@ -68,8 +68,9 @@ class ModulatedDeformConv(nn.Module):
         offset, mask = self.offsets_and_mask(feat)
         # deform_conv2d has no bf16 kernel: run it in fp32 under autocast
         with torch.autocast(x.device.type, enabled=False):
-            return torchvision.ops.deform_conv2d(x.float(), offset.float(), self.weight, self.bias,
-                                                 padding=self.padding, mask=mask.float())
+            return torchvision.ops.deform_conv2d(
+                x.float(), offset.float(), self.weight, self.bias, padding=self.padding, mask=mask.float()
+            )
 
 
 class POD(nn.Module):
@@ -85,15 +86,25 @@ class POD(nn.Module):
         self.spynet.requires_grad_(False)  # frozen; init_pretrained loads it, or unfreezes it if absent
         # per flow: a stride conv to the LR grid (the flow is at flow_upsample x LR), then x2 down twice
         self.flow_down = nn.ModuleList(
-            nn.ModuleList([nn.Conv2d(2, FLOW_FEAT, 3, cfg.flow_upsample, 1),
-                           nn.Conv2d(FLOW_FEAT, FLOW_FEAT, 3, 2, 1),
-                           nn.Conv2d(FLOW_FEAT, FLOW_FEAT, 3, 2, 1)]) for _ in range(2))
+            nn.ModuleList(
+                [
+                    nn.Conv2d(2, FLOW_FEAT, 3, cfg.flow_upsample, 1),
+                    nn.Conv2d(FLOW_FEAT, FLOW_FEAT, 3, 2, 1),
+                    nn.Conv2d(FLOW_FEAT, FLOW_FEAT, 3, 2, 1),
+                ]
+            )
+            for _ in range(2)
+        )
         o_ch = 2 * nf + 2 * FLOW_FEAT + 2
         self.conv1 = nn.ModuleList(nn.Conv2d(o_ch, nf, 3, 1, 1) for _ in range(LEVELS))
         # Conv_l^2: l = 2 one conv; l < 2 one on <Conv^1, up(dP_{l+1})> then one more
-        self.conv2 = nn.ModuleList([nn.Sequential(nn.Conv2d(2 * nf, nf, 3, 1, 1), lrelu(), nn.Conv2d(nf, nf, 3, 1, 1), lrelu())
-                                    for _ in range(LEVELS - 1)]
-                                   + [nn.Sequential(nn.Conv2d(nf, nf, 3, 1, 1), lrelu())])
+        self.conv2 = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv2d(2 * nf, nf, 3, 1, 1), lrelu(), nn.Conv2d(nf, nf, 3, 1, 1), lrelu())
+                for _ in range(LEVELS - 1)
+            ]
+            + [nn.Sequential(nn.Conv2d(nf, nf, 3, 1, 1), lrelu())]
+        )
         self.dcn = nn.ModuleList(ModulatedDeformConv(nf, nf, dg) for _ in range(LEVELS))
         self.fuse = nn.ModuleList(nn.Conv2d(2 * nf, nf, 3, 1, 1) for _ in range(LEVELS - 1))
         self.refine_offset = nn.Sequential(nn.Conv2d(2 * nf, nf, 3, 1, 1), lrelu(), nn.Conv2d(nf, nf, 3, 1, 1), lrelu())
@@ -103,15 +114,17 @@ class POD(nn.Module):
     def flow_pair(self, nbr: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """FL^1, FL^2 on the flow grid (flow_upsample x LR), from frozen SPyNet."""
         if self.flow_upsample > 1:
-            nbr, ref = (F.interpolate(t, scale_factor=self.flow_upsample, mode="bilinear", align_corners=False)
-                        for t in (nbr, ref))
+            nbr, ref = (
+                F.interpolate(t, scale_factor=self.flow_upsample, mode="bilinear", align_corners=False)
+                for t in (nbr, ref)
+            )
         rgb = lambda t: t.expand(-1, 3, -1, -1)  # noqa: E731
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen(self.spynet)):
             if self.flows == "study":
                 fl1 = self.spynet(rgb(nbr), rgb(ref))
                 return fl1, fl1
             both = self.spynet(rgb(torch.cat([nbr, ref])), rgb(torch.cat([ref, nbr])))
-            return both[: nbr.shape[0]], both[nbr.shape[0]:]
+            return both[: nbr.shape[0]], both[nbr.shape[0] :]
 
     def offset_features(self, nbr_feats, ref_feats, nbr, ref) -> list[torch.Tensor]:
         """dP_l for l = 0, 1, 2 (nf channels each, on the grids of the pyramid)."""
@@ -129,8 +142,9 @@ class POD(nn.Module):
             imgs_r.append(F.interpolate(imgs_r[-1], scale_factor=0.5, mode="bilinear", align_corners=False))
         offsets: list[torch.Tensor] = [None] * LEVELS
         for lvl in reversed(range(LEVELS)):
-            o = torch.cat([nbr_feats[lvl], ref_feats[lvl], flow_feats[0][lvl], flow_feats[1][lvl],
-                           imgs_n[lvl], imgs_r[lvl]], 1)
+            o = torch.cat(
+                [nbr_feats[lvl], ref_feats[lvl], flow_feats[0][lvl], flow_feats[1][lvl], imgs_n[lvl], imgs_r[lvl]], 1
+            )
             o = self.act(self.conv1[lvl](o))
             if lvl < LEVELS - 1:
                 up = F.interpolate(offsets[lvl + 1], size=o.shape[-2:], mode="bilinear", align_corners=False)
@@ -138,8 +152,9 @@ class POD(nn.Module):
             offsets[lvl] = self.conv2[lvl](o)
         return offsets
 
-    def forward(self, nbr_feats: list[torch.Tensor], ref_feats: list[torch.Tensor], nbr: torch.Tensor,
-                ref: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, nbr_feats: list[torch.Tensor], ref_feats: list[torch.Tensor], nbr: torch.Tensor, ref: torch.Tensor
+    ) -> torch.Tensor:
         offsets = self.offset_features(nbr_feats, ref_feats, nbr, ref)
         fea = self.act(self.dcn[LEVELS - 1](nbr_feats[LEVELS - 1], offsets[LEVELS - 1]))
         for lvl in reversed(range(LEVELS - 1)):

@@ -56,8 +56,18 @@ def reconstruct(vq: VQGAN, hr: np.ndarray, device: torch.device | None = None) -
     return out
 
 
-def prior_rows(cfg: GPEMSRConfig, stage1_path: str | Path, hr_path: str | Path, *, method, preset: str,
-               variant: str, scales, pretrained: Pretrained | None, device: torch.device | None = None) -> pd.DataFrame:
+def prior_rows(
+    cfg: GPEMSRConfig,
+    stage1_path: str | Path,
+    hr_path: str | Path,
+    *,
+    method,
+    preset: str,
+    variant: str,
+    scales,
+    pretrained: Pretrained | None,
+    device: torch.device | None = None,
+) -> pd.DataFrame:
     """Rows of the stage I model at ``stage1_path`` reconstructing the HR sections of
     ``hr_path``: ``prior_psnr`` (dB, mean over sections) and ``prior_lpips`` (missing, with the
     reason, when LPIPS is disabled or its AlexNet is absent), once per scale in ``scales``.
@@ -68,10 +78,26 @@ def prior_rows(cfg: GPEMSRConfig, stage1_path: str | Path, hr_path: str | Path, 
     psnr = float(np.mean(psnr_sections(hr, rec, f"{stage1_path} reconstruction")))
     lp, lp_note = lpips_value(hr, rec, pretrained)
     what = f"stage I (VQGAN) reconstruction of the {hr.shape[0]} HR test sections, scale-independent"
-    metrics = [("prior_psnr", psnr, f"{what}; dB, data range 255, mean over sections"),
-               ("prior_lpips", lp, f"{what}; {lp_note}")]
-    rows = [{"method": method.name, "display_name": method.display_name, "family": method.family, "preset": preset,
-             "scale": int(s), "metric": m, "value": v, "note": note, "segmenter": "", "variant": variant,
-             "ci_low": float("nan"), "ci_high": float("nan")}
-            for s in scales for m, v, note in metrics]
+    metrics = [
+        ("prior_psnr", psnr, f"{what}; dB, data range 255, mean over sections"),
+        ("prior_lpips", lp, f"{what}; {lp_note}"),
+    ]
+    rows = [
+        {
+            "method": method.name,
+            "display_name": method.display_name,
+            "family": method.family,
+            "preset": preset,
+            "scale": int(s),
+            "metric": m,
+            "value": v,
+            "note": note,
+            "segmenter": "",
+            "variant": variant,
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+        }
+        for s in scales
+        for m, v, note in metrics
+    ]
     return pd.DataFrame(rows, columns=COLUMNS)

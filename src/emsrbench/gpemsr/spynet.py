@@ -47,8 +47,9 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Sample ``x`` (B, C, H, W) at pixel positions + ``flow`` (B, 2, H, W; x then y),
     bilinear, border padding, corner-aligned coordinates (basicsr's ``flow_warp``)."""
     b, _, h, w = x.shape
-    gy, gx = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
-                            torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
+    gy, gx = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=x.dtype), torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij"
+    )
     px = gx + flow[:, 0]
     py = gy + flow[:, 1]
     grid = torch.stack([2.0 * px / max(w - 1, 1) - 1.0, 2.0 * py / max(h - 1, 1) - 1.0], dim=-1)
@@ -81,7 +82,7 @@ class SpyNet(nn.Module):
         for _ in range(self.levels - 1):
             refs.insert(0, F.avg_pool2d(refs[0], 2, 2, count_include_pad=False))
             supps.insert(0, F.avg_pool2d(supps[0], 2, 2, count_include_pad=False))
-        modules = self.basic_module[LEVELS - self.levels:]
+        modules = self.basic_module[LEVELS - self.levels :]
         flow = refs[0].new_zeros(ref.shape[0], 2, refs[0].shape[2] // 2, refs[0].shape[3] // 2)
         for r, s, module in zip(refs, supps, modules):
             up = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True) * 2.0

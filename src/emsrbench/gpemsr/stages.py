@@ -41,11 +41,16 @@ def _load(module: nn.Module, state: dict, what: str, source: str) -> None:
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise EmsrError(f"{source}: not a {what} of these settings ({detail}; "
-                        f"e.g. an attention switch that differs between the stages)")
+        raise EmsrError(
+            f"{source}: not a {what} of these settings ({detail}; "
+            f"e.g. an attention switch that differs between the stages)"
+        )
     for key, value in own.items():
         if tuple(state[key].shape) != tuple(value.shape):
-            raise EmsrError(f"{source}: {what} {key} has shape {tuple(state[key].shape)}, these settings expect {tuple(value.shape)}")
+            raise EmsrError(
+                f"{source}: {what} {key} has shape {tuple(state[key].shape)}, "
+                f"these settings expect {tuple(value.shape)}"
+            )
     module.load_state_dict(state)
 
 
@@ -55,8 +60,10 @@ def check_codebook(state: dict, cfg: GPEMSRConfig, source: str, key: str = CODEB
     have = tuple(state[key].shape)
     want = (cfg.codebook_size, cfg.latent_dim)
     if have != want:
-        raise EmsrError(f"{source}: stage I codebook is {have[0]} x {have[1]} (codebook_size x latent_dim), "
-                        f"these settings expect {want[0]} x {want[1]}; retrain stage I with the same preset")
+        raise EmsrError(
+            f"{source}: stage I codebook is {have[0]} x {have[1]} (codebook_size x latent_dim), "
+            f"these settings expect {want[0]} x {want[1]}; retrain stage I with the same preset"
+        )
 
 
 def load_vqgan(cfg: GPEMSRConfig, state: dict, source: str) -> VQGAN:
@@ -75,12 +82,22 @@ def load_prior(model: GPEMSR, vqgan_state: dict, indexer_state: dict, vqgan_sour
     check_codebook(vqgan_state, cfg, vqgan_source)
     n_cls = tuple(indexer_state.get("classifier.weight", torch.empty(0)).shape[:1])
     if n_cls != (cfg.codebook_size,):
-        raise EmsrError(f"{indexer_source}: stage II indexer predicts {n_cls[0] if n_cls else '?'} codes, "
-                        f"the stage I codebook has {cfg.codebook_size}")
+        raise EmsrError(
+            f"{indexer_source}: stage II indexer predicts {n_cls[0] if n_cls else '?'} codes, "
+            f"the stage I codebook has {cfg.codebook_size}"
+        )
     prior = model.prior
-    _load(prior.quantizer, {k[len("quantizer."):]: v for k, v in vqgan_state.items() if k.startswith("quantizer.")},
-          "stage I codebook", vqgan_source)
-    _load(prior.decoder, {k[len("decoder."):]: v for k, v in vqgan_state.items() if k.startswith("decoder.")},
-          "stage I decoder", vqgan_source)
+    _load(
+        prior.quantizer,
+        {k[len("quantizer.") :]: v for k, v in vqgan_state.items() if k.startswith("quantizer.")},
+        "stage I codebook",
+        vqgan_source,
+    )
+    _load(
+        prior.decoder,
+        {k[len("decoder.") :]: v for k, v in vqgan_state.items() if k.startswith("decoder.")},
+        "stage I decoder",
+        vqgan_source,
+    )
     _load(prior.indexer, indexer_state, f"x{model.scale} stage II indexer", indexer_source)
     prior.requires_grad_(False)

@@ -83,8 +83,10 @@ class HRSampler:
             vol = self.volumes[i]
             z, h, w = vol.shape
             if h < patch or w < patch:
-                raise EmsrError(f"{self.files[i]}: HR sections {h}x{w} are smaller than the stage I patch_size {patch} "
-                                "(stage I patch_size is in HR pixels)")
+                raise EmsrError(
+                    f"{self.files[i]}: HR sections {h}x{w} are smaller than the stage I patch_size {patch} "
+                    "(stage I patch_size is in HR pixels)"
+                )
             k, y, x = rng.integers(z), rng.integers(h - patch + 1), rng.integers(w - patch + 1)
             p = vol[k, y : y + patch, x : x + patch]
             if augment:
@@ -102,9 +104,18 @@ def train_vqgan(job: TrainJob, out_path: Path, ckpt_dir: Path) -> Path:
     cfg = config_of(job)
     st = _settings(job, "vqgan")
     hr_only = dataclasses.replace(job, val_files=[])
-    fit(hr_only, objective=_objective(VQGANObjective, job, "vqgan", st.objective), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
-        model=_seeded(st.seed, VQGAN, cfg), stage="I vqgan", meta=_meta(cfg, "vqgan"), sampler=HRSampler(job.train_files),
-        shaped_by={"gpemsr_config": cfg.as_dict()})
+    fit(
+        hr_only,
+        objective=_objective(VQGANObjective, job, "vqgan", st.objective),
+        settings=st,
+        ckpt_dir=ckpt_dir,
+        out_path=out_path,
+        model=_seeded(st.seed, VQGAN, cfg),
+        stage="I vqgan",
+        meta=_meta(cfg, "vqgan"),
+        sampler=HRSampler(job.train_files),
+        shaped_by={"gpemsr_config": cfg.as_dict()},
+    )
     return Path(out_path)
 
 
@@ -114,9 +125,17 @@ def train_indexer(job: TrainJob, vqgan_path: Path, out_path: Path, ckpt_dir: Pat
     st = _settings(job, "indexer")
     vq = load_vqgan(cfg, read_state(vqgan_path), str(vqgan_path))
     no_val = dataclasses.replace(job, val_files=[])
-    fit(no_val, objective=_objective(IndexerObjective, job, "indexer", st.objective, vq), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
-        model=_seeded(st.seed, Indexer, cfg, job.scale), stage="II indexer", meta=_meta(cfg, "indexer"),
-        shaped_by={"gpemsr_config": cfg.as_dict(), "stage1": Path(vqgan_path)})
+    fit(
+        no_val,
+        objective=_objective(IndexerObjective, job, "indexer", st.objective, vq),
+        settings=st,
+        ckpt_dir=ckpt_dir,
+        out_path=out_path,
+        model=_seeded(st.seed, Indexer, cfg, job.scale),
+        stage="II indexer",
+        meta=_meta(cfg, "indexer"),
+        shaped_by={"gpemsr_config": cfg.as_dict(), "stage1": Path(vqgan_path)},
+    )
     return Path(out_path)
 
 
@@ -131,22 +150,40 @@ def build_fusion(job: TrainJob, vqgan_path: Path | None, indexer_path: Path | No
     return model
 
 
-def train_fusion(job: TrainJob, vqgan_path: Path | None, indexer_path: Path | None, out_path: Path | None = None,
-                 ckpt_dir: Path | None = None, prior_seconds: float = 0.0) -> Path:
+def train_fusion(
+    job: TrainJob,
+    vqgan_path: Path | None,
+    indexer_path: Path | None,
+    out_path: Path | None = None,
+    ckpt_dir: Path | None = None,
+    prior_seconds: float = 0.0,
+) -> Path:
     """Stage III: the multi-image fusion network (writes the model inference reads)."""
     cfg = config_of(job)
     st = _settings(job, "fusion")
     if st.objective.get("ref_weight") and not (cfg.mpf and cfg.mpf_mask):
         # the reference loss compares the output with the prior image through the mask's VGG:
         # the ablations without MPF or without the mask have neither, so train without it
-        print(f"gpemsr stage III: variant without {'MPF' if not cfg.mpf else 'the MPF mask'}: no reference loss "
-              f"(ref_weight {st.objective['ref_weight']} ignored)", file=sys.stderr)
+        print(
+            f"gpemsr stage III: variant without {'MPF' if not cfg.mpf else 'the MPF mask'}: no reference loss "
+            f"(ref_weight {st.objective['ref_weight']} ignored)",
+            file=sys.stderr,
+        )
         st.objective = {k: v for k, v in st.objective.items() if k != "ref_weight"}
     model = build_fusion(job, vqgan_path, indexer_path)
     prior = {"stage1": Path(vqgan_path), "stage2": Path(indexer_path)} if cfg.mpf else {}
-    fit(job, objective=_objective(FusionObjective, job, "fusion", st.objective), settings=st, ckpt_dir=ckpt_dir, out_path=out_path,
-        model=model, stage="III fusion", meta=_meta(cfg, "fusion"), prior_seconds=prior_seconds,
-        shaped_by={"gpemsr_config": cfg.as_dict(), **prior})
+    fit(
+        job,
+        objective=_objective(FusionObjective, job, "fusion", st.objective),
+        settings=st,
+        ckpt_dir=ckpt_dir,
+        out_path=out_path,
+        model=model,
+        stage="III fusion",
+        meta=_meta(cfg, "fusion"),
+        prior_seconds=prior_seconds,
+        shaped_by={"gpemsr_config": cfg.as_dict(), **prior},
+    )
     return Path(out_path or job.out_path)
 
 

@@ -63,8 +63,9 @@ class Encoder(nn.Module):
             body.append(nn.Conv2d(c_in, c_out, 3, 2, 1))
         self.body = nn.Sequential(*body)
         self.attention = SelfAttention(ch[-1], g) if cfg.encoder_attention else nn.Identity()
-        self.out = nn.Sequential(*(VQResBlock(ch[-1], ch[-1], g) for _ in range(cfg.enc_out_blocks)),
-                                 nn.Conv2d(ch[-1], cfg.latent_dim, 1))
+        self.out = nn.Sequential(
+            *(VQResBlock(ch[-1], ch[-1], g) for _ in range(cfg.enc_out_blocks)), nn.Conv2d(ch[-1], cfg.latent_dim, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.attention(self.body(self.conv_in(x))))
@@ -78,13 +79,16 @@ class Decoder(nn.Module):
         super().__init__()
         ch, g = tuple(reversed(cfg.channels)), cfg.norm_groups
         self.channels = ch
-        self.conv_in = nn.Sequential(nn.Conv2d(cfg.latent_dim, ch[0], 1),
-                                     *(VQResBlock(ch[0], ch[0], g) for _ in range(cfg.dec_in_blocks)))
+        self.conv_in = nn.Sequential(
+            nn.Conv2d(cfg.latent_dim, ch[0], 1), *(VQResBlock(ch[0], ch[0], g) for _ in range(cfg.dec_in_blocks))
+        )
         self.attention = SelfAttention(ch[0], g) if cfg.decoder_attention else nn.Identity()
         self.stages = nn.ModuleList(
-            nn.Sequential(*(VQResBlock(c_in, c_in, g) for _ in range(cfg.dec_blocks))) for c_in in ch[:-1])
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(c_in, c_out, 3, 2, 1, output_padding=1)
-                                 for c_in, c_out in zip(ch[:-1], ch[1:]))
+            nn.Sequential(*(VQResBlock(c_in, c_in, g) for _ in range(cfg.dec_blocks))) for c_in in ch[:-1]
+        )
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(c_in, c_out, 3, 2, 1, output_padding=1) for c_in, c_out in zip(ch[:-1], ch[1:])
+        )
         self.conv_out = nn.Conv2d(ch[-1], out_channels, 3, 1, 1)
 
     @property
@@ -213,9 +217,12 @@ class PatchDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(in_channels, nf, 4, 2, 0), nn.LeakyReLU(0.2, True)]
         mult = 1
         for i in range(1, n + 1):
-            prev, mult = mult, min(2 ** i, 8)
-            layers += [nn.Conv2d(nf * prev, nf * mult, 4, 2 if i < n else 1, 0, bias=False),
-                       nn.InstanceNorm2d(nf * mult), nn.LeakyReLU(0.2, True)]
+            prev, mult = mult, min(2**i, 8)
+            layers += [
+                nn.Conv2d(nf * prev, nf * mult, 4, 2 if i < n else 1, 0, bias=False),
+                nn.InstanceNorm2d(nf * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
         layers.append(nn.Conv2d(nf * mult, 1, 4, 1, 0))
         self.net = nn.Sequential(*layers)
 

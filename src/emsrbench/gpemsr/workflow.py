@@ -77,8 +77,10 @@ class StagePlan:
         cfg = self.config(method, scale, variant)
         if not cfg.mpf:
             return {}
-        return {"stage1": self.stage1_file(method, stage_key(cfg, "vqgan")),
-                "stage2": self.stage2_file(method, scale, stage_key(cfg, "indexer"))}
+        return {
+            "stage1": self.stage1_file(method, stage_key(cfg, "vqgan")),
+            "stage2": self.stage2_file(method, scale, stage_key(cfg, "indexer")),
+        }
 
     def variant_of_stage1(self, method: str, key: str) -> str:
         try:
@@ -90,7 +92,9 @@ class StagePlan:
         try:
             return self.stage2[(method, key, int(scale))]
         except KeyError:
-            raise EmsrError(f"gpemsr: no variant of '{method}' has x{scale} stage II settings {key} in this config") from None
+            raise EmsrError(
+                f"gpemsr: no variant of '{method}' has x{scale} stage II settings {key} in this config"
+            ) from None
 
     def checkpoints(self, folder: str, stage: str) -> str:
         """``<folder>/checkpoints/<stage>``: one checkpoint folder per stage file. A rerun after
@@ -154,10 +158,15 @@ class StagePlan:
         if stage == "vqgan":
             return {"train": self.plan.degraded("train", self.stage1_scale())}
         if stage == "indexer":
-            return {"train": self.plan.degraded("train", scale),
-                    "stage1": self.prior_files(method, scale, variant)["stage1"]}
-        return dict(train=self.plan.degraded("train", scale), val=self.plan.degraded("val", scale),
-                    **self.prior_files(method, scale, variant))
+            return {
+                "train": self.plan.degraded("train", scale),
+                "stage1": self.prior_files(method, scale, variant)["stage1"],
+            }
+        return dict(
+            train=self.plan.degraded("train", scale),
+            val=self.plan.degraded("val", scale),
+            **self.prior_files(method, scale, variant),
+        )
 
     def stage3_input(self, w) -> dict:
         """Inputs of a stage III job: training/validation volumes and its prior's stage files."""
@@ -176,12 +185,17 @@ class StagePlan:
         """The planned stage job (:func:`emsrbench.fingerprint.planned_job`): what its file
         must be made from; ``scale`` is the job's (stage I: :meth:`stage1_scale`)."""
         scale = self.stage1_scale() if stage == "vqgan" else int(scale)
-        return planned_job(f"gpemsr_{stage}", method=method, variant=variant, scale=scale,
-                           preset=self.plan.preset_name(method),
-                           model=self.plan.preset_of(method, scale, variant)["model"],
-                           train=self.plan.train_layers(method, scale),
-                           inputs=self.stage_inputs(stage, method, scale, variant),
-                           pretrained=self.plan.pretrained_state(self.pretrained_names(stage, method, scale, variant)))
+        return planned_job(
+            f"gpemsr_{stage}",
+            method=method,
+            variant=variant,
+            scale=scale,
+            preset=self.plan.preset_name(method),
+            model=self.plan.preset_of(method, scale, variant)["model"],
+            train=self.plan.train_layers(method, scale),
+            inputs=self.stage_inputs(stage, method, scale, variant),
+            pretrained=self.plan.pretrained_state(self.pretrained_names(stage, method, scale, variant)),
+        )
 
     def stage1_scale(self) -> int:
         """The scale whose degraded training files stage I reads the HR sections of (the
@@ -200,8 +214,12 @@ class StagePlan:
 
     def prior_metrics(self) -> list[str]:
         """Stage I reconstruction rows of every stage I model (part of `snakemake ablations`)."""
-        return [self.prior_metrics_file(m, v) for m in self.methods if self.plan.method(m).variants
-                for v in self.prior_variants(m)]
+        return [
+            self.prior_metrics_file(m, v)
+            for m in self.methods
+            if self.plan.method(m).variants
+            for v in self.prior_variants(m)
+        ]
 
     def ablation_inputs(self) -> list[str]:
         """The rows of `snakemake ablations`: every method with variants, its variants and
@@ -209,12 +227,16 @@ class StagePlan:
         released = [m for m in self.released if self.plan.method(m).variants]
         if released:
             m = released[0]
-            raise EmsrError(f"ablations: '{m}' runs preset '{self.plan.preset_name(m)}' (the study's released weights), "
-                            f"which has no ablation variants; set method_presets.{m} to paper or quick to train them")
+            raise EmsrError(
+                f"ablations: '{m}' runs preset '{self.plan.preset_name(m)}' (the study's released weights), "
+                f"which has no ablation variants; set method_presets.{m} to paper or quick to train them"
+            )
         files = self.plan.ablation_metrics() + self.prior_metrics()
         if not files:
-            raise EmsrError(f"ablations: no method of this run has variants (methods: {', '.join(self.plan.methods)}); "
-                            "add one whose method.yaml lists `variants:` (gpemsr) to `methods` in the config")
+            raise EmsrError(
+                f"ablations: no method of this run has variants (methods: {', '.join(self.plan.methods)}); "
+                "add one whose method.yaml lists `variants:` (gpemsr) to `methods` in the config"
+            )
         return files
 
     def prior_model(self, method: str, variant: str) -> str:
@@ -224,8 +246,7 @@ class StagePlan:
         return files["stage1"]
 
     def all_stage_files(self) -> list[str]:
-        return ([self.stage1_file(m, k) for m, k in self.stage1]
-                + [self.stage2_file(m, s, k) for m, k, s in self.stage2])
+        return [self.stage1_file(m, k) for m, k in self.stage1] + [self.stage2_file(m, s, k) for m, k, s in self.stage2]
 
 
 def run_stage(smk, plan) -> None:
@@ -259,11 +280,16 @@ def run_stage(smk, plan) -> None:
         out_path=Path(smk.output[0]),
         ckpt_dir=Path(smk.params.ckpt_dir),
         threads=smk.threads,
-        pretrained=plan.pretrained(stages.pretrained_names(stage, method.name, scale, variant),
-                                   who=f"gpemsr {stage} {method.name} x{scale} {variant}"),
+        pretrained=plan.pretrained(
+            stages.pretrained_names(stage, method.name, scale, variant),
+            who=f"gpemsr {stage} {method.name} x{scale} {variant}",
+        ),
         identity=stages.identity(stage, method.name, scale, variant),
     )
-    print(f"gpemsr stage {stage}: {method.name} x{scale} variant {job.model_params.get('variant', 'full')}", file=sys.stderr)
+    print(
+        f"gpemsr stage {stage}: {method.name} x{scale} variant {job.model_params.get('variant', 'full')}",
+        file=sys.stderr,
+    )
     if stage == "vqgan":
         training.train_vqgan(job, job.out_path, job.ckpt_dir)
     elif stage == "indexer":
@@ -273,8 +299,14 @@ def run_stage(smk, plan) -> None:
         # the model file's training time covers every stage it depends on (a stage I model
         # shared by both scales counts in each)
         seconds = sum(float(torch.load(p, map_location="cpu", weights_only=True)["train_seconds"]) for p in prior)
-        training.train_fusion(job, prior[0] if prior else None, prior[1] if prior else None, job.out_path,
-                              job.ckpt_dir, prior_seconds=seconds)
+        training.train_fusion(
+            job,
+            prior[0] if prior else None,
+            prior[1] if prior else None,
+            job.out_path,
+            job.ckpt_dir,
+            prior_seconds=seconds,
+        )
     else:
         raise EmsrError(f"gpemsr: unknown stage '{stage}' (vqgan, indexer, fusion)")
 
@@ -288,9 +320,16 @@ def evaluate_prior(smk, plan, method) -> None:
 
     devices.set_threads(smk.threads)
     variant = smk.wildcards.variant
-    df = prior_rows(config(dict(smk.params.model)), smk.input.model, smk.input.hr, method=method,
-                    preset=smk.params.preset, variant=variant, scales=list(smk.params.scales),
-                    pretrained=plan.pretrained(["alexnet"], who="stage I LPIPS") if smk.params.lpips else None,
-                    device=devices.pick_device())
+    df = prior_rows(
+        config(dict(smk.params.model)),
+        smk.input.model,
+        smk.input.hr,
+        method=method,
+        preset=smk.params.preset,
+        variant=variant,
+        scales=list(smk.params.scales),
+        pretrained=plan.pretrained(["alexnet"], who="stage I LPIPS") if smk.params.lpips else None,
+        device=devices.pick_device(),
+    )
     print(df[["metric", "value", "note"]].drop_duplicates("metric").to_string(index=False), file=sys.stderr)
     write_rows(df, smk.output[0])

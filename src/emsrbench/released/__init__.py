@@ -20,5 +20,10 @@ from .spynet import load_released_spynet
 from .vgg19 import load_released_vgg19
 from .vqgan import load_released_stage1
 
-__all__ = ["load_released_spynet", "load_released_stage1", "load_released_stage2", "load_released_stage3",
-           "load_released_vgg19"]
+__all__ = [
+    "load_released_spynet",
+    "load_released_stage1",
+    "load_released_stage2",
+    "load_released_stage3",
+    "load_released_vgg19",
+]

@@ -43,10 +43,22 @@ def conv(release: str, ours: str) -> list[Row]:
 
 def rename(rows: list[Row], release_prefix: str, our_prefix: str) -> list[Row]:
     """``rows`` of a sub-network moved under ``release_prefix.`` / ``our_prefix.``."""
+
     def join(prefix, key):
         return f"{prefix}.{key}" if prefix else key
-    return [Row(join(release_prefix, r.release), None if r.ours is None else join(our_prefix, r.ours), r.why,
-                r.shape, r.value, r.linear, r.optional) for r in rows]
+
+    return [
+        Row(
+            join(release_prefix, r.release),
+            None if r.ours is None else join(our_prefix, r.ours),
+            r.why,
+            r.shape,
+            r.value,
+            r.linear,
+            r.optional,
+        )
+        for r in rows
+    ]
 
 
 def unused(rows: list[Row], shapes: dict[str, tuple], why: str) -> list[Row]:
@@ -87,7 +99,7 @@ def read_release(path: str | Path) -> dict[str, torch.Tensor]:
         what = sorted(map(str, payload))[:5] if isinstance(payload, dict) else type(payload).__name__
         raise EmsrError(f"{path}: not a state dict of tensors (top level: {what})")
     if all(k.startswith(DDP_PREFIX) for k in state):
-        state = {k[len(DDP_PREFIX):]: v for k, v in state.items()}
+        state = {k[len(DDP_PREFIX) :]: v for k, v in state.items()}
     return state
 
 
@@ -95,8 +107,9 @@ def _values(t: torch.Tensor) -> list[float]:
     return [round(x, 4) for x in t.flatten().tolist()]
 
 
-def remap(state: dict[str, torch.Tensor], rows: list[Row], ours: dict[str, tuple], source: str,
-          what: str) -> dict[str, torch.Tensor]:
+def remap(
+    state: dict[str, torch.Tensor], rows: list[Row], ours: dict[str, tuple], source: str, what: str
+) -> dict[str, torch.Tensor]:
     """Our state dict (keys and shapes of ``ours``) from the release ``state`` through ``rows``.
 
     ``source`` (the file) and ``what`` (e.g. "GPEMSR stage II x8 indexer") start every message."""
@@ -107,8 +120,10 @@ def remap(state: dict[str, torch.Tensor], rows: list[Row], ours: dict[str, tuple
         rows_by_key[row.release] = row
     unmapped = [k for k in state if k not in rows_by_key]
     if unmapped:
-        raise EmsrError(f"{source}: {what}: unmapped key {unmapped[0]} ({len(unmapped)} of the file's {len(state)} keys "
-                        f"are not in the release layout these settings expect)")
+        raise EmsrError(
+            f"{source}: {what}: unmapped key {unmapped[0]} ({len(unmapped)} of the file's {len(state)} keys "
+            f"are not in the release layout these settings expect)"
+        )
     out: dict[str, torch.Tensor] = {}
     for row in rows:
         if row.release not in state:
@@ -122,14 +137,20 @@ def remap(state: dict[str, torch.Tensor], rows: list[Row], ours: dict[str, tuple
             raise EmsrError(f"{source}: {what}: {row.release} maps to {row.ours}, which these settings do not build")
         want_release = want[:2] if row.linear else want
         if tuple(tensor.shape) != tuple(want_release):
-            raise EmsrError(f"{source}: {what}: {row.release} has shape {tuple(tensor.shape)}, expected "
-                            f"{tuple(want_release)}" + (f" (our {row.ours})" if row.ours else ""))
+            raise EmsrError(
+                f"{source}: {what}: {row.release} has shape {tuple(tensor.shape)}, expected "
+                f"{tuple(want_release)}" + (f" (our {row.ours})" if row.ours else "")
+            )
         if row.value is not None and not torch.equal(tensor.float(), row.value.float().reshape(tensor.shape)):
-            raise EmsrError(f"{source}: {what}: {row.release} is {_values(tensor)}, expected the constant "
-                            f"{_values(row.value)} ({row.why})")
+            raise EmsrError(
+                f"{source}: {what}: {row.release} is {_values(tensor)}, expected the constant "
+                f"{_values(row.value)} ({row.why})"
+            )
         if row.ours:
             out[row.ours] = tensor.reshape(want) if row.linear else tensor
     for key in ours:
         if key not in out:
-            raise EmsrError(f"{source}: {what}: no release key fills our {key} (these settings differ from the release)")
+            raise EmsrError(
+                f"{source}: {what}: no release key fills our {key} (these settings differ from the release)"
+            )
     return out

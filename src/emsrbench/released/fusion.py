@@ -31,12 +31,24 @@ SCALES = (8, 16)  # the study releases these two
 STUDY_MPF_LEVELS = 4  # built at both scales, run at 16x only
 # the study's 3DA names -> ours (model/GPEMSR.py ThreeDA -> emsrbench.gpemsr.tda.ThreeDA)
 THREE_DA = {
-    "temporal_attn1": "embed_ref", "temporal_attn2": "embed", "feat_fusion": "fusion",
-    "conv3D_1": "conv3d_1", "conv3D_2": "conv3d_2", "conv3D_fusion_1": "fusion3d_1",
-    "conv3D_fusion_2": "fusion3d_2", "conv2D_fusion_3": "fusion_out",
-    "spatial_attn1": "sa1", "spatial_attn2": "sa2", "spatial_attn3": "sa3", "spatial_attn4": "sa4",
-    "spatial_attn5": "sa5", "spatial_attn_l1": "sa_l1", "spatial_attn_l2": "sa_l2", "spatial_attn_l3": "sa_l3",
-    "spatial_attn_add1": "sa_add1", "spatial_attn_add2": "sa_add2",
+    "temporal_attn1": "embed_ref",
+    "temporal_attn2": "embed",
+    "feat_fusion": "fusion",
+    "conv3D_1": "conv3d_1",
+    "conv3D_2": "conv3d_2",
+    "conv3D_fusion_1": "fusion3d_1",
+    "conv3D_fusion_2": "fusion3d_2",
+    "conv2D_fusion_3": "fusion_out",
+    "spatial_attn1": "sa1",
+    "spatial_attn2": "sa2",
+    "spatial_attn3": "sa3",
+    "spatial_attn4": "sa4",
+    "spatial_attn5": "sa5",
+    "spatial_attn_l1": "sa_l1",
+    "spatial_attn_l2": "sa_l2",
+    "spatial_attn_l3": "sa_l3",
+    "spatial_attn_add1": "sa_add1",
+    "spatial_attn_add2": "sa_add2",
 }
 POD_LEVEL_NAMES = ("L1", "L2", "L3")  # the study's names of our POD levels 0, 1, 2 (fine to coarse)
 
@@ -69,7 +81,9 @@ def mpf_rows(cfg: GPEMSRConfig, scale: int) -> list[Row]:
         used += conv(f"refmaskconv{i}", f"mask_net.{j}")
     decoder_widths = tuple(reversed(cfg.channels))[:-1]
     level16 = meta_shapes(lambda: MPF(cfg, 16, decoder_widths))
-    return rename(used, "", "mpf") + unused(dropped, level16, "the 4th MPF level, which the study builds but runs at 16x only")
+    return rename(used, "", "mpf") + unused(
+        dropped, level16, "the 4th MPF level, which the study builds but runs at 16x only"
+    )
 
 
 def pod_rows() -> list[Row]:

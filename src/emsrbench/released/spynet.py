@@ -27,8 +27,16 @@ def spynet_rows(buffers_required: bool) -> list[Row]:
             rows += conv(f"basic_module.{level}.basic_module.{j}", f"basic_module.{level}.basic_module.{j}")
     for name, value in IMAGENET.items():
         # float32 as basicsr registers them (torch.Tensor of the Python floats)
-        rows.append(Row(name, None, f"SPyNet's ImageNet input {name}, a constant in ours", (1, 3, 1, 1),
-                        torch.tensor(value, dtype=torch.float32).view(1, 3, 1, 1), optional=not buffers_required))
+        rows.append(
+            Row(
+                name,
+                None,
+                f"SPyNet's ImageNet input {name}, a constant in ours",
+                (1, 3, 1, 1),
+                torch.tensor(value, dtype=torch.float32).view(1, 3, 1, 1),
+                optional=not buffers_required,
+            )
+        )
     return rows
 
 

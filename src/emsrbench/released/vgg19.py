@@ -43,11 +43,21 @@ def feature_rows(cfg: GPEMSRConfig, study_slices: bool) -> list[Row]:
 
 
 def classifier_rows() -> list[Row]:
-    return [Row(f"{name}.{p}", None, "torchvision's classifier, unused by the MPF mask", shape if p == "weight" else shape[:1])
-            for name, shape in CLASSIFIER.items() for p in ("weight", "bias")]
+    return [
+        Row(
+            f"{name}.{p}",
+            None,
+            "torchvision's classifier, unused by the MPF mask",
+            shape if p == "weight" else shape[:1],
+        )
+        for name, shape in CLASSIFIER.items()
+        for p in ("weight", "bias")
+    ]
 
 
 def load_released_vgg19(path: str | Path, cfg: GPEMSRConfig) -> dict:
     """torchvision's VGG19 file as a state dict of our :class:`VGGFeatures` of ``cfg``."""
     ours = meta_shapes(lambda: VGGFeatures(cfg.vgg_full))
-    return remap(read_release(path), feature_rows(cfg, study_slices=False) + classifier_rows(), ours, str(path), "VGG19")
+    return remap(
+        read_release(path), feature_rows(cfg, study_slices=False) + classifier_rows(), ours, str(path), "VGG19"
+    )

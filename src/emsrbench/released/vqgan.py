@@ -83,8 +83,11 @@ CODEBOOK = [Row("embedding.weight", "codebook.weight")]
 
 
 def stage1_rows(cfg: GPEMSRConfig) -> list[Row]:
-    return (rename(encoder_rows(cfg), "encoder", "encoder") + rename(CODEBOOK, "codebook", "quantizer")
-            + rename(decoder_rows(cfg), "decoder", "decoder"))
+    return (
+        rename(encoder_rows(cfg), "encoder", "encoder")
+        + rename(CODEBOOK, "codebook", "quantizer")
+        + rename(decoder_rows(cfg), "decoder", "decoder")
+    )
 
 
 def load_released_stage1(path: str | Path, cfg: GPEMSRConfig) -> dict:

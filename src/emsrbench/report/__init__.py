@@ -33,8 +33,15 @@ def wide_csv(rows: list[Row]) -> str:
     cols = columns(rows)
     recs = []
     for r in rows:
-        rec = {"method": r.method, "variant": r.variant, "display_name": r.display_name, "preset": r.preset,
-               "scale": r.scale, "status": r.status, "reason": "; ".join(f"{f.job}: {f.reason}" for f in r.failures)}
+        rec = {
+            "method": r.method,
+            "variant": r.variant,
+            "display_name": r.display_name,
+            "preset": r.preset,
+            "scale": r.scale,
+            "status": r.status,
+            "reason": "; ".join(f"{f.job}: {f.reason}" for f in r.failures),
+        }
         for m, s in cols:
             rec[f"{m}:{s}" if s else m] = r.value(m, s)
         recs.append(rec)
@@ -55,23 +62,31 @@ def method_notes(plan, rows: list[Row], tidy: pd.DataFrame) -> list[tuple[str, s
     out = []
     for name, method in plan.methods.items():
         mine = [r for r in rows if r.method == name]
-        facts = {"citation": method.citation, "family": method.family + (f" ({method.slices} sections)"
-                                                                           if method.slices > 1 else ""),
-                 "scales run": ", ".join(f"{r.scale}x: {r.status}" for r in mine if not r.variant)}
+        facts = {
+            "citation": method.citation,
+            "family": method.family + (f" ({method.slices} sections)" if method.slices > 1 else ""),
+            "scales run": ", ".join(f"{r.scale}x: {r.status}" for r in mine if not r.variant),
+        }
         if method.notes:
             facts["notes"] = method.notes
         notes = tidy.loc[tidy["method"] == name, "note"]
         method_flags = sorted({f for n in notes for f in n.split("; ") if f.startswith("flag:")})
         body = html.kv(facts)
         if method_flags:
-            body += "<ul class=\"flags\">" + "".join(f"<li>{escape(f)}</li>" for f in method_flags) + "</ul>"
+            body += '<ul class="flags">' + "".join(f"<li>{escape(f)}</li>" for f in method_flags) + "</ul>"
         fails = [f for r in mine for f in r.failures]
         if fails:
-            body += "<ul class=\"failures\">" + "".join(
-                f"<li><b>{escape(f.job)}</b>: <code>{escape(f.reason)}</code></li>" for f in fails) + "</ul>"
+            body += (
+                '<ul class="failures">'
+                + "".join(f"<li><b>{escape(f.job)}</b>: <code>{escape(f.reason)}</code></li>" for f in fails)
+                + "</ul>"
+            )
         readme = _readme(method.folder)
         if readme:
-            body += f"<details><summary>What differs from the published method (README)</summary><pre>{escape(readme)}</pre></details>"
+            body += (
+                "<details><summary>What differs from the published method (README)</summary>"
+                f"<pre>{escape(readme)}</pre></details>"
+            )
         out.append((f"{method.display_name} ({name})", body))
     return out
 
@@ -84,19 +99,31 @@ def hallucination_definitions(plan, tidy: pd.DataFrame) -> list[tuple[str, str]]
     h = plan.hallucination()
     tol, iou = f"{float(h['tolerance_nm']):g} nm", f"{float(h['iou']):g}"
     return [
-        ("Hallucination scores", "Boundaries of each network's segmentation (first threshold) against the ground "
-         "truth, per section: a boundary is a crack between 4-neighbouring pixels with different labels, its length "
-         f"the pixel size along it; matched when a boundary of the other side lies within {tol} (ground-truth label 0 "
-         "is not scored). HR's own segmentation is the upper bound."),
-        ("Invented, Erased (µm/µm²)", f"segmentation boundary with no ground-truth boundary within {tol} (structure "
-         f"drawn that is not there), ground-truth boundary with no segmentation boundary within {tol} (structure "
-         "missed); length in µm per µm² of labelled section area. Not ranked: merging everything invents nothing."),
-        ("Boundary precision, recall, F1", "1 - invented / segmentation boundary length, 1 - erased / ground-truth "
-         "boundary length, and their harmonic mean 2PR/(P+R). Only F1 is ranked (higher is better): a segmentation "
-         "that merges everything has precision 1, one that splits everything recall 1."),
-        ("Orphan fraction", f"share of the segmentation's 3D segments with no segment of IoU >= {iou} in the same "
-         "network's segmentation of HR (invented objects, and pieces of split ones). Lower is better; none for HR "
-         "itself."),
+        (
+            "Hallucination scores",
+            "Boundaries of each network's segmentation (first threshold) against the ground "
+            "truth, per section: a boundary is a crack between 4-neighbouring pixels with different labels, "
+            "its length the pixel size along it; matched when a boundary of the other side lies within "
+            f"{tol} (ground-truth label 0 is not scored). HR's own segmentation is the upper bound.",
+        ),
+        (
+            "Invented, Erased (µm/µm²)",
+            f"segmentation boundary with no ground-truth boundary within {tol} (structure "
+            f"drawn that is not there), ground-truth boundary with no segmentation boundary within {tol} (structure "
+            "missed); length in µm per µm² of labelled section area. Not ranked: merging everything invents nothing.",
+        ),
+        (
+            "Boundary precision, recall, F1",
+            "1 - invented / segmentation boundary length, 1 - erased / ground-truth "
+            "boundary length, and their harmonic mean 2PR/(P+R). Only F1 is ranked (higher is better): a segmentation "
+            "that merges everything has precision 1, one that splits everything recall 1.",
+        ),
+        (
+            "Orphan fraction",
+            f"share of the segmentation's 3D segments with no segment of IoU >= {iou} in the same "
+            "network's segmentation of HR (invented objects, and pieces of split ones). Lower is better; none for HR "
+            "itself.",
+        ),
     ]
 
 
@@ -110,22 +137,38 @@ def _panels(plan, rows: list[Row], settings: dict, workdir: Path) -> tuple[list,
     for scale in plan.scales:
         test = Path(plan.test_file(scale))
         ok = [r for r in rows if r.scale == scale and r.status == "ok" and not r.variant]
-        methods = [(r.label, (r.method, plan.sr_file(r.method, scale))) for r in ok
-                   if (workdir / plan.sr_file(r.method, scale)).exists()]
+        methods = [
+            (r.label, (r.method, plan.sr_file(r.method, scale)))
+            for r in ok
+            if (workdir / plan.sr_file(r.method, scale)).exists()
+        ]
         if not (workdir / test).exists():
             skipped.append(f"{scale}x: no panels, the test file {test} does not exist.")
             continue
         if not methods:
             skipped.append(f"{scale}x: no panels, no method has an SR volume at this scale.")
             continue
-        made, _ = panels.panels(scale, str(workdir / test), [(lbl, (m, str(workdir / p))) for lbl, (m, p) in methods],
-                                settings, segment_dir, tolerance_nm=tolerance)
+        made, _ = panels.panels(
+            scale,
+            str(workdir / test),
+            [(lbl, (m, str(workdir / p))) for lbl, (m, p) in methods],
+            settings,
+            segment_dir,
+            tolerance_nm=tolerance,
+        )
         out += made
     return out, skipped
 
 
-def build(plan, metric_paths: list[str], html_path: str | Path, figures_dir: str | Path, repo: str | Path = ".",
-          workdir: str | Path = ".", bootstrap: list[str] | None = None) -> Path:
+def build(
+    plan,
+    metric_paths: list[str],
+    html_path: str | Path,
+    figures_dir: str | Path,
+    repo: str | Path = ".",
+    workdir: str | Path = ".",
+    bootstrap: list[str] | None = None,
+) -> Path:
     """Write the page and its figures (PNG files, for ``snakemake --report``); returns the page's path."""
     workdir = Path(workdir)
     tidy = load_tidy(metric_paths)
@@ -134,8 +177,9 @@ def build(plan, metric_paths: list[str], html_path: str | Path, figures_dir: str
 
         tidy["tie"] = ties(tidy, bootstrap)
     records = failure_records.load(workdir / plan.results)
-    planned = Planned({n: (m.display_name, m.family, plan.preset_name(n)) for n, m in plan.methods.items()},
-                      plan.scales, plan.preset)
+    planned = Planned(
+        {n: (m.display_name, m.family, plan.preset_name(n)) for n, m in plan.methods.items()}, plan.scales, plan.preset
+    )
     rows = build_rows(tidy, planned, records)
     settings = plan.config.get("report", {}) or {}
 
@@ -144,12 +188,19 @@ def build(plan, metric_paths: list[str], html_path: str | Path, figures_dir: str
 
     ok = [r for r in rows if r.status == "ok" and not r.variant]
     failed = [r for r in rows if r.status != "ok" and not r.variant]
-    subtitle = (f"{len({r.method for r in ok})} method(s) ran, {len(ok)} method x scale row(s)"
-                + (f", {len(failed)} failed or not run" if failed else "") + f"; preset {plan.preset}"
-                + "".join(f", {m} {p}" for m, p in sorted((plan.config.get("method_presets") or {}).items())) + ", "
-                + f"data: {plan.data['source']}")
-    sr_files = {(r.method, r.scale): workdir / plan.sr_file(r.method, r.scale) for r in ok
-                if (workdir / plan.sr_file(r.method, r.scale)).exists()}
+    subtitle = (
+        f"{len({r.method for r in ok})} method(s) ran, {len(ok)} method x scale row(s)"
+        + (f", {len(failed)} failed or not run" if failed else "")
+        + f"; preset {plan.preset}"
+        + "".join(f", {m} {p}" for m, p in sorted((plan.config.get("method_presets") or {}).items()))
+        + ", "
+        + f"data: {plan.data['source']}"
+    )
+    sr_files = {
+        (r.method, r.scale): workdir / plan.sr_file(r.method, r.scale)
+        for r in ok
+        if (workdir / plan.sr_file(r.method, r.scale)).exists()
+    }
     page = html.Page(
         title=settings.get("title") or "emsrbench report",
         subtitle=subtitle,
@@ -158,15 +209,22 @@ def build(plan, metric_paths: list[str], html_path: str | Path, figures_dir: str
         csv=wide_csv(rows),
         failures=[(f.job, f.reason, f.log) for f in records],
         flags=flags(tidy),
-        plots=figs, plots_skipped=skipped,
-        panels=panel_list, panels_skipped=panels_skipped,
+        plots=figs,
+        plots_skipped=skipped,
+        panels=panel_list,
+        panels_skipped=panels_skipped,
         ablations=tables.ablations(rows),
         notes=method_notes(plan, rows, tidy),
-        provenance=[("Run", provenance.run_settings(plan.config)),
-                    ("Code", {"git commit": provenance.git(repo), "repository": str(Path(repo).resolve())}),
-                    ("Packages", provenance.packages()),
-                    ("Machine that built the report", provenance.machine()),
-                    ("Devices and precision of the inference jobs", provenance.devices(sr_files) or {"(none)": "no SR volumes"})],
+        provenance=[
+            ("Run", provenance.run_settings(plan.config)),
+            ("Code", {"git commit": provenance.git(repo), "repository": str(Path(repo).resolve())}),
+            ("Packages", provenance.packages()),
+            ("Machine that built the report", provenance.machine()),
+            (
+                "Devices and precision of the inference jobs",
+                provenance.devices(sr_files) or {"(none)": "no SR volumes"},
+            ),
+        ],
         config_text=yaml.safe_dump(plan.config, sort_keys=False),
     )
     figures_dir = Path(figures_dir)

@@ -32,7 +32,9 @@ def load_tidy(paths: list[str | Path]) -> pd.DataFrame:
     if len(dup):
         r = dup.iloc[0]
         seg = f" ({r['segmenter']})" if r["segmenter"] else ""
-        raise EmsrError(f"report: {r['method']} x{r['scale']} has '{r['metric']}'{seg} more than once in the metrics tables")
+        raise EmsrError(
+            f"report: {r['method']} x{r['scale']} has '{r['metric']}'{seg} more than once in the metrics tables"
+        )
     return tidy
 
 
@@ -103,14 +105,22 @@ def build_rows(tidy: pd.DataFrame, planned: Planned, failures: list[Failure]) ->
             row.failures = concerned
     for row in rows.values():
         if row.variant:
-            row.failures = [f for f in failures if f.concerns(row.method, row.scale) and f.wildcards.get("variant") == row.variant]
+            row.failures = [
+                f for f in failures if f.concerns(row.method, row.scale) and f.wildcards.get("variant") == row.variant
+            ]
     return sorted(rows.values(), key=_order)
 
 
 def _order(row: Row):
     psnr = row.value("psnr")
-    return (row.scale, row.status != "ok", bool(row.variant), not row.reference,
-            -psnr if not math.isnan(psnr) else math.inf, row.label)
+    return (
+        row.scale,
+        row.status != "ok",
+        bool(row.variant),
+        not row.reference,
+        -psnr if not math.isnan(psnr) else math.inf,
+        row.label,
+    )
 
 
 def columns(rows: list[Row], scale: int | None = None) -> list[tuple[str, str]]:
@@ -121,11 +131,25 @@ def columns(rows: list[Row], scale: int | None = None) -> list[tuple[str, str]]:
 
 def as_tidy(rows: list[Row]) -> pd.DataFrame:
     """The cells of the rows that ran, one tidy record each (what emsrbench.no_signal reads)."""
-    recs = [{"method": r.method, "variant": r.variant, "scale": r.scale, "metric": m, "segmenter": seg,
-             "value": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high, "tie": c.tie or ""}
-            for r in rows if r.status == "ok" for (m, seg), c in r.cells.items()]
-    return pd.DataFrame(recs, columns=["method", "variant", "scale", "metric", "segmenter", "value", "ci_low",
-                                       "ci_high", "tie"])
+    recs = [
+        {
+            "method": r.method,
+            "variant": r.variant,
+            "scale": r.scale,
+            "metric": m,
+            "segmenter": seg,
+            "value": c.value,
+            "ci_low": c.ci_low,
+            "ci_high": c.ci_high,
+            "tie": c.tie or "",
+        }
+        for r in rows
+        if r.status == "ok"
+        for (m, seg), c in r.cells.items()
+    ]
+    return pd.DataFrame(
+        recs, columns=["method", "variant", "scale", "metric", "segmenter", "value", "ci_low", "ci_high", "tie"]
+    )
 
 
 def flags(tidy: pd.DataFrame) -> tuple[list[str], list[str]]:

@@ -10,6 +10,7 @@ import base64
 from dataclasses import dataclass, field
 from html import escape
 
+# A backslash at a line's end continues the line: the string has no newline there.
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#fff}
 header{background:#1d2f4f;color:#fff;padding:18px 28px}header h1{margin:0 0 4px;font-size:22px}
@@ -20,14 +21,21 @@ table{border-collapse:collapse;margin:6px 0 14px;font-size:13px}th,td{border:1px
 th{background:#f4f6fa;vertical-align:bottom}th.group{text-align:center;background:#e4e9f2}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.best{font-weight:700;background:#dff3e2}
 td.missing{color:#8a93a3}td.non-finite{color:#8a5a00}td.failed-cell{color:#b3261e;font-weight:600}
-tr.reference td{background:#f3f0fa;font-style:italic}tr.failed td{background:#fdecea}tr.not-run td{background:#f6f6f6;color:#6b7280}td.reason{color:#b3261e;text-align:left}
-.ci{display:block;font-size:11px;color:#5b6475;font-weight:400}.tie{color:#1b7a3a;font-weight:700;cursor:help}td.tied{background:#f0f8f1}.legend{font-size:12px;color:#5b6475;margin:4px 0 12px}.warn{color:#c77700;cursor:help}
-table.sortable th:not(.group){cursor:pointer;user-select:none}table.sortable th[aria-sort=ascending]::after{content:" \\25B4"}
+tr.reference td{background:#f3f0fa;font-style:italic}tr.failed td{background:#fdecea}\
+tr.not-run td{background:#f6f6f6;color:#6b7280}td.reason{color:#b3261e;text-align:left}
+.ci{display:block;font-size:11px;color:#5b6475;font-weight:400}.tie{color:#1b7a3a;font-weight:700;cursor:help}\
+td.tied{background:#f0f8f1}.legend{font-size:12px;color:#5b6475;margin:4px 0 12px}.warn{color:#c77700;cursor:help}
+table.sortable th:not(.group){cursor:pointer;user-select:none}\
+table.sortable th[aria-sort=ascending]::after{content:" \\25B4"}
 table.sortable th[aria-sort=descending]::after{content:" \\25BE"}
-figure{margin:10px 0 22px}figure img{max-width:100%;border:1px solid #d5dce8}figcaption{color:#4b5566;font-size:13px;max-width:1100px}
-dl.kv{display:grid;grid-template-columns:max-content auto;gap:2px 14px;margin:6px 0}dl.kv dt{font-weight:600}dl.kv dd{margin:0}
-.failures li,.flags li{margin:2px 0}.failures code{color:#b3261e}pre{background:#f4f6fa;padding:8px;overflow:auto;font-size:12px}
-.no-signal{color:#8a5a00;font-weight:600;margin:4px 0 8px}.skipped{color:#6b7280;font-style:italic}.scroll{overflow-x:auto;max-width:100%}a.download{font-size:13px}
+figure{margin:10px 0 22px}figure img{max-width:100%;border:1px solid #d5dce8}\
+figcaption{color:#4b5566;font-size:13px;max-width:1100px}
+dl.kv{display:grid;grid-template-columns:max-content auto;gap:2px 14px;margin:6px 0}dl.kv dt{font-weight:600}\
+dl.kv dd{margin:0}
+.failures li,.flags li{margin:2px 0}.failures code{color:#b3261e}\
+pre{background:#f4f6fa;padding:8px;overflow:auto;font-size:12px}
+.no-signal{color:#8a5a00;font-weight:600;margin:4px 0 8px}.skipped{color:#6b7280;font-style:italic}\
+.scroll{overflow-x:auto;max-width:100%}a.download{font-size:13px}
 """
 
 # Sorts a table by the clicked column of its last header row: numbers by data-v, text by
@@ -82,44 +90,70 @@ class Page:
 
 
 def kv(d: dict) -> str:
-    return '<dl class="kv">' + "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>" for k, v in d.items()) + "</dl>"
+    return (
+        '<dl class="kv">'
+        + "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>" for k, v in d.items())
+        + "</dl>"
+    )
 
 
 def _figure(png: bytes, alt: str, caption: str, cls: str) -> str:
-    return (f'<figure class="{cls}"><img class="{cls}" alt="{escape(alt)}" src="{data_uri(png, "image/png")}">'
-            f"<figcaption><b>{escape(alt)}.</b> {escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure class="{cls}"><img class="{cls}" alt="{escape(alt)}" src="{data_uri(png, "image/png")}">'
+        f"<figcaption><b>{escape(alt)}.</b> {escape(caption)}</figcaption></figure>"
+    )
 
 
 def render(page: Page) -> str:
     sections = []
-    board = ['<section id="leaderboard"><h2>Leaderboard</h2>',
-             "<p>Click a column header to sort. Best value per column in bold (quality metrics only; cost is not "
-             "ranked; <i>HR (upper bound)</i> is the segmentation of the HR volume itself, a reference, not ranked; "
-             "none in a segmenter's columns that carry no signal, as the sentence under the table says). "
-             "Hover a value for its note, a <i>n/a</i> for why it is missing.</p>"]
+    board = [
+        '<section id="leaderboard"><h2>Leaderboard</h2>',
+        "<p>Click a column header to sort. Best value per column in bold (quality metrics only; cost is not "
+        "ranked; <i>HR (upper bound)</i> is the segmentation of the HR volume itself, a reference, not ranked; "
+        "none in a segmenter's columns that carry no signal, as the sentence under the table says). "
+        "Hover a value for its note, a <i>n/a</i> for why it is missing.</p>",
+    ]
     if page.csv:
-        board.append(f'<p><a class="download" download="leaderboard.csv" href="{data_uri(page.csv.encode(), "text/csv")}">'
-                     "Download these rows as CSV</a></p>")
+        board.append(
+            f'<p><a class="download" download="leaderboard.csv" href="{data_uri(page.csv.encode(), "text/csv")}">'
+            "Download these rows as CSV</a></p>"
+        )
     for scale, table in page.boards:
         board += [f"<h3>{scale}x</h3>", table]
     if page.definitions:
-        board.append('<dl class="kv legend">' + "".join(f"<dt>{escape(t)}</dt><dd>{escape(d)}</dd>"
-                                                         for t, d in page.definitions) + "</dl>")
+        board.append(
+            '<dl class="kv legend">'
+            + "".join(f"<dt>{escape(t)}</dt><dd>{escape(d)}</dd>" for t, d in page.definitions)
+            + "</dl>"
+        )
     if not page.boards:
         board.append('<p class="skipped">No rows: no method and scale is planned.</p>')
     missing, flagged = page.flags
     if missing or flagged:
-        board.append('<h3>Missing or non-finite values and flags</h3><ul class="flags">'
-                     + "".join(f"<li>{escape(x)}</li>" for x in list(missing) + list(flagged)) + "</ul>")
+        board.append(
+            '<h3>Missing or non-finite values and flags</h3><ul class="flags">'
+            + "".join(f"<li>{escape(x)}</li>" for x in list(missing) + list(flagged))
+            + "</ul>"
+        )
     board.append("</section>")
     sections.append(("leaderboard", "Leaderboard", "".join(board)))
 
     if page.failures:
-        items = "".join(f"<li><b>{escape(job)}</b>: <code>{escape(reason)}</code>"
-                        + (f" (log: {escape(log)})" if log else "") + "</li>" for job, reason, log in page.failures)
-        sections.append(("failures", "Failed jobs", f'<section id="failures"><h2>Failed jobs</h2>'
-                         "<p>Jobs whose last run failed (records under <code>failed/</code> in the results "
-                         f'directory; a job\'s next success removes its record).</p><ul class="failures">{items}</ul></section>'))
+        items = "".join(
+            f"<li><b>{escape(job)}</b>: <code>{escape(reason)}</code>"
+            + (f" (log: {escape(log)})" if log else "")
+            + "</li>"
+            for job, reason, log in page.failures
+        )
+        sections.append(
+            (
+                "failures",
+                "Failed jobs",
+                f'<section id="failures"><h2>Failed jobs</h2>'
+                "<p>Jobs whose last run failed (records under <code>failed/</code> in the results "
+                f'directory; a job\'s next success removes its record).</p><ul class="failures">{items}</ul></section>',
+            )
+        )
 
     plots = ['<section id="plots"><h2>Plots</h2>']
     plots += [_figure(p.png, p.title, p.caption, "plot") for p in page.plots]
@@ -147,8 +181,11 @@ def render(page: Page) -> str:
     sections.append(("provenance", "Provenance", "".join(prov) + "</section>"))
 
     nav = "".join(f'<a href="#{sid}">{escape(name)}</a>' for sid, name, _ in sections)
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{escape(page.title)}</title><style>{CSS}</style></head><body>"
-            f"<header><h1>{escape(page.title)}</h1><p>{escape(page.subtitle)}</p></header><nav>{nav}</nav><main>"
-            + "".join(html for _, _, html in sections) + f"</main><script>{JS}</script></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(page.title)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>{escape(page.title)}</h1><p>{escape(page.subtitle)}</p></header><nav>{nav}</nav><main>"
+        + "".join(html for _, _, html in sections)
+        + f"</main><script>{JS}</script></body></html>\n"
+    )

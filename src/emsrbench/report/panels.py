@@ -63,7 +63,9 @@ class Panel:
 
 def _check_shape(path, key, shape, expected, what):
     if tuple(shape) != tuple(expected):
-        raise EmsrError(f"{path}:{key}: shape {tuple(shape)} differs from the HR test volume {tuple(expected)} ({what})")
+        raise EmsrError(
+            f"{path}:{key}: shape {tuple(shape)} differs from the HR test volume {tuple(expected)} ({what})"
+        )
 
 
 def crop_size(requested: int, shape: tuple, scale: int) -> int:
@@ -80,8 +82,9 @@ def _window_means(m: np.ndarray, size: int, step: int) -> tuple[np.ndarray, np.n
     return s / (size * size), yy, xx
 
 
-def choose_regions(sr_paths: list[str], hr_path: str, size: int, count: int, scale: int,
-                   max_sections: int = 8) -> list[Region]:
+def choose_regions(
+    sr_paths: list[str], hr_path: str, size: int, count: int, scale: int, max_sections: int = 8
+) -> list[Region]:
     """``count`` non-overlapping crops where the methods differ most, aligned to the LR grid."""
     with h5py.File(hr_path, "r") as f:
         hr = f[RAW_KEY]
@@ -119,8 +122,10 @@ def config_regions(regions: list[dict], shape: tuple, size: int, scale: int) -> 
     for i, r in enumerate(regions):
         z, y, x = int(r["z"]), int(r["y"]) // scale * scale, int(r["x"]) // scale * scale
         if not (0 <= z < shape[0] and 0 <= y and y + size <= shape[1] and 0 <= x and x + size <= shape[2]):
-            raise EmsrError(f"config: report.panels.regions[{i}]: z={r['z']} y={r['y']} x={r['x']} with crop {size} "
-                            f"does not fit the {scale}x test volume of shape {tuple(shape)}")
+            raise EmsrError(
+                f"config: report.panels.regions[{i}]: z={r['z']} y={r['y']} x={r['x']} with crop {size} "
+                f"does not fit the {scale}x test volume of shape {tuple(shape)}"
+            )
         out.append(Region(z, y, x, size, "config"))
     return out
 
@@ -137,7 +142,7 @@ def _read_crop(path, key, region: Region, shape) -> np.ndarray:
         ds = f[key]
         _check_shape(path, key, ds.shape, shape, "panel crop")
         s = region.size
-        return np.asarray(ds[region.z, region.y:region.y + s, region.x:region.x + s])
+        return np.asarray(ds[region.z, region.y : region.y + s, region.x : region.x + s])
 
 
 def _psnr_text(sr: np.ndarray, hr: np.ndarray) -> str:
@@ -160,16 +165,31 @@ def _overlay(ax, image: np.ndarray, labels: np.ndarray) -> None:
     ax.imshow(rgba, interpolation="nearest")
 
 
-def render(scale: int, region: Region, test_file: str, methods: list[tuple[str, str]], shape: tuple,
-           segment_dir: Path | None, net: str | None) -> tuple[bytes, list[str]]:
+def render(
+    scale: int,
+    region: Region,
+    test_file: str,
+    methods: list[tuple[str, str]],
+    shape: tuple,
+    segment_dir: Path | None,
+    net: str | None,
+) -> tuple[bytes, list[str]]:
     """PNG of the grid; and the labels of methods without a segmentation when others have one."""
     s = region.size
     hr = _read_crop(test_file, RAW_KEY, region, shape)
     with h5py.File(test_file, "r") as f:
         if LR_KEY not in f:
             raise EmsrError(f"{test_file}:{LR_KEY}: missing dataset (not a degraded test file)")
-        lr = np.asarray(f[LR_KEY][region.z, region.y // scale:(region.y + s) // scale, region.x // scale:(region.x + s) // scale])
-        gt = np.asarray(f[LABELS_KEY][region.z, region.y:region.y + s, region.x:region.x + s]) if LABELS_KEY in f else None
+        lr = np.asarray(
+            f[LR_KEY][
+                region.z, region.y // scale : (region.y + s) // scale, region.x // scale : (region.x + s) // scale
+            ]
+        )
+        gt = (
+            np.asarray(f[LABELS_KEY][region.z, region.y : region.y + s, region.x : region.x + s])
+            if LABELS_KEY in f
+            else None
+        )
     lr_up = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
     tiles = [(f"LR ({scale}x, nearest)", lr_up, None, gt, "ground truth")]
     for label, (name, path) in methods:
@@ -233,8 +253,16 @@ def _paint(ax, image: np.ndarray, layers) -> None:
     ax.imshow(rgba, interpolation="nearest")
 
 
-def render_hallucination(scale: int, region: Region, test_file: str, methods: list[tuple[str, str]], shape: tuple,
-                         segment_dir: Path, net: str, tolerance_nm: float) -> tuple[bytes, list[str]] | None:
+def render_hallucination(
+    scale: int,
+    region: Region,
+    test_file: str,
+    methods: list[tuple[str, str]],
+    shape: tuple,
+    segment_dir: Path,
+    net: str,
+    tolerance_nm: float,
+) -> tuple[bytes, list[str]] | None:
     """PNG of one row: HR with the ground-truth boundaries, then every method's SR crop and the
     HR segmentation's own errors, invented and erased boundaries painted; None when neither
     a method nor HR has a segmentation. Also the labels of methods without a segmentation."""
@@ -257,7 +285,9 @@ def render_hallucination(scale: int, region: Region, test_file: str, methods: li
     hr = _read_crop(test_file, RAW_KEY, region, shape)
     tiles = []
     for label, (name, path) in methods:
-        tiles.append((label, _read_crop(path, RAW_KEY, region, shape), segmentation_file(segment_dir, net, name, scale)))
+        tiles.append(
+            (label, _read_crop(path, RAW_KEY, region, shape), segmentation_file(segment_dir, net, name, scale))
+        )
     tiles.append(("HR (its own segmentation)", hr, segmentation_file(segment_dir, net, HR_METHOD, scale)))
     if all(t[2] is None for t in tiles):
         return None
@@ -284,9 +314,13 @@ def render_hallucination(scale: int, region: Region, test_file: str, methods: li
         ax.set_yticks([])
     from matplotlib.patches import Patch
 
-    handles = [Patch(color=INVENTED_RGB, label=f"invented: {net} boundary, no ground-truth boundary within {tolerance_nm:g} nm"),
-               Patch(color=ERASED_RGB, label=f"erased: ground-truth boundary, no {net} boundary within {tolerance_nm:g} nm"),
-               Patch(color=GT_RGB, label="ground-truth boundary (first column)")]
+    handles = [
+        Patch(
+            color=INVENTED_RGB, label=f"invented: {net} boundary, no ground-truth boundary within {tolerance_nm:g} nm"
+        ),
+        Patch(color=ERASED_RGB, label=f"erased: ground-truth boundary, no {net} boundary within {tolerance_nm:g} nm"),
+        Patch(color=GT_RGB, label="ground-truth boundary (first column)"),
+    ]
     fig.tight_layout(pad=0.3, rect=(0, 0.12, 1, 1))
     fig.legend(handles=handles, loc="lower center", ncol=3 if ncols >= 6 else 1, fontsize=7, frameon=False)
     buf = io.BytesIO()
@@ -295,8 +329,14 @@ def render_hallucination(scale: int, region: Region, test_file: str, methods: li
     return buf.getvalue(), no_seg
 
 
-def panels(scale: int, test_file: str, methods: list[tuple[str, tuple[str, str]]], settings: dict,
-           segment_dir: Path | None, tolerance_nm: float | None = None) -> tuple[list[Panel], str | None]:
+def panels(
+    scale: int,
+    test_file: str,
+    methods: list[tuple[str, tuple[str, str]]],
+    settings: dict,
+    segment_dir: Path | None,
+    tolerance_nm: float | None = None,
+) -> tuple[list[Panel], str | None]:
     """Panels of one scale. ``methods``: (label, (method name, SR file)) in leaderboard order.
     ``tolerance_nm``: also a hallucination panel after each crop's panel (None: not).
 
@@ -310,8 +350,14 @@ def panels(scale: int, test_file: str, methods: list[tuple[str, tuple[str, str]]
     if settings.get("regions"):
         regions = config_regions(settings["regions"], shape, size, scale)
     else:
-        regions = choose_regions([p for _, (_, p) in methods], test_file, size, int(settings.get("auto_regions", 2)),
-                                 scale, int(settings.get("max_sections", 8)))
+        regions = choose_regions(
+            [p for _, (_, p) in methods],
+            test_file,
+            size,
+            int(settings.get("auto_regions", 2)),
+            scale,
+            int(settings.get("max_sections", 8)),
+        )
     seg_root = Path(segment_dir) if segment_dir else None
     nets = sorted(p.name for p in seg_root.iterdir() if p.is_dir()) if seg_root and seg_root.is_dir() else []
     wanted = settings.get("segmenter")
@@ -320,8 +366,10 @@ def panels(scale: int, test_file: str, methods: list[tuple[str, tuple[str, str]]
     out = []
     for i, region in enumerate(regions):
         png, no_seg = render(scale, region, test_file, methods, shape, seg_root, net)
-        caption = (f"Section z={region.z}, y={region.y}:{region.y + size}, x={region.x}:{region.x + size} "
-                   f"(HR pixels; {region.source}). PSNR of each crop against HR.")
+        caption = (
+            f"Section z={region.z}, y={region.y}:{region.y + size}, x={region.x}:{region.x + size} "
+            f"(HR pixels; {region.source}). PSNR of each crop against HR."
+        )
         if net:
             caption += f" Bottom row: segmentation by {net}"
             caption += f"; no segmentation for {', '.join(no_seg)}." if no_seg else "."
@@ -334,16 +382,27 @@ def panels(scale: int, test_file: str, methods: list[tuple[str, tuple[str, str]]
             made = render_hallucination(scale, region, test_file, methods, shape, seg_root, net, tolerance_nm)
             if made is not None:
                 png, no_seg = made
-                caption = (f"The crop above (section z={region.z}, y={region.y}:{region.y + size}, "
-                           f"x={region.x}:{region.x + size}), boundaries of the {net} segmentation of each volume "
-                           f"against the ground truth at a tolerance of {tolerance_nm:g} nm. Invented (vermillion): "
-                           f"segmentation boundary pixels with no ground-truth boundary within {tolerance_nm:g} nm, "
-                           f"structure the segmentation draws that is not there. Erased (blue): ground-truth "
-                           f"boundary pixels with no segmentation boundary within {tolerance_nm:g} nm, structure it "
-                           f"misses. Lengths in the titles are within the crop; first column: HR with the "
-                           f"ground-truth boundaries (yellow); last: the segmentation of HR itself (the upper bound).")
+                caption = (
+                    f"The crop above (section z={region.z}, y={region.y}:{region.y + size}, "
+                    f"x={region.x}:{region.x + size}), boundaries of the {net} segmentation of each volume "
+                    f"against the ground truth at a tolerance of {tolerance_nm:g} nm. Invented (vermillion): "
+                    f"segmentation boundary pixels with no ground-truth boundary within {tolerance_nm:g} nm, "
+                    f"structure the segmentation draws that is not there. Erased (blue): ground-truth "
+                    f"boundary pixels with no segmentation boundary within {tolerance_nm:g} nm, structure it "
+                    f"misses. Lengths in the titles are within the crop; first column: HR with the "
+                    f"ground-truth boundaries (yellow); last: the segmentation of HR itself (the upper bound)."
+                )
                 if no_seg:
                     caption += f" No segmentation for {', '.join(no_seg)}."
-                out.append(Panel(scale, region, f"{scale}x, region {i + 1}: hallucination", caption, png,
-                                 index=i + 1, kind="hallucination"))
+                out.append(
+                    Panel(
+                        scale,
+                        region,
+                        f"{scale}x, region {i + 1}: hallucination",
+                        caption,
+                        png,
+                        index=i + 1,
+                        kind="hallucination",
+                    )
+                )
     return out, net

@@ -46,15 +46,33 @@ def frame(rows: list[Row]) -> pd.DataFrame:
             continue
         base = {"label": r.label, "method": r.method, "scale": f"{r.scale}x"}
         for (metric, seg), c in r.cells.items():
-            recs.append({**base, "metric": metric, "segmenter": seg, "value": c.value, "ci_low": c.ci_low,
-                         "ci_high": c.ci_high, "note": c.note})
+            recs.append(
+                {
+                    **base,
+                    "metric": metric,
+                    "segmenter": seg,
+                    "value": c.value,
+                    "ci_low": c.ci_low,
+                    "ci_high": c.ci_high,
+                    "note": c.note,
+                }
+            )
         for seg in {s for (m, s) in r.cells if m == "voi_split"}:
             if ("voi_merge", seg) in r.cells and ("voi_sum", seg) not in r.cells:
                 split, merge = r.cells[("voi_split", seg)], r.cells[("voi_merge", seg)]
                 # a sum that is not finite inherits the reason of the part that is not
                 why = split.note if not np.isfinite(split.value) else merge.note
-                recs.append({**base, "metric": "voi_sum", "segmenter": seg, "value": split.value + merge.value,
-                             "ci_low": np.nan, "ci_high": np.nan, "note": why})
+                recs.append(
+                    {
+                        **base,
+                        "metric": "voi_sum",
+                        "segmenter": seg,
+                        "value": split.value + merge.value,
+                        "ci_low": np.nan,
+                        "ci_high": np.nan,
+                        "note": why,
+                    }
+                )
     return pd.DataFrame(recs, columns=FRAME_COLUMNS)
 
 
@@ -73,8 +91,11 @@ def _not_plotted(excluded: pd.DataFrame, metrics) -> str:
     e = excluded[excluded["metric"].isin(list(metrics))]
     if e.empty:
         return ""
-    items = [f"{r.label} {r.scale} {spec(r.metric).label}{' (' + r.segmenter + ')' if r.segmenter else ''} "
-             f"{fmt(r.metric, r.value, r.note)}" for r in e.itertuples()]
+    items = [
+        f"{r.label} {r.scale} {spec(r.metric).label}{' (' + r.segmenter + ')' if r.segmenter else ''} "
+        f"{fmt(r.metric, r.value, r.note)}"
+        for r in e.itertuples()
+    ]
     return " Not plotted (not a finite number, see the notes): " + "; ".join(items) + "."
 
 
@@ -122,8 +143,17 @@ def metric_bars(df: pd.DataFrame, order: list[str], excluded: pd.DataFrame) -> P
     for i, (ax, (metric, seg)) in enumerate(zip(axes.flat, keys)):
         d = df[(df["metric"] == metric) & (df["segmenter"] == seg)]
         x_order = [o for o in order if o in set(d["label"])]
-        sns.barplot(data=d, x="label", y="value", hue="scale", order=x_order, hue_order=scales, errorbar=None, ax=ax,
-                    palette="viridis")
+        sns.barplot(
+            data=d,
+            x="label",
+            y="value",
+            hue="scale",
+            order=x_order,
+            hue_order=scales,
+            errorbar=None,
+            ax=ax,
+            palette="viridis",
+        )
         if _drawable_ci(d).any():
             _bar_errors(ax, d, x_order, scales)
         ax.set_title(_title(metric, seg), fontsize=10)
@@ -141,14 +171,18 @@ def metric_bars(df: pd.DataFrame, order: list[str], excluded: pd.DataFrame) -> P
             # PSNR differences of tenths of a dB vanish on a zero-based axis.
             pad = max(hi - lo, abs(hi) * 0.02) * 0.6
             ax.set_ylim(max(0.0, lo - pad), hi + pad)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.set_visible(False)
     fig.tight_layout()
     shown = df[df["metric"].map(_bar_metric)]
-    return Plot("metrics", "Metrics per method and scale",
-                "One bar per method and scale; error bars are confidence intervals where the metrics carry them."
-                + _ci_sentence(shown) + _not_plotted(excluded, [m for m in excluded["metric"].unique() if _bar_metric(m)]),
-                _png(fig))
+    return Plot(
+        "metrics",
+        "Metrics per method and scale",
+        "One bar per method and scale; error bars are confidence intervals where the metrics carry them."
+        + _ci_sentence(shown)
+        + _not_plotted(excluded, [m for m in excluded["metric"].unique() if _bar_metric(m)]),
+        _png(fig),
+    )
 
 
 def _bar_errors(ax, d: pd.DataFrame, x_order: list[str], scales: list[str]) -> None:
@@ -160,8 +194,7 @@ def _bar_errors(ax, d: pd.DataFrame, x_order: list[str], scales: list[str]) -> N
             if not 0 <= xi < len(x_order) or (x_order[xi], scale) not in ci:
                 continue
             v, lo, hi = ci[(x_order[xi], scale)]
-            ax.errorbar(bar.get_x() + bar.get_width() / 2, v, yerr=[[v - lo], [hi - v]], color="black",
-                        capsize=3, lw=1)
+            ax.errorbar(bar.get_x() + bar.get_width() / 2, v, yerr=[[v - lo], [hi - v]], color="black", capsize=3, lw=1)
 
 
 def _scatter(ax, d: pd.DataFrame, x: str, y: str, order: list[str]) -> None:
@@ -176,8 +209,17 @@ def _scatter(ax, d: pd.DataFrame, x: str, y: str, order: list[str]) -> None:
     if pts.empty:
         ax.text(0.5, 0.5, "no method has finite values of both", ha="center", va="center", transform=ax.transAxes)
         return
-    sns.scatterplot(data=pts, x=f"value:{x}", y=f"value:{y}", hue="label", hue_order=[o for o in order if o in set(pts["label"])],
-                    style="scale", s=70, ax=ax, palette="tab10")
+    sns.scatterplot(
+        data=pts,
+        x=f"value:{x}",
+        y=f"value:{y}",
+        hue="label",
+        hue_order=[o for o in order if o in set(pts["label"])],
+        style="scale",
+        s=70,
+        ax=ax,
+        palette="tab10",
+    )
     for axis, key in (("x", x), ("y", y)):
         lo, hi = pts.get(f"ci_low:{key}"), pts.get(f"ci_high:{key}")
         if lo is None or hi is None or not (lo.notna() & hi.notna()).any():
@@ -202,10 +244,15 @@ def psnr_vs_voi(df: pd.DataFrame, order: list[str], excluded: pd.DataFrame) -> P
         _scatter(ax, d, "psnr", "voi_sum", order)
         ax.set_title(f"segmentation by {seg}", fontsize=10)
     fig.tight_layout()
-    return Plot("psnr_vs_voi", "PSNR versus VOI sum",
-                "Each point is a method at one scale; VOI sum = VOI split + VOI merge (bits) of the SR volume's "
-                "segmentation against the ground truth. Down and to the right is better."
-                + _ci_sentence(df[df["metric"] == "psnr"]) + _not_plotted(excluded, ["psnr", "voi_sum"]), _png(fig))
+    return Plot(
+        "psnr_vs_voi",
+        "PSNR versus VOI sum",
+        "Each point is a method at one scale; VOI sum = VOI split + VOI merge (bits) of the SR volume's "
+        "segmentation against the ground truth. Down and to the right is better."
+        + _ci_sentence(df[df["metric"] == "psnr"])
+        + _not_plotted(excluded, ["psnr", "voi_sum"]),
+        _png(fig),
+    )
 
 
 def pareto_front(cost, quality) -> np.ndarray:
@@ -257,13 +304,19 @@ def cost_vs_quality(df: pd.DataFrame, order: list[str], excluded: pd.DataFrame) 
         ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
         ax.set_xlim(left=0)
     fig.tight_layout()
-    return Plot("cost_vs_quality", "Cost versus quality",
-                "PSNR against multiply-accumulates per output megapixel, learned parameters and inference seconds "
-                "per output megapixel (on the device each job ran on). Up and to the left is better. Ringed points "
-                "joined by the dashed staircase are the Pareto front of each scale: no other method is both "
-                "cheaper (or as cheap) and better (or as good). Front, cheapest first: " + " | ".join(fronts) + "."
-                + _ci_sentence(df[df["metric"].isin(["psnr", *costs])]) + _not_plotted(excluded, ["psnr", *COSTS]),
-                _png(fig))
+    return Plot(
+        "cost_vs_quality",
+        "Cost versus quality",
+        "PSNR against multiply-accumulates per output megapixel, learned parameters and inference seconds "
+        "per output megapixel (on the device each job ran on). Up and to the left is better. Ringed points "
+        "joined by the dashed staircase are the Pareto front of each scale: no other method is both "
+        "cheaper (or as cheap) and better (or as good). Front, cheapest first: "
+        + " | ".join(fronts)
+        + "."
+        + _ci_sentence(df[df["metric"].isin(["psnr", *costs])])
+        + _not_plotted(excluded, ["psnr", *COSTS]),
+        _png(fig),
+    )
 
 
 def draw(rows: list[Row]) -> tuple[list[Plot], list[str]]:
@@ -274,8 +327,11 @@ def draw(rows: list[Row]) -> tuple[list[Plot], list[str]]:
     plots, skipped = [], []
     if df.empty and excluded.empty:
         return [], ["no metrics yet: every figure needs at least one row that ran"]
-    for make, title in ((metric_bars, "Metrics per method and scale"), (psnr_vs_voi, "PSNR versus VOI sum"),
-                        (cost_vs_quality, "Cost versus quality")):
+    for make, title in (
+        (metric_bars, "Metrics per method and scale"),
+        (psnr_vs_voi, "PSNR versus VOI sum"),
+        (cost_vs_quality, "Cost versus quality"),
+    ):
         out = make(df, order, excluded)
         (plots.append(out) if isinstance(out, Plot) else skipped.append(f"{title}: {out}"))
     return plots, skipped

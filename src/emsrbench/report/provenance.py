@@ -13,8 +13,22 @@ from pathlib import Path
 
 import h5py
 
-PACKAGES = ["emsrbench", "torch", "torchvision", "snakemake", "numpy", "scipy", "h5py", "scikit-image", "pandas",
-            "lpips", "basicsr", "waterz", "matplotlib", "seaborn"]
+PACKAGES = [
+    "emsrbench",
+    "torch",
+    "torchvision",
+    "snakemake",
+    "numpy",
+    "scipy",
+    "h5py",
+    "scikit-image",
+    "pandas",
+    "lpips",
+    "basicsr",
+    "waterz",
+    "matplotlib",
+    "seaborn",
+]
 
 
 def git(repo: str | Path) -> str:
@@ -44,13 +58,19 @@ def packages() -> dict[str, str]:
 
 def machine() -> dict[str, str]:
     try:
-        mem = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30:.1f} GiB"
+        mem = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB"
     except (ValueError, OSError, AttributeError):
         mem = "unknown"
     from ..device import cpu_name
 
-    return {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu": cpu_name(), "cpus": str(os.cpu_count()), "memory": mem}
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu_name(),
+        "cpus": str(os.cpu_count()),
+        "memory": mem,
+    }
 
 
 def devices(sr_files: dict) -> dict[str, str]:
@@ -72,14 +92,16 @@ def run_settings(config: dict) -> dict[str, str]:
     data = config.get("data", {})
     source = data.get("source", "?")
     samples = data.get(source, {}).get("samples", {}) if isinstance(data.get(source), dict) else {}
-    splits = {k: ", ".join(f"{p['sample']}{'' if p.get('z') is None else ' z=' + str(list(p['z']))}" for p in v)
-              for k, v in data.get("splits", {}).items()}
+    splits = {
+        k: ", ".join(f"{p['sample']}{'' if p.get('z') is None else ' z=' + str(list(p['z']))}" for p in v)
+        for k, v in data.get("splits", {}).items()
+    }
     return {
         "preset": str(config.get("preset")),
         "scales": ", ".join(f"{s}x" for s in config.get("scales", [])),
         "methods": str(config.get("methods")),
-        "data source": f"{source}: " + ", ".join(f"{k} {json.dumps(v) if not isinstance(v, str) else v}"
-                                                 for k, v in samples.items()),
+        "data source": f"{source}: "
+        + ", ".join(f"{k} {json.dumps(v) if not isinstance(v, str) else v}" for k, v in samples.items()),
         "splits": "; ".join(f"{k}: {v}" for k, v in splits.items()),
         "degradation": json.dumps(config.get("degradation", {})),
         "results": str(config.get("results", "results")),

@@ -21,12 +21,14 @@ from .data import Row, as_tidy, columns
 
 # The tie mark of a value tied with the best (emsrbench.leaderboard.ties) and its legend.
 TIE_TITLE = "tied: not shown to differ from the best (paired block bootstrap, Holm-corrected over the column)"
-TIE_LEGEND_HTML = (f"{TIE_TITLE}. The best is the value in bold; the bootstrap p-value of each other method's "
-                   "difference to it (same resampled test blocks for both), Holm-corrected over the column's "
-                   "comparisons, is above 1 - confidence. Tied is not equal: on a few correlated sections a real "
-                   "difference can stay unshown. Ranked metrics only; the HR row is not compared. The small "
-                   "[low, high] under a value is its own confidence interval (notes in each cell's tooltip; a "
-                   "missing interval says why there).")
+TIE_LEGEND_HTML = (
+    f"{TIE_TITLE}. The best is the value in bold; the bootstrap p-value of each other method's "
+    "difference to it (same resampled test blocks for both), Holm-corrected over the column's "
+    "comparisons, is above 1 - confidence. Tied is not equal: on a few correlated sections a real "
+    "difference can stay unshown. Ranked metrics only; the HR row is not compared. The small "
+    "[low, high] under a value is its own confidence interval (notes in each cell's tooltip; a "
+    "missing interval says why there)."
+)
 
 
 def _header(metric: str, segmenter: str, inline: bool = False) -> str:
@@ -55,9 +57,13 @@ def _best(rows: list[Row], cols, silenced=lambda metric, seg: False) -> dict:
 def _cell(row: Row, metric: str, seg: str, best: dict) -> str:
     cell = row.cells.get((metric, seg))
     if cell is None or is_missing(cell.value):
-        seg_failure = next((f for f in row.failures if seg and seg in (f.wildcards.get("net"), f.wildcards.get("segmenter"))), None)
+        seg_failure = next(
+            (f for f in row.failures if seg and seg in (f.wildcards.get("net"), f.wildcards.get("segmenter"))), None
+        )
         if seg_failure is not None:
-            return f'<td class="num failed-cell" title="{escape(seg_failure.job + ": " + seg_failure.reason)}">failed</td>'
+            return (
+                f'<td class="num failed-cell" title="{escape(seg_failure.job + ": " + seg_failure.reason)}">failed</td>'
+            )
         why = cell.note if cell is not None else "not computed for this row"
         return f'<td class="num missing" title="{escape(why)}">{escape(fmt(metric, math.nan, why))}</td>'
     if not is_finite(cell.value):
@@ -80,8 +86,10 @@ def _infinite_cell(metric: str, cell) -> str:
     """An infinite value (the PSNR of identical images) with its reason: sorted as the number
     it is, never bold, tied or given an interval (no comparison is made with it)."""
     sort_as = "Infinity" if cell.value > 0 else "-Infinity"  # what the page's sorter reads as a number
-    return (f'<td class="num non-finite" data-v="{sort_as}" title="{escape(cell.note)}">'
-            f'{escape(fmt(metric, cell.value, cell.note))}</td>')
+    return (
+        f'<td class="num non-finite" data-v="{sort_as}" title="{escape(cell.note)}">'
+        f"{escape(fmt(metric, cell.value, cell.note))}</td>"
+    )
 
 
 def _name_cell(row: Row) -> str:
@@ -95,8 +103,11 @@ def _name_cell(row: Row) -> str:
 def _no_signal_paragraphs(findings: Findings, scale: int, segmenters: list[str]) -> str:
     """One sentence per segmenter whose columns carry no signal at ``scale``, under the table."""
     verdicts = [findings.verdict(scale, seg) for seg in segmenters if findings.verdict(scale, seg)]
-    return "".join(f'<p class="no-signal">{escape(capitalised(v.sentence))}. Nothing in the {escape(v.segmenter)} '
-                   "columns is bold.</p>" for v in verdicts)
+    return "".join(
+        f'<p class="no-signal">{escape(capitalised(v.sentence))}. Nothing in the {escape(v.segmenter)} '
+        "columns is bold.</p>"
+        for v in verdicts
+    )
 
 
 def leaderboard(rows: list[Row], scale: int) -> str:
@@ -126,8 +137,10 @@ def leaderboard(rows: list[Row], scale: int) -> str:
                 text = "failed: " + "; ".join(f"{f.job}: {f.reason}" for f in r.failures)
             else:
                 text = "not run: no metrics and no failure record (run the workflow for this row)"
-            body.append(f'<tr class="{r.status.replace(" ", "-")}" data-status="{escape(r.status)}">{lead}'
-                        f'<td class="reason" colspan="{max(len(cols), 1)}">{escape(text)}</td></tr>')
+            body.append(
+                f'<tr class="{r.status.replace(" ", "-")}" data-status="{escape(r.status)}">{lead}'
+                f'<td class="reason" colspan="{max(len(cols), 1)}">{escape(text)}</td></tr>'
+            )
         else:
             ref = ' class="reference"' if r.reference else ""
             body.append(f'<tr data-status="ok"{ref}>{lead}' + "".join(_cell(r, m, s, best) for m, s in cols) + "</tr>")
@@ -137,11 +150,14 @@ def leaderboard(rows: list[Row], scale: int) -> str:
         text = TIE_LEGEND_HTML + (f" Block length used: {used}." if used else "") + " " + coverage_sentence()
         legend = f'<p class="legend"><span class="tie">{TIE_MARK}</span> {escape(text)}</p>'
     silent = _no_signal_paragraphs(findings, scale, list(dict.fromkeys(seg for _, seg in cols if seg)))
-    return (f'<div class="scroll"><table class="board sortable" id="leaderboard-x{scale}"><thead><tr>{top}</tr>'
-            f'<tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>{silent}{legend}')
+    return (
+        f'<div class="scroll"><table class="board sortable" id="leaderboard-x{scale}"><thead><tr>{top}</tr>'
+        f"<tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{silent}{legend}"
+    )
 
 
 # -- ablations ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Component:
@@ -162,18 +178,28 @@ class Ablation:
 # one list of them. Table 2 shows stage I alone (prior_psnr / prior_lpips: its VQGAN's
 # reconstruction of the HR sections, emsrbench.gpemsr.reconstruct), then the SR result.
 ABLATIONS = [
-    Ablation("Attention in the stage-I encoder and decoder (as supplement Table 2)",
-             (Component("Encoder", GPEMSR_ABLATED["encoder_attention"], "w Att.", "w/o Att."),
-              Component("Decoder", GPEMSR_ABLATED["decoder_attention"], "w Att.", "w/o Att.")),
-             ("prior_psnr", "prior_lpips", "psnr", "lpips")),
-    Ablation("The mask in the MPF module (as supplement Table 5)",
-             (Component("Method", GPEMSR_ABLATED["mpf_mask"], "w mask", "w/o mask"),),
-             ("psnr", "lpips", "voi_split")),
-    Ablation("Stage-III modules (as supplement Fig. 6)",
-             (Component("MPF", GPEMSR_ABLATED["mpf"], "&#10003;", "&#10007;"),
-              Component("POD", GPEMSR_ABLATED["pod"], "&#10003;", "&#10007;"),
-              Component("3DA", GPEMSR_ABLATED["tda"], "&#10003;", "&#10007;")),
-             ("psnr", "ssim", "lpips", "voi_split")),
+    Ablation(
+        "Attention in the stage-I encoder and decoder (as supplement Table 2)",
+        (
+            Component("Encoder", GPEMSR_ABLATED["encoder_attention"], "w Att.", "w/o Att."),
+            Component("Decoder", GPEMSR_ABLATED["decoder_attention"], "w Att.", "w/o Att."),
+        ),
+        ("prior_psnr", "prior_lpips", "psnr", "lpips"),
+    ),
+    Ablation(
+        "The mask in the MPF module (as supplement Table 5)",
+        (Component("Method", GPEMSR_ABLATED["mpf_mask"], "w mask", "w/o mask"),),
+        ("psnr", "lpips", "voi_split"),
+    ),
+    Ablation(
+        "Stage-III modules (as supplement Fig. 6)",
+        (
+            Component("MPF", GPEMSR_ABLATED["mpf"], "&#10003;", "&#10007;"),
+            Component("POD", GPEMSR_ABLATED["pod"], "&#10003;", "&#10007;"),
+            Component("3DA", GPEMSR_ABLATED["tda"], "&#10003;", "&#10007;"),
+        ),
+        ("psnr", "ssim", "lpips", "voi_split"),
+    ),
 ]
 KNOWN_VARIANTS = {c.variant for a in ABLATIONS for c in a.components}
 # Rows of variant "full" are the model's own stage I rows (emsrbench.gpemsr.reconstruct): the
@@ -200,8 +226,10 @@ def _ablation_table(ab: Ablation, full: Row | None, variants: list[Row]) -> str:
     for r in table_rows:
         marks = "".join(f"<td>{c.off if r.variant == c.variant else c.on}</td>" for c in ab.components)
         if r.status != "ok":
-            body.append(f'<tr class="failed">{marks}<td class="reason" colspan="{max(len(cols), 1)}">failed: '
-                        f'{escape("; ".join(f.reason for f in r.failures))}</td></tr>')
+            body.append(
+                f'<tr class="failed">{marks}<td class="reason" colspan="{max(len(cols), 1)}">failed: '
+                f"{escape('; '.join(f.reason for f in r.failures))}</td></tr>"
+            )
             continue
         body.append(f"<tr>{marks}" + "".join(_cell(r, m, s, best) for m, s in cols) + "</tr>")
     return f'<table class="ablation"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
@@ -213,9 +241,13 @@ def ablations(rows: list[Row]) -> list[tuple[str, str]]:
     variant_rows = [r for r in rows if r.variant]
     for method, scale in sorted({(r.method, r.scale) for r in variant_rows}):
         mine = [r for r in variant_rows if (r.method, r.scale) == (method, scale)]
-        full = next((r for r in rows if (r.method, r.scale, r.variant) == (method, scale, "") and r.status == "ok"), None)
+        full = next(
+            (r for r in rows if (r.method, r.scale, r.variant) == (method, scale, "") and r.status == "ok"), None
+        )
         own = next((r for r in mine if r.variant == OWN_VARIANT), None)
-        if own is not None:  # the model's stage I rows join its own row (copies: the leaderboard's rows stay as they are)
+        if (
+            own is not None
+        ):  # the model's stage I rows join its own row (copies: the leaderboard's rows stay as they are)
             mine.remove(own)
             base = full if full is not None else own
             full = replace(base, variant="", cells={**own.cells, **base.cells})
@@ -236,6 +268,8 @@ def _other_table(rows: list[Row]) -> str:
     cols = [c for c in columns(rows) if spec(c[0]).group in ("image", "segmentation")]
     best = _best(rows, cols)
     head = "<th>Variant</th>" + "".join(_header(m, s) for m, s in cols)
-    body = "".join(f"<tr><td>{escape(r.variant or '(full model)')}</td>" + "".join(_cell(r, m, s, best) for m, s in cols)
-                   + "</tr>" for r in rows)
+    body = "".join(
+        f"<tr><td>{escape(r.variant or '(full model)')}</td>" + "".join(_cell(r, m, s, best) for m, s in cols) + "</tr>"
+        for r in rows
+    )
     return f'<table class="ablation"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

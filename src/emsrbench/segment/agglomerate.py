@@ -137,7 +137,8 @@ def _scoring(scoring: str) -> str:
     if isinstance(scoring, str) and "<" in scoring:
         return scoring  # a waterz C++ scoring type, compiled on first use
     raise EmsrError(
-        f"agglomerate: unknown scoring {scoring!r}; use one of {sorted(SCORING_FUNCTIONS)} or a waterz C++ scoring string"
+        f"agglomerate: unknown scoring {scoring!r}; "
+        f"use one of {sorted(SCORING_FUNCTIONS)} or a waterz C++ scoring string"
     )
 
 

@@ -58,8 +58,16 @@ class BlockSpec:
     tiling: str = "grid"  # one of TILINGS (module docstring)
 
     @classmethod
-    def make(cls, in_shape, out_shape, stride=None, pad=(0, 0, 0), factor: int = 1, where: str = "blockwise",
-             tiling: str = "grid"):
+    def make(
+        cls,
+        in_shape,
+        out_shape,
+        stride=None,
+        pad=(0, 0, 0),
+        factor: int = 1,
+        where: str = "blockwise",
+        tiling: str = "grid",
+    ):
         """Checked geometry; ``stride`` None: the output block (``grid``: rounded down to the pooling grid)."""
         if tiling not in TILINGS:
             raise EmsrError(f"{where}: tiling '{tiling}' is not one of {list(TILINGS)}")
@@ -73,11 +81,15 @@ class BlockSpec:
         if not (len(ins) == len(outs) == len(st) == len(pd) == 3):
             raise EmsrError(f"{where}: in_shape, out_shape, stride and pad need 3 values (z, y, x)")
         if any(i < o or (i - o) % 2 for i, o in zip(ins, outs)):
-            raise EmsrError(f"{where}: input block {list(ins)} must exceed output block {list(outs)} by an even context")
+            raise EmsrError(
+                f"{where}: input block {list(ins)} must exceed output block {list(outs)} by an even context"
+            )
         if any(not 1 <= s <= o for s, o in zip(st, outs)):
             raise EmsrError(f"{where}: stride {list(st)} must be between 1 and the output block {list(outs)}")
         if tiling == "grid" and (st[1] % factor or st[2] % factor):
-            raise EmsrError(f"{where}: lateral stride {list(st[1:])} must be a multiple of the network's pooling factor {factor}")
+            raise EmsrError(
+                f"{where}: lateral stride {list(st[1:])} must be a multiple of the network's pooling factor {factor}"
+            )
         if min(pd) < 0:
             raise EmsrError(f"{where}: pad {list(pd)} must be >= 0")
         return cls(ins, outs, st, pd, int(factor), tiling)
@@ -159,8 +171,16 @@ def _run(model: nn.Module, blocks: list[np.ndarray], dev: torch.device, out_shap
     return y
 
 
-def predict_affinities(model: nn.Module, raw: np.ndarray, spec: BlockSpec, device: torch.device | None = None,
-                       batch: int = 1, out=None, log_every: float = 30.0, precision: str = "fp32"):
+def predict_affinities(
+    model: nn.Module,
+    raw: np.ndarray,
+    spec: BlockSpec,
+    device: torch.device | None = None,
+    batch: int = 1,
+    out=None,
+    log_every: float = 30.0,
+    precision: str = "fp32",
+):
     """Affinities (3, z, y, x) float32 of a uint8 raw volume (z, y, x), blockwise.
 
     ``out``: where the result goes (array or HDF5 dataset of that shape); default a new array.

@@ -48,8 +48,14 @@ from scipy import ndimage
 
 from ..errors import EmsrError
 
-__all__ = ["boundary_lengths", "boundary_scores", "boundary_error_maps", "boundary_error_lengths", "orphan_segments",
-           "hallucination_scores"]
+__all__ = [
+    "boundary_lengths",
+    "boundary_scores",
+    "boundary_error_maps",
+    "boundary_error_lengths",
+    "orphan_segments",
+    "hallucination_scores",
+]
 
 REL_EPS = 1e-9  # tolerance slack for float rounding in the distance transform
 
@@ -77,8 +83,12 @@ def _volumes(reference, candidate, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tolerance(tolerance_nm, where: str) -> float:
-    if isinstance(tolerance_nm, bool) or not isinstance(tolerance_nm, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(tolerance_nm)) or tolerance_nm < 0:
+    if (
+        isinstance(tolerance_nm, bool)
+        or not isinstance(tolerance_nm, (int, float, np.integer, np.floating))
+        or not math.isfinite(float(tolerance_nm))
+        or tolerance_nm < 0
+    ):
         raise EmsrError(f"{where}: tolerance_nm must be a number >= 0 (nm), got {tolerance_nm!r}")
     return float(tolerance_nm)
 
@@ -148,12 +158,19 @@ def boundary_scores(gt, sr_seg, resolution, tolerance_nm: float, where: str = "b
     precision = 1.0 - tot["invented_nm"] / tot["candidate_nm"] if tot["candidate_nm"] else 1.0
     recall = 1.0 - tot["erased_nm"] / tot["reference_nm"] if tot["reference_nm"] else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {**tot, "boundary_precision": precision, "boundary_recall": recall, "boundary_f1": f1,
-            "tolerance_nm": tol, "per_section": per}
+    return {
+        **tot,
+        "boundary_precision": precision,
+        "boundary_recall": recall,
+        "boundary_f1": f1,
+        "tolerance_nm": tol,
+        "per_section": per,
+    }
 
 
-def boundary_error_lengths(gt, sr_seg, resolution, tolerance_nm: float,
-                           where: str = "boundary_error_lengths") -> tuple[np.ndarray, np.ndarray]:
+def boundary_error_lengths(
+    gt, sr_seg, resolution, tolerance_nm: float, where: str = "boundary_error_lengths"
+) -> tuple[np.ndarray, np.ndarray]:
     """(invented, erased) boundary length in nm owned by each pixel, 0 elsewhere, with the
     input's shape: summed over a window they give that window's share of ``invented_nm`` and
     ``erased_nm`` (the report's panels)."""
@@ -170,8 +187,9 @@ def boundary_error_lengths(gt, sr_seg, resolution, tolerance_nm: float,
     return (invented[0], erased[0]) if squeeze else (invented, erased)
 
 
-def boundary_error_maps(gt, sr_seg, resolution, tolerance_nm: float,
-                        where: str = "boundary_error_maps") -> tuple[np.ndarray, np.ndarray]:
+def boundary_error_maps(
+    gt, sr_seg, resolution, tolerance_nm: float, where: str = "boundary_error_maps"
+) -> tuple[np.ndarray, np.ndarray]:
     """Boolean (invented, erased) boundary-pixel maps with the input's shape, for pictures:
     invented = SR boundary pixels counted in ``invented_nm``, erased = ground-truth boundary
     pixels counted in ``erased_nm``."""
@@ -198,13 +216,18 @@ def orphan_segments(hr_seg, sr_seg, iou: float = 0.5, where: str = "orphan_segme
     is_segment = s_uniq != 0
     orphan = is_segment & (best < iou * (1.0 - REL_EPS))
     segments = int(is_segment.sum())
-    return {"sr_segments": segments, "orphan_segments": int(orphan.sum()),
-            "orphan_fraction": float(orphan.sum() / segments) if segments else 0.0,
-            "orphan_ids": s_uniq[orphan], "iou": float(iou)}
+    return {
+        "sr_segments": segments,
+        "orphan_segments": int(orphan.sum()),
+        "orphan_fraction": float(orphan.sum() / segments) if segments else 0.0,
+        "orphan_ids": s_uniq[orphan],
+        "iou": float(iou),
+    }
 
 
-def hallucination_scores(gt, sr_seg, hr_seg, resolution, tolerance_nm: float, iou: float = 0.5,
-                         where: str = "hallucination_scores") -> dict:
+def hallucination_scores(
+    gt, sr_seg, hr_seg, resolution, tolerance_nm: float, iou: float = 0.5, where: str = "hallucination_scores"
+) -> dict:
     """Boundary scores of ``sr_seg`` against the ground truth and its orphan fraction against
     ``hr_seg``; flat dict of numbers (no per-section arrays or ids)."""
     b = boundary_scores(gt, sr_seg, resolution, tolerance_nm, where)

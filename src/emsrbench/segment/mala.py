@@ -34,8 +34,10 @@ from ..errors import EmsrError
 
 NAME = "mala"
 DISPLAY_NAME = "MALA"
-CITATION = ("Funke et al., Large Scale Image Segmentation with Structured Loss based Deep Learning for "
-            "Connectome Reconstruction, TPAMI 2018")
+CITATION = (
+    "Funke et al., Large Scale Image Segmentation with Structured Loss based Deep Learning for "
+    "Connectome Reconstruction, TPAMI 2018"
+)
 
 PRESETS = {
     "paper": {
@@ -43,8 +45,15 @@ PRESETS = {
         "block": [25, 56, 56],  # output block; input 53x268x268
         # Adam 0.5e-4, beta1 0.95 as in MALA; the reference gives no length for the study's
         # MALA, so it trains as long as Superhuman.
-        "train": {"iterations": 200000, "batch_size": 1, "lr": 0.5e-4, "lr_schedule": "constant",
-                  "betas": [0.95, 0.999], "checkpoint_every": 1000, "log_every": 100},
+        "train": {
+            "iterations": 200000,
+            "batch_size": 1,
+            "lr": 0.5e-4,
+            "lr_schedule": "constant",
+            "betas": [0.95, 0.999],
+            "checkpoint_every": 1000,
+            "log_every": 100,
+        },
         # The study's tiling: the volume reflect-padded by the context only (14x106x106),
         # output blocks at a stride of the block, 25x56x56 (off the 27-voxel pooling grid).
         "infer": {"stride": [25, 56, 56], "pad": [0, 0, 0], "tiling": "study"},
@@ -52,8 +61,16 @@ PRESETS = {
     "quick": {
         "model": {"fmaps": [8, 24, 72], "z_kernels": [3, 1, 1]},
         "block": [4, 38, 38],  # output block; input 12x106x106
-        "train": {"iterations": 200, "batch_size": 2, "lr": 2.0e-3, "lr_schedule": "cosine", "lr_min": 1.0e-4,
-                  "betas": [0.95, 0.999], "checkpoint_every": 100, "log_every": 25},
+        "train": {
+            "iterations": 200,
+            "batch_size": 2,
+            "lr": 2.0e-3,
+            "lr_schedule": "cosine",
+            "lr_min": 1.0e-4,
+            "betas": [0.95, 0.999],
+            "checkpoint_every": 100,
+            "log_every": 25,
+        },
         # Large output blocks at inference: the valid network's input/output ratio drops from
         # 23x (training block) to 3x.
         "infer": {"block": [12, 200, 200], "stride": None, "pad": [0, 0, 0]},
@@ -97,10 +114,12 @@ class Mala(nn.Module):
         self.up_convs = nn.ModuleList()
         for level in reversed(range(len(fmaps) - 1)):
             c = fmaps[level + 1]
-            self.up.append(nn.Sequential(
-                nn.ConvTranspose3d(c, c, (1, POOL, POOL), stride=(1, POOL, POOL), groups=c, bias=False),
-                nn.Conv3d(c, fmaps[level], 1),
-            ))
+            self.up.append(
+                nn.Sequential(
+                    nn.ConvTranspose3d(c, c, (1, POOL, POOL), stride=(1, POOL, POOL), groups=c, bias=False),
+                    nn.Conv3d(c, fmaps[level], 1),
+                )
+            )
             self.up_convs.append(_two_convs(fmaps[level], fmaps[level], z_kernels[level]))
         self.head = nn.Conv3d(fmaps[0], out_channels, 1)
 
@@ -134,6 +153,7 @@ class Mala(nn.Module):
         """The input block whose output is ``out_shape`` (lateral sizes rounded up to a valid one)."""
         oz, oy, ox = (int(v) for v in out_shape)
         z = oz + 4 * sum(k - 1 for k in self.z_kernels[:-1]) + 2 * (self.z_kernels[-1] - 1)
+
         # Lateral: search the smallest valid input whose output is >= the wanted size; the
         # valid sizes form an arithmetic progression with step ``factor``.
         def lateral(o: int) -> int:
@@ -147,6 +167,7 @@ class Mala(nn.Module):
                 if out >= o:
                     return s
                 s += self.factor
+
         return z, lateral(oy), lateral(ox)
 
     def forward(self, x):

@@ -96,8 +96,15 @@ def load(path: str | Path, name: str, which: str) -> tuple[nn.Module, dict]:
         meta.setdefault("block", pre["block"])
     elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
         params, state = pre["model"], payload
-        meta = {"block": pre["block"], "model_params": params, "flags": [], "train_seconds": float("nan"),
-                "parameters": None, "preset": which, "user_weights": str(path)}
+        meta = {
+            "block": pre["block"],
+            "model_params": params,
+            "flags": [],
+            "train_seconds": float("nan"),
+            "parameters": None,
+            "preset": which,
+            "user_weights": str(path),
+        }
     else:
         raise EmsrError(f"{path}: expected an emsrbench segmenter file or a state_dict of the '{which}' {name} network")
     model = build(name, params)
@@ -105,7 +112,8 @@ def load(path: str | Path, name: str, which: str) -> tuple[nn.Module, dict]:
         model.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[0] if str(err) else "mismatch"
-        raise EmsrError(f"{path}: weights do not fit the {name} network of preset '{which}' "
-                        f"(model settings {params}): {first}") from None
+        raise EmsrError(
+            f"{path}: weights do not fit the {name} network of preset '{which}' (model settings {params}): {first}"
+        ) from None
     meta["parameters"] = sum(p.numel() for p in model.parameters())
     return model, meta

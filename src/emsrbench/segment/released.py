@@ -137,7 +137,7 @@ def release_weights(payload) -> dict | None:
 
 
 def _strip(key) -> str:
-    return key[len(PREFIX):] if isinstance(key, str) and key.startswith(PREFIX) else key
+    return key[len(PREFIX) :] if isinstance(key, str) and key.startswith(PREFIX) else key
 
 
 def _unprefixed(weights, where: str) -> tuple[dict, str]:
@@ -182,14 +182,17 @@ def map_weights(weights, net: str, model: nn.Module, where: str) -> dict[str, to
         raise EmsrError(f"{where}: key {_first(unknown, what)}")
     missing = [prefix + key for key in table if key not in entries]
     if missing:
-        raise EmsrError(f"{where}: key {_first(missing, 'is missing')} "
-                        f"(the study's {DISPLAY[net]} has {len(table)} tensors)")
+        raise EmsrError(
+            f"{where}: key {_first(missing, 'is missing')} (the study's {DISPLAY[net]} has {len(table)} tensors)"
+        )
     state = {}
     for key, (orig, tensor) in entries.items():
         ours = target[table[key]]
         if tuple(tensor.shape) != tuple(ours.shape):
-            raise EmsrError(f"{where}: key '{orig}' has shape {list(tensor.shape)}, the study's {DISPLAY[net]} "
-                            f"has {list(ours.shape)}")
+            raise EmsrError(
+                f"{where}: key '{orig}' has shape {list(tensor.shape)}, the study's {DISPLAY[net]} "
+                f"has {list(ours.shape)}"
+            )
         if tensor.is_floating_point() != ours.is_floating_point():
             raise EmsrError(f"{where}: key '{orig}' holds {tensor.dtype}, expected {ours.dtype}")
         state[table[key]] = tensor.detach().to(dtype=ours.dtype, device="cpu")

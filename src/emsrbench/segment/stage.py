@@ -43,8 +43,14 @@ GT_OBJECTS = "gt_objects"  # the ground truth's objects as scored, beside every 
 SECTION_VOXELS_PER_READ = 2**24  # count_segments reads about this many voxels at a time
 # boundary precision / recall (fractions of boundary length), invented / erased boundary length
 # per labelled section area (um per um^2), orphan fraction (of SR segments); see hallucination.py
-HALLUCINATION_METRICS = ("boundary_precision", "boundary_recall", "boundary_f1", "invented_um_per_um2",
-                         "erased_um_per_um2", "orphan_fraction")
+HALLUCINATION_METRICS = (
+    "boundary_precision",
+    "boundary_recall",
+    "boundary_f1",
+    "invented_um_per_um2",
+    "erased_um_per_um2",
+    "orphan_fraction",
+)
 HR_DISPLAY = "HR (upper bound)"
 
 
@@ -71,9 +77,18 @@ def infer_settings(preset_infer: dict, override: dict | None, net: str) -> Segme
     return s
 
 
-def segment_volume(net: str, preset: str, model_file: str | Path, raw_path: str | Path, out_path: str | Path,
-                   thresholds=(0.5,), scoring: str = "mean", inference: dict | None = None,
-                   threads: int | None = None, planned=None) -> dict:
+def segment_volume(
+    net: str,
+    preset: str,
+    model_file: str | Path,
+    raw_path: str | Path,
+    out_path: str | Path,
+    thresholds=(0.5,),
+    scoring: str = "mean",
+    inference: dict | None = None,
+    threads: int | None = None,
+    planned=None,
+) -> dict:
     """Affinities of ``raw_path``'s ``volumes/raw`` with the network in ``model_file``, then
     fragments + waterz agglomeration at every threshold; writes ``out_path``. Returns the stats.
     ``planned``: the training job the config plans for a workflow-trained network
@@ -94,8 +109,15 @@ def segment_volume(net: str, preset: str, model_file: str | Path, raw_path: str 
     st = infer_settings({k: v for k, v in pre["infer"].items()}, inference, net)
     block = st.block or meta.get("block") or pre["block"]
     in_shape, out_shape = networks.block_shapes(net, model, block)
-    spec = BlockSpec.make(in_shape, out_shape, st.stride, st.pad or (0, 0, 0), factor=model.factor,
-                          where=f"segmentation {net} inference", tiling=st.tiling)
+    spec = BlockSpec.make(
+        in_shape,
+        out_shape,
+        st.stride,
+        st.pad or (0, 0, 0),
+        factor=model.factor,
+        where=f"segmentation {net} inference",
+        tiling=st.tiling,
+    )
     raw, resolution = read_dataset(raw_path, RAW_KEY, dtype=np.uint8, ndim=3)
     dev = devices.pick_device(st.device)
     devices.precision_plan(dev.type, st.precision, "config segmentation.inference")  # fp16 on CPU: fail before any work
@@ -107,11 +129,24 @@ def segment_volume(net: str, preset: str, model_file: str | Path, raw_path: str 
     segs = segment(affs, list(thresholds), scoring=scoring, threads=threads)
     agglo_seconds = time.perf_counter() - t1
     stats = {
-        "network": net, "preset": preset, "model_file": str(model_file), "source": str(raw_path),
-        "thresholds": [float(t) for t in thresholds], "scoring": scoring, "device": devices.describe(dev),
-        "precision": st.precision, "threads": threads, "infer_seconds": infer_seconds, "agglomerate_seconds": agglo_seconds,
-        "blocks": {"in": list(in_shape), "out": list(out_shape), "stride": list(spec.stride), "pad": list(spec.pad),
-                   "tiling": spec.tiling},
+        "network": net,
+        "preset": preset,
+        "model_file": str(model_file),
+        "source": str(raw_path),
+        "thresholds": [float(t) for t in thresholds],
+        "scoring": scoring,
+        "device": devices.describe(dev),
+        "precision": st.precision,
+        "threads": threads,
+        "infer_seconds": infer_seconds,
+        "agglomerate_seconds": agglo_seconds,
+        "blocks": {
+            "in": list(in_shape),
+            "out": list(out_shape),
+            "stride": list(spec.stride),
+            "pad": list(spec.pad),
+            "tiling": spec.tiling,
+        },
         "parameters": int(meta["parameters"]),
         "flags": list(meta.get("flags") or []) + devices.precision_flag(st.precision, "segmentation inference"),
     }
@@ -122,13 +157,17 @@ def segment_volume(net: str, preset: str, model_file: str | Path, raw_path: str 
         for i, (t, seg) in enumerate(zip(thresholds, segs)):
             keys = [f"{SWEEP_GROUP}/{float(t)}"] + ([SEG_KEY] if i == 0 else [])
             for key in keys:
-                ds = f.create_dataset(key, data=seg.astype(np.uint64, copy=False), chunks=plane, compression="gzip",
-                                      compression_opts=1)
+                ds = f.create_dataset(
+                    key, data=seg.astype(np.uint64, copy=False), chunks=plane, compression="gzip", compression_opts=1
+                )
                 ds.attrs["resolution"] = np.asarray(resolution, dtype=float)
                 ds.attrs["threshold"] = float(t)
         f.attrs["stats"] = json.dumps(stats)
-    print(f"segmentation {net}: {raw_path} -> {out_path}: inference {infer_seconds:.1f} s, "
-          f"fragments + agglomeration {agglo_seconds:.1f} s on {stats['device']}", file=sys.stderr)
+    print(
+        f"segmentation {net}: {raw_path} -> {out_path}: inference {infer_seconds:.1f} s, "
+        f"fragments + agglomeration {agglo_seconds:.1f} s on {stats['device']}",
+        file=sys.stderr,
+    )
     return stats
 
 
@@ -138,14 +177,27 @@ def score_intervals(gt, seg, resolution, border_nm, settings, threads, where) ->
     test volume, ``auto``: length from the ground truth; missing intervals give their reason)."""
     from ..stats.intervals import slab_intervals
 
-    return slab_intervals(gt, seg, settings, SCORE_METRICS, resolution=resolution, border_nm=border_nm,
-                          threads=threads, where=where)
+    return slab_intervals(
+        gt, seg, settings, SCORE_METRICS, resolution=resolution, border_nm=border_nm, threads=threads, where=where
+    )
 
 
-def score_volume(seg_path: str | Path, gt_path: str | Path, *, net: str, method: str, display_name: str,
-                 family: str, preset: str, scale: int, border_nm: float | None = None,
-                 gt_labels: str = "auto", threads: int | None = None, intervals=None,
-                 sidecar_path: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def score_volume(
+    seg_path: str | Path,
+    gt_path: str | Path,
+    *,
+    net: str,
+    method: str,
+    display_name: str,
+    family: str,
+    preset: str,
+    scale: int,
+    border_nm: float | None = None,
+    gt_labels: str = "auto",
+    threads: int | None = None,
+    intervals=None,
+    sidecar_path: str | Path | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(leaderboard rows at the first threshold, every threshold's scores) of a segmentation file
     against the labels of the HR test volume ``gt_path``.
 
@@ -176,35 +228,67 @@ def score_volume(seg_path: str | Path, gt_path: str | Path, *, net: str, method:
                 raise EmsrError(f"{seg_path}:{key}: missing dataset")
             ds = f[key]
             if tuple(ds.shape) != gt.shape:
-                raise EmsrError(f"{seg_path}:{key}: shape {tuple(ds.shape)} differs from the labels {gt.shape} of {gt_path}")
+                raise EmsrError(
+                    f"{seg_path}:{key}: shape {tuple(ds.shape)} differs from the labels {gt.shape} of {gt_path}"
+                )
             scored_seg = PerSectionIds(ds, background_zero=False) if per_section else ds
-            sc = segmentation_scores(scored_gt, scored_seg, resolution=resolution, border_nm=border_nm, threads=threads,
-                                     where=where)
+            sc = segmentation_scores(
+                scored_gt, scored_seg, resolution=resolution, border_nm=border_nm, threads=threads, where=where
+            )
             if not sweep:  # the reported threshold
-                reps, ci, used = score_intervals(scored_gt, scored_seg, resolution, border_nm, intervals, threads,
-                                                 where)
-            sweep.append({"threshold": float(t), **{k: sc[k] for k in ("voi_split", "voi_merge", "voi_sum", "arand",
-                                                                        "cremi_score")}, "voxels": sc["voxels"],
-                          "segments": count_segments(ds), "gt_labels": mode})
+                reps, ci, used = score_intervals(
+                    scored_gt, scored_seg, resolution, border_nm, intervals, threads, where
+                )
+            sweep.append(
+                {
+                    "threshold": float(t),
+                    **{k: sc[k] for k in ("voi_split", "voi_merge", "voi_sum", "arand", "cremi_score")},
+                    "voxels": sc["voxels"],
+                    "segments": count_segments(ds),
+                    "gt_labels": mode,
+                }
+            )
     first = sweep[0]
     mask = f"CREMI border mask {border_nm:g} nm" if border_nm is not None else "no border mask"
-    common = (f"waterz {stats['scoring']} threshold {first['threshold']:g}; {gt_labels_note(mode, why)}; "
-              f"GT 0 ignored; {mask}; "
-              f"{stats['device']}, {stats.get('precision') or 'precision not recorded'}")
-    notes = {"voi_split": "bits; " + common, "voi_merge": "bits; " + common, "arand": common,
-             "cremi_score": "sqrt(VOI sum x ARAND); " + common}
+    common = (
+        f"waterz {stats['scoring']} threshold {first['threshold']:g}; {gt_labels_note(mode, why)}; "
+        f"GT 0 ignored; {mask}; "
+        f"{stats['device']}, {stats.get('precision') or 'precision not recorded'}"
+    )
+    notes = {
+        "voi_split": "bits; " + common,
+        "voi_merge": "bits; " + common,
+        "arand": common,
+        "cremi_score": "sqrt(VOI sum x ARAND); " + common,
+    }
     flags = "; ".join(stats.get("flags") or [])
-    base = {"method": method, "display_name": display_name, "family": family, "preset": preset, "scale": int(scale),
-            "segmenter": net}
+    base = {
+        "method": method,
+        "display_name": display_name,
+        "family": family,
+        "preset": preset,
+        "scale": int(scale),
+        "segmenter": net,
+    }
     none = (float("nan"), float("nan"), "")
-    rows = [{**base, "metric": m, "value": float(first[m]),
-             "note": "; ".join(x for x in (nan_reason(first, m), notes[m], ci.get(m, none)[2], flags) if x),
-             "ci_low": ci.get(m, none)[0], "ci_high": ci.get(m, none)[1], "variant": "", "tie": ""}
-            for m in SCORE_METRICS]
+    rows = [
+        {
+            **base,
+            "metric": m,
+            "value": float(first[m]),
+            "note": "; ".join(x for x in (nan_reason(first, m), notes[m], ci.get(m, none)[2], flags) if x),
+            "ci_low": ci.get(m, none)[0],
+            "ci_high": ci.get(m, none)[1],
+            "variant": "",
+            "tie": "",
+        }
+        for m in SCORE_METRICS
+    ]
     rows += count_rows(base, first["segments"], count_gt_objects(gt, per_section), per_section, common, flags)
     if sidecar_path is not None:
-        sidecar.write(sidecar_path, reps, kind="segmentation", method=method, scale=int(scale), settings=used,
-                      segmenter=net)
+        sidecar.write(
+            sidecar_path, reps, kind="segmentation", method=method, scale=int(scale), settings=used, segmenter=net
+        )
     return pd.DataFrame(rows, columns=COLUMNS), pd.DataFrame(sweep)
 
 
@@ -217,7 +301,7 @@ def count_segments(labels) -> int:
     step = max(1, SECTION_VOXELS_PER_READ // max(1, height * width))
     seen = np.empty(0, dtype=labels.dtype)
     for z0 in range(0, depth, step):
-        seen = np.union1d(seen, fastremap.unique(np.asarray(labels[z0:z0 + step])))
+        seen = np.union1d(seen, fastremap.unique(np.asarray(labels[z0 : z0 + step])))
     return int(seen.size)
 
 
@@ -234,13 +318,29 @@ def count_gt_objects(gt: np.ndarray, per_section: bool) -> int:
 def count_rows(base: dict, segments: int, gt_objects: int, per_section: bool, common: str, flags: str) -> list[dict]:
     """The tidy ``segments`` and ``gt_objects`` rows of one segmentation (no interval: counts,
     not estimates); set beside HR's, they show a collapse (emsrbench.no_signal)."""
-    objects = ("per-section objects (each id of each section one object, as scored)" if per_section
-               else "3D objects (non-zero ids)")
-    notes = {SEGMENT_COUNT: f"3D segments of the whole segmentation (label 0 one of them); {common}",
-             GT_OBJECTS: f"ground truth: {objects}, before any border mask; {common}"}
+    objects = (
+        "per-section objects (each id of each section one object, as scored)"
+        if per_section
+        else "3D objects (non-zero ids)"
+    )
+    notes = {
+        SEGMENT_COUNT: f"3D segments of the whole segmentation (label 0 one of them); {common}",
+        GT_OBJECTS: f"ground truth: {objects}, before any border mask; {common}",
+    }
     values = {SEGMENT_COUNT: segments, GT_OBJECTS: gt_objects}
-    return [{**base, "metric": m, "value": float(values[m]), "note": notes[m] + (f"; {flags}" if flags else ""),
-             "ci_low": float("nan"), "ci_high": float("nan"), "variant": "", "tie": ""} for m in (SEGMENT_COUNT, GT_OBJECTS)]
+    return [
+        {
+            **base,
+            "metric": m,
+            "value": float(values[m]),
+            "note": notes[m] + (f"; {flags}" if flags else ""),
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+            "variant": "",
+            "tie": "",
+        }
+        for m in (SEGMENT_COUNT, GT_OBJECTS)
+    ]
 
 
 def nan_reason(scores: dict, metric: str) -> str:
@@ -270,14 +370,27 @@ def _segmentation(path: str | Path, what: str, shape: tuple, resolution: tuple, 
     if seg.shape != shape:
         raise EmsrError(f"{path}:{SEG_KEY}: shape {seg.shape} differs from the labels {shape} of {gt_path}")
     if not np.allclose(res[1:], resolution[1:]):
-        raise EmsrError(f"{path}:{SEG_KEY}: resolution {tuple(res)} nm differs from the labels' {tuple(resolution)} "
-                        f"of {gt_path}")
+        raise EmsrError(
+            f"{path}:{SEG_KEY}: resolution {tuple(res)} nm differs from the labels' {tuple(resolution)} of {gt_path}"
+        )
     return seg
 
 
-def score_hallucination(seg_path: str | Path, hr_seg_path: str | Path, gt_path: str | Path, *, net: str, method: str,
-                        display_name: str, family: str, preset: str, scale: int, tolerance_nm: float,
-                        iou: float = 0.5, hr_method: str = "hr") -> pd.DataFrame:
+def score_hallucination(
+    seg_path: str | Path,
+    hr_seg_path: str | Path,
+    gt_path: str | Path,
+    *,
+    net: str,
+    method: str,
+    display_name: str,
+    family: str,
+    preset: str,
+    scale: int,
+    tolerance_nm: float,
+    iou: float = 0.5,
+    hr_method: str = "hr",
+) -> pd.DataFrame:
     """Tidy rows of the hallucination scores of the segmentation ``seg_path`` (the first
     threshold): boundary scores against the labels of the HR test volume ``gt_path``, orphan
     fraction against the same network's segmentation of the HR volume ``hr_seg_path``.
@@ -294,8 +407,13 @@ def score_hallucination(seg_path: str | Path, hr_seg_path: str | Path, gt_path: 
     stats = read_stats(seg_path, "segmentation")
     hr_seg = None
     if method != hr_method:
-        hr_seg = _segmentation(hr_seg_path, f"the {net} segmentation of the HR volume (method '{hr_method}')",
-                               gt.shape, resolution, gt_path)
+        hr_seg = _segmentation(
+            hr_seg_path,
+            f"the {net} segmentation of the HR volume (method '{hr_method}')",
+            gt.shape,
+            resolution,
+            gt_path,
+        )
     where = str(seg_path)
     b = boundary_scores(gt, seg, resolution, tolerance_nm, where=where)
     ry, rx = float(resolution[1]), float(resolution[2])
@@ -308,32 +426,64 @@ def score_hallucination(seg_path: str | Path, hr_seg_path: str | Path, gt_path: 
         return nm / 1e3 / area_um2 if area_um2 > 0 else float("nan")
 
     gt_density = density(b["reference_nm"])
-    per_area = (f"per um^2 of labelled section area ({area_um2:.4g} um^2; GT boundary {gt_density:.4g} um/um^2, "
-                f"{b['reference_nm']:.0f} nm)")
+    per_area = (
+        f"per um^2 of labelled section area ({area_um2:.4g} um^2; GT boundary {gt_density:.4g} um/um^2, "
+        f"{b['reference_nm']:.0f} nm)"
+    )
     rows = [
-        ("boundary_precision", b["boundary_precision"],
-         f"1 - invented/SR boundary length ({b['invented_nm']:.0f} of {b['candidate_nm']:.0f} nm invented); {common}"),
-        ("boundary_recall", b["boundary_recall"],
-         f"1 - erased/GT boundary length ({b['erased_nm']:.0f} of {b['reference_nm']:.0f} nm erased); {common}"),
+        (
+            "boundary_precision",
+            b["boundary_precision"],
+            f"1 - invented/SR boundary length "
+            f"({b['invented_nm']:.0f} of {b['candidate_nm']:.0f} nm invented); {common}",
+        ),
+        (
+            "boundary_recall",
+            b["boundary_recall"],
+            f"1 - erased/GT boundary length ({b['erased_nm']:.0f} of {b['reference_nm']:.0f} nm erased); {common}",
+        ),
         ("boundary_f1", b["boundary_f1"], f"harmonic mean of boundary precision and recall; {common}"),
-        ("invented_um_per_um2", density(b["invented_nm"]),
-         f"um of SR boundary with no GT boundary within tolerance ({b['invented_nm']:.0f} nm), {per_area}; {common}"),
-        ("erased_um_per_um2", density(b["erased_nm"]),
-         f"um of GT boundary with no SR boundary within tolerance ({b['erased_nm']:.0f} nm), {per_area}; {common}"),
+        (
+            "invented_um_per_um2",
+            density(b["invented_nm"]),
+            f"um of SR boundary with no GT boundary within tolerance ({b['invented_nm']:.0f} nm), {per_area}; {common}",
+        ),
+        (
+            "erased_um_per_um2",
+            density(b["erased_nm"]),
+            f"um of GT boundary with no SR boundary within tolerance ({b['erased_nm']:.0f} nm), {per_area}; {common}",
+        ),
     ]
     if area_um2 == 0:  # nothing is scored: boundary_scores' 1.0 for 0/0 would be a perfect score for nothing
         rows = [(m, float("nan"), f"no labels: {gt_path} has no labelled (non-zero) ground truth") for m, _, _ in rows]
     if hr_seg is None:
-        rows.append(("orphan_fraction", float("nan"),
-                     "not applicable: the HR segmentation is the reference of the orphan fraction"))
+        rows.append(
+            (
+                "orphan_fraction",
+                float("nan"),
+                "not applicable: the HR segmentation is the reference of the orphan fraction",
+            )
+        )
     else:
         o = orphan_segments(hr_seg, seg, iou, where=where)
-        rows.append(("orphan_fraction", o["orphan_fraction"],
-                     f"{o['orphan_segments']} of {o['sr_segments']} segments have no segment of IoU >= {o['iou']:g} "
-                     f"in the {net} segmentation of the HR volume"))
+        rows.append(
+            (
+                "orphan_fraction",
+                o["orphan_fraction"],
+                f"{o['orphan_segments']} of {o['sr_segments']} segments have no segment of IoU >= {o['iou']:g} "
+                f"in the {net} segmentation of the HR volume",
+            )
+        )
     flags = "; ".join(stats.get("flags") or [])
-    base = {"method": method, "display_name": display_name, "family": family, "preset": preset, "scale": int(scale),
-            "segmenter": net}
-    out = [{**base, "metric": m, "value": float(v), "note": note + (f"; {flags}" if flags else "")}
-           for m, v, note in rows]
+    base = {
+        "method": method,
+        "display_name": display_name,
+        "family": family,
+        "preset": preset,
+        "scale": int(scale),
+        "segmenter": net,
+    }
+    out = [
+        {**base, "metric": m, "value": float(v), "note": note + (f"; {flags}" if flags else "")} for m, v, note in rows
+    ]
     return pd.DataFrame(out, columns=COLUMNS)

@@ -40,8 +40,15 @@ PRESETS = {
     "paper": {
         "model": {"filters": [28, 36, 48, 64, 80]},
         "block": [18, 160, 160],
-        "train": {"iterations": 200000, "batch_size": 2, "lr": 1.0e-4, "lr_schedule": "constant",
-                  "betas": [0.9, 0.999], "checkpoint_every": 1000, "log_every": 100},
+        "train": {
+            "iterations": 200000,
+            "batch_size": 2,
+            "lr": 1.0e-4,
+            "lr_schedule": "constant",
+            "betas": [0.9, 0.999],
+            "checkpoint_every": 1000,
+            "log_every": 100,
+        },
         "infer": {"stride": [10, 80, 80], "pad": [4, 48, 48], "tiling": "study"},
     },
     # Narrow (8-12-16-24, about 96 k parameters) and 3 poolings: on CPU, narrow 3D convs cost
@@ -51,8 +58,16 @@ PRESETS = {
     "quick": {
         "model": {"filters": [8, 12, 16, 24]},
         "block": [4, 48, 48],
-        "train": {"iterations": 200, "batch_size": 2, "lr": 3.0e-3, "lr_schedule": "cosine", "lr_min": 1.0e-4,
-                  "betas": [0.9, 0.999], "checkpoint_every": 100, "log_every": 25},
+        "train": {
+            "iterations": 200,
+            "batch_size": 2,
+            "lr": 3.0e-3,
+            "lr_schedule": "cosine",
+            "lr_min": 1.0e-4,
+            "betas": [0.9, 0.999],
+            "checkpoint_every": 100,
+            "log_every": 25,
+        },
         "infer": {"block": [16, 208, 208], "stride": [16, 192, 192], "pad": [2, 8, 8]},
     },
 }
@@ -71,7 +86,9 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.entry = nn.Sequential(_conv(cin, cout, (1, 3, 3), bias=False), nn.BatchNorm3d(cout), nn.ELU(inplace=True))
         self.body = nn.Sequential(
-            _conv(cout, cout, (3, 3, 3), bias=False), nn.BatchNorm3d(cout), nn.ELU(inplace=True),
+            _conv(cout, cout, (3, 3, 3), bias=False),
+            nn.BatchNorm3d(cout),
+            nn.ELU(inplace=True),
             _conv(cout, cout, (3, 3, 3), bias=False),
         )
         self.exit = nn.Sequential(nn.BatchNorm3d(cout), nn.ELU(inplace=True))
@@ -116,8 +133,9 @@ class Superhuman(nn.Module):
             self.up.append(UpJoin(prev, f))
             self.up_blocks.append(ResidualBlock(f, f))
             prev = f
-        self.head = nn.Sequential(_conv(filters[0], filters[0], (1, 5, 5)), nn.ELU(inplace=True),
-                                  nn.Conv3d(filters[0], out_channels, 1))
+        self.head = nn.Sequential(
+            _conv(filters[0], filters[0], (1, 5, 5)), nn.ELU(inplace=True), nn.Conv3d(filters[0], out_channels, 1)
+        )
 
     @property
     def factor(self) -> int:
@@ -147,6 +165,8 @@ def shapes(model: Superhuman, block) -> tuple[tuple, tuple]:
     """(input, output) block shapes: the same for this zero-padded network."""
     block = tuple(int(b) for b in block)
     if len(block) != 3 or min(block) < 1 or block[1] % model.factor or block[2] % model.factor:
-        raise EmsrError(f"superhuman: block {list(block)} must be 3 positive sizes (z, y, x) with y and x "
-                        f"multiples of {model.factor}")
+        raise EmsrError(
+            f"superhuman: block {list(block)} must be 3 positive sizes (z, y, x) with y and x "
+            f"multiples of {model.factor}"
+        )
     return block, block

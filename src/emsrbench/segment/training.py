@@ -103,7 +103,10 @@ class WeightedMSEObjective(AdamObjective):
 
     def setup(self, job, model, settings, device):
         if settings.objective:
-            raise EmsrError(f"{job.method.name}: train setting 'objective' {settings.objective} is not used by the affinity networks")
+            raise EmsrError(
+                f"{job.method.name}: train setting 'objective' {settings.objective} "
+                "is not used by the affinity networks"
+            )
         super().setup(job, model, settings, device)
 
     def step(self, x, target, step):
@@ -113,15 +116,27 @@ class WeightedMSEObjective(AdamObjective):
             pred = self.model(x)
         aff, weight = target[:, :3], target[:, 3:]
         if pred.shape != aff.shape:
-            raise EmsrError(f"{self.job.method.model_py}: the network maps {tuple(x.shape)} to {tuple(pred.shape)}, expected {tuple(aff.shape)}")
+            raise EmsrError(
+                f"{self.job.method.model_py}: the network maps {tuple(x.shape)} to {tuple(pred.shape)}, "
+                f"expected {tuple(aff.shape)}"
+            )
         loss = (weight * (pred.float() - aff) ** 2).mean()
         self.update(loss, self.opt, self.sched, self.model.parameters(), step)
         return {"loss": loss.detach()}
 
 
-def train_segmenter(name: str, preset: str, train_files: list[str], out_path: str | Path, ckpt_dir: str | Path,
-                    override: dict | None = None, threads: int | None = None, max_steps: int | None = None,
-                    labels_key: str = LABELS_KEY, identity=None) -> Path | None:
+def train_segmenter(
+    name: str,
+    preset: str,
+    train_files: list[str],
+    out_path: str | Path,
+    ckpt_dir: str | Path,
+    override: dict | None = None,
+    threads: int | None = None,
+    max_steps: int | None = None,
+    labels_key: str = LABELS_KEY,
+    identity=None,
+) -> Path | None:
     """Train network ``name`` with its ``preset`` on HR volumes with labels; write ``out_path``.
 
     ``override``: trainer settings applied after the preset's (``segmentation.train``).
@@ -135,10 +150,27 @@ def train_segmenter(name: str, preset: str, train_files: list[str], out_path: st
     model = networks.build(name, pre["model"])
     in_shape, out_shape = networks.block_shapes(name, model, pre["block"])
     sampler = AffinitySampler(train_files, in_shape, out_shape, labels_key=labels_key)
-    job = TrainJob(method=networks.segmenter(name), scale=1, preset=preset, model_params=pre["model"],
-                   settings=settings, train_files=list(train_files), out_path=Path(out_path),
-                   ckpt_dir=Path(ckpt_dir), threads=threads, identity=identity)
+    job = TrainJob(
+        method=networks.segmenter(name),
+        scale=1,
+        preset=preset,
+        model_params=pre["model"],
+        settings=settings,
+        train_files=list(train_files),
+        out_path=Path(out_path),
+        ckpt_dir=Path(ckpt_dir),
+        threads=threads,
+        identity=identity,
+    )
     meta = {"network": name, "block": list(pre["block"]), "in_shape": list(in_shape), "out_shape": list(out_shape)}
     print(f"segmentation: training {name} ({preset}), blocks {in_shape} -> {out_shape}", file=sys.stderr)
-    return fit(job, max_steps, objective=WeightedMSEObjective(), model=model, sampler=sampler, meta=meta,
-               stage="affinities", shaped_by={"network": meta, "labels_key": labels_key})
+    return fit(
+        job,
+        max_steps,
+        objective=WeightedMSEObjective(),
+        model=model,
+        sampler=sampler,
+        meta=meta,
+        stage="affinities",
+        shaped_by={"network": meta, "labels_key": labels_key},
+    )

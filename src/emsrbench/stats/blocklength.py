@@ -40,8 +40,19 @@ from scipy import ndimage
 
 from ..errors import EmsrError
 
-__all__ = ["AUTO", "MIN_BLOCKS", "BlockLength", "auto_block_length", "block_length_setting", "boundary_density",
-           "detail_series", "image_block_length", "median_z_extent", "politis_white", "slab_length"]
+__all__ = [
+    "AUTO",
+    "MIN_BLOCKS",
+    "BlockLength",
+    "auto_block_length",
+    "block_length_setting",
+    "boundary_density",
+    "detail_series",
+    "image_block_length",
+    "median_z_extent",
+    "politis_white",
+    "slab_length",
+]
 
 AUTO = "auto"
 MIN_BLOCKS = 3  # the automatic length leaves at least this many blocks (cap: sections // 3)
@@ -92,7 +103,7 @@ def _bandwidth(rho: np.ndarray, n: int) -> int:
     m_max = math.ceil(math.sqrt(n)) + k_n
     bound = 2.0 * math.sqrt(math.log10(n) / n)
     for m in range(0, n - k_n):
-        if np.all(np.abs(rho[m + 1:m + 1 + k_n]) < bound):
+        if np.all(np.abs(rho[m + 1 : m + 1 + k_n]) < bound):
             return min(2 * m, m_max, n - 1)
     return min(m_max, n - 1)
 
@@ -119,8 +130,8 @@ def politis_white(series) -> float:
         return 0.0
     lags = np.arange(1, m + 1)
     w = _flat_top(lags / m)
-    g0 = acov[0] + 2.0 * float(np.sum(w * acov[1:m + 1]))
-    big_g = 2.0 * float(np.sum(w * lags * acov[1:m + 1]))
+    g0 = acov[0] + 2.0 * float(np.sum(w * acov[1 : m + 1]))
+    big_g = 2.0 * float(np.sum(w * lags * acov[1 : m + 1]))
     if g0 <= 0:
         return 0.0
     return float((abs(big_g) / g0) ** (2.0 / 3.0) * n ** (1.0 / 3.0))
@@ -139,7 +150,7 @@ def _sections(labels):
     """The (y, x) sections of a (z, y, x) volume: an array, an HDF5 dataset or any z-sliceable
     view (e.g. :class:`emsrbench.segment.scores.PerSectionIds`), read one at a time."""
     for z in range(int(labels.shape[0])):
-        yield np.asarray(labels[z:z + 1])[0]
+        yield np.asarray(labels[z : z + 1])[0]
 
 
 def detail_series(hr) -> dict[str, np.ndarray]:
@@ -205,8 +216,11 @@ def auto_block_length(series: dict[str, np.ndarray]) -> BlockLength:
     pw = {name: politis_white(s) for name, s in series.items()}
     cap = _cap(sections)
     length = min(_rounded(max(pw.values())), cap)
-    how = ("auto: Politis-White " + ", ".join(f"{v:.1f} on {k}" for k, v in pw.items())
-           + f", at most {cap} for >= {MIN_BLOCKS} blocks")
+    how = (
+        "auto: Politis-White "
+        + ", ".join(f"{v:.1f} on {k}" for k, v in pw.items())
+        + f", at most {cap} for >= {MIN_BLOCKS} blocks"
+    )
     return BlockLength(length, how)
 
 
@@ -231,6 +245,8 @@ def slab_length(setting, gt) -> BlockLength:
     extent = median_z_extent(gt)
     cap = _cap(sections)
     length = min(max(_rounded(pw), _rounded(extent)), cap)
-    how = (f"auto: Politis-White {pw:.1f} on GT boundary density, floor {extent:g} = median z-extent of GT "
-           f"objects, at most {cap} for >= {MIN_BLOCKS} slabs")
+    how = (
+        f"auto: Politis-White {pw:.1f} on GT boundary density, floor {extent:g} = median z-extent of GT "
+        f"objects, at most {cap} for >= {MIN_BLOCKS} slabs"
+    )
     return BlockLength(length, how)

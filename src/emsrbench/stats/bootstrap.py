@@ -114,13 +114,16 @@ class BootstrapSettings:
             setattr(s, key, block_length_setting(getattr(s, key), f"{source}: {key}"))
         return s
 
-    def with_lengths(self, sections_per_block: int | None = None,
-                     sections_per_slab: int | None = None) -> "BootstrapSettings":
+    def with_lengths(
+        self, sections_per_block: int | None = None, sections_per_slab: int | None = None
+    ) -> "BootstrapSettings":
         """A copy with block lengths resolved (``auto`` replaced by the lengths used), as the
         sidecars record them: two methods are paired only over the same blocks."""
-        return replace(self, sections_per_block=self.sections_per_block if sections_per_block is None
-                       else sections_per_block,
-                       sections_per_slab=self.sections_per_slab if sections_per_slab is None else sections_per_slab)
+        return replace(
+            self,
+            sections_per_block=self.sections_per_block if sections_per_block is None else sections_per_block,
+            sections_per_slab=self.sections_per_slab if sections_per_slab is None else sections_per_slab,
+        )
 
     def kwargs(self) -> dict:
         """The keyword arguments of :func:`bootstrap_mean` / :func:`paired_bootstrap`."""
@@ -180,10 +183,13 @@ class Replicates:
 
     def __sub__(self, other: "Replicates") -> "Replicates":
         if self.replicates.shape != other.replicates.shape or self.jackknife.shape != other.jackknife.shape:
-            raise EmsrError(f"paired bootstrap: {self.replicates.size} resamples of {self.blocks} blocks against "
-                            f"{other.replicates.size} of {other.blocks}; a paired bootstrap needs the same resamples")
-        return Replicates(self.estimate - other.estimate, self.replicates - other.replicates,
-                          self.jackknife - other.jackknife)
+            raise EmsrError(
+                f"paired bootstrap: {self.replicates.size} resamples of {self.blocks} blocks against "
+                f"{other.replicates.size} of {other.blocks}; a paired bootstrap needs the same resamples"
+            )
+        return Replicates(
+            self.estimate - other.estimate, self.replicates - other.replicates, self.jackknife - other.jackknife
+        )
 
 
 # ------------------------------------------------------------------ checks
@@ -212,8 +218,10 @@ def _as_values(values, name: str, where: str) -> np.ndarray:
         raise EmsrError(f"{where}: {name} has {x.size} block(s); a bootstrap needs at least 2")
     bad = np.flatnonzero(~np.isfinite(x))
     if bad.size:
-        raise EmsrError(f"{where}: {name} has non-finite value {x[bad[0]]} at block {bad[0]} ({bad.size} in all); "
-                        "a bootstrap needs finite block values")
+        raise EmsrError(
+            f"{where}: {name} has non-finite value {x[bad[0]]} at block {bad[0]} ({bad.size} in all); "
+            "a bootstrap needs finite block values"
+        )
     return x
 
 
@@ -254,7 +262,7 @@ def _evaluate(statistic, m: np.ndarray) -> dict:
     rows = max(1, int(getattr(statistic, "max_rows", m.shape[0]) or m.shape[0]))
     parts: dict[str, list] = {}
     for r0 in range(0, m.shape[0], rows):
-        for k, v in statistic(np.asarray(m[r0:r0 + rows], dtype=np.float64)).items():
+        for k, v in statistic(np.asarray(m[r0 : r0 + rows], dtype=np.float64)).items():
             parts.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -306,9 +314,11 @@ def _missing(reason: str) -> Bounds:
 
 
 def _degenerate(share: float, rep: Replicates, confidence: float) -> Bounds:
-    return _missing(f"bootstrap distribution degenerate ({share:.1%} of {rep.replicates.size} resampled values below "
-                    f"the estimate {rep.estimate:.6g}, outside their central {_percent(confidence)}; the resamples "
-                    "do not describe this estimate)")
+    return _missing(
+        f"bootstrap distribution degenerate ({share:.1%} of {rep.replicates.size} resampled values below "
+        f"the estimate {rep.estimate:.6g}, outside their central {_percent(confidence)}; the resamples "
+        "do not describe this estimate)"
+    )
 
 
 def bounds(rep: Replicates, confidence: float = 0.95, method: str = "bca") -> Bounds:
@@ -342,14 +352,18 @@ def bounds(rep: Replicates, confidence: float = 0.95, method: str = "bca") -> Bo
         acc = _acceleration(jack)
         levels = _bca_levels(float(ndtri(share)), acc, alpha)
         if levels is None:
-            return _missing(f"BCa acceleration {acc:.3g} too large for a {_percent(confidence)} interval "
-                            f"(one of the {jack.size} blocks dominates the leave-one-out values)")
+            return _missing(
+                f"BCa acceleration {acc:.3g} too large for a {_percent(confidence)} interval "
+                f"(one of the {jack.size} blocks dominates the leave-one-out values)"
+            )
     low, high = (float(v) for v in np.quantile(boot, levels))
     if not low <= est <= high:
         return _missing(f"the interval [{low:.6g}, {high:.6g}] excludes its estimate {est:.6g}")
     if high - low <= tol:  # both levels fall in one atom of a few-valued distribution (e.g. 3 slabs)
-        return _missing(f"the interval has zero width though the {boot.size} resampled values vary "
-                        f"({np.unique(boot).size} distinct): too few blocks ({jack.size}) to resolve its tails")
+        return _missing(
+            f"the interval has zero width though the {boot.size} resampled values vary "
+            f"({np.unique(boot).size} distinct): too few blocks ({jack.size}) to resolve its tails"
+        )
     return Bounds(low, high)
 
 
@@ -409,8 +423,19 @@ def paired_interval(a: Replicates, b: Replicates, confidence: float = 0.95, meth
     d = a - b
     iv = bounds(d, confidence, method)
     p = p_value(d, method) if not iv.missing else float("nan")
-    return PairedDifference(d.estimate, iv.low, iv.high, float(confidence), int(d.replicates.size), d.blocks, method,
-                            iv.missing, tied=bool(p > 1.0 - confidence), p_value=p, p_holm=p)
+    return PairedDifference(
+        d.estimate,
+        iv.low,
+        iv.high,
+        float(confidence),
+        int(d.replicates.size),
+        d.blocks,
+        method,
+        iv.missing,
+        tied=bool(p > 1.0 - confidence),
+        p_value=p,
+        p_holm=p,
+    )
 
 
 # ------------------------------------------------------------------ the weighted mean
@@ -428,37 +453,62 @@ class WeightedMean:
         return {self.name: (m * self.wx).sum(axis=1) / (m * self.w).sum(axis=1)}
 
 
-def mean_replicates(values, weights=None, *, resamples: int = 2000, seed: int = 0,
-                    what: str = "bootstrap") -> Replicates:
+def mean_replicates(
+    values, weights=None, *, resamples: int = 2000, seed: int = 0, what: str = "bootstrap"
+) -> Replicates:
     """Replicates of the (weighted) mean of per-block ``values``."""
     x = _as_values(values, "block values", what)
     w = _as_weights(weights, x.size, what)
     return bootstrap_statistic(WeightedMean(x, w), x.size, int(resamples), seed)["mean"]
 
 
-def bootstrap_mean(values, weights=None, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
-                   method: str = "bca", what: str = "bootstrap") -> Interval:
+def bootstrap_mean(
+    values,
+    weights=None,
+    *,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    method: str = "bca",
+    what: str = "bootstrap",
+) -> Interval:
     """Confidence interval of the (weighted) mean of per-block ``values``; ``what`` prefixes errors."""
     _check_settings(resamples, confidence, method, what)
     rep = mean_replicates(values, weights, resamples=resamples, seed=seed, what=what)
     return _interval(rep, confidence, resamples, method)
 
 
-def paired_bootstrap(a, b, weights=None, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
-                     method: str = "bca", what: str = "paired bootstrap") -> PairedDifference:
+def paired_bootstrap(
+    a,
+    b,
+    weights=None,
+    *,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    method: str = "bca",
+    what: str = "paired bootstrap",
+) -> PairedDifference:
     """Interval of the (weighted) mean of ``a`` minus that of ``b`` over the same blocks, and the tie."""
     _check_settings(resamples, confidence, method, what)
     xa = _as_values(a, "first method's block values", what)
     xb = _as_values(b, "second method's block values", what)
     if xa.shape != xb.shape:
-        raise EmsrError(f"{what}: the two methods have {xa.size} and {xb.size} blocks; a paired bootstrap needs the same blocks")
+        raise EmsrError(
+            f"{what}: the two methods have {xa.size} and {xb.size} blocks; a paired bootstrap needs the same blocks"
+        )
     ra = mean_replicates(xa, weights, resamples=resamples, seed=seed, what=what)
     rb = mean_replicates(xb, weights, resamples=resamples, seed=seed, what=what)
     return paired_interval(ra, rb, confidence, method)
 
 
-def compare_to_best(reps: Mapping[str, Replicates], higher_is_better: bool, confidence: float = 0.95,
-                    method: str = "bca", what: str = "compare_to_best") -> tuple[str, dict[str, PairedDifference]]:
+def compare_to_best(
+    reps: Mapping[str, Replicates],
+    higher_is_better: bool,
+    confidence: float = 0.95,
+    method: str = "bca",
+    what: str = "compare_to_best",
+) -> tuple[str, dict[str, PairedDifference]]:
     """The best method by estimate (first one on equal estimates) and, per method, method - best.
 
     The m - 1 comparisons of the others with the best are one family: their p-values are
@@ -473,12 +523,15 @@ def compare_to_best(reps: Mapping[str, Replicates], higher_is_better: bool, conf
     diffs = {name: paired_interval(r, reps[best], confidence, method) for name, r in reps.items()}
     adjusted = holm({name: d.p_value for name, d in diffs.items() if name != best})
     alpha = 1.0 - confidence
-    return best, {name: d if name == best else replace(d, p_holm=adjusted[name], tied=bool(adjusted[name] > alpha))
-                  for name, d in diffs.items()}
+    return best, {
+        name: d if name == best else replace(d, p_holm=adjusted[name], tied=bool(adjusted[name] > alpha))
+        for name, d in diffs.items()
+    }
 
 
-def ties_with_best(block_values: Mapping[str, np.ndarray], higher_is_better: bool, weights=None,
-                   **kw) -> tuple[str, dict[str, PairedDifference]]:
+def ties_with_best(
+    block_values: Mapping[str, np.ndarray], higher_is_better: bool, weights=None, **kw
+) -> tuple[str, dict[str, PairedDifference]]:
     """The best method (by point estimate) and, per method, the paired difference method - best.
 
     The best method is compared with itself too (a degenerate [0, 0] interval, tied).  Every
@@ -487,11 +540,17 @@ def ties_with_best(block_values: Mapping[str, np.ndarray], higher_is_better: boo
     what = kw.pop("what", "ties_with_best")
     if not block_values:
         raise EmsrError(f"{what}: no methods to compare")
-    resamples, confidence, seed, method = (kw.get("resamples", 2000), kw.get("confidence", 0.95), kw.get("seed", 0),
-                                           kw.get("method", "bca"))
+    resamples, confidence, seed, method = (
+        kw.get("resamples", 2000),
+        kw.get("confidence", 0.95),
+        kw.get("seed", 0),
+        kw.get("method", "bca"),
+    )
     _check_settings(resamples, confidence, method, what)
-    reps = {name: mean_replicates(v, weights, resamples=resamples, seed=seed, what=f"{what}: {name}")
-            for name, v in block_values.items()}
+    reps = {
+        name: mean_replicates(v, weights, resamples=resamples, seed=seed, what=f"{what}: {name}")
+        for name, v in block_values.items()
+    }
     sizes = {r.blocks for r in reps.values()}
     if len(sizes) > 1:
         raise EmsrError(f"{what}: the methods have {sorted(sizes)} blocks; a paired bootstrap needs the same blocks")
@@ -504,8 +563,9 @@ def _slabs(depth: int, size: int, where: str) -> list[tuple[int, int]]:
     return [(z, min(z + size, depth)) for z in range(0, depth, size)]
 
 
-def section_blocks(per_section: np.ndarray, sections_per_block: int = 1,
-                   what: str = "section_blocks") -> tuple[np.ndarray, np.ndarray]:
+def section_blocks(
+    per_section: np.ndarray, sections_per_block: int = 1, what: str = "section_blocks"
+) -> tuple[np.ndarray, np.ndarray]:
     """(values, weights) of blocks of ``sections_per_block`` consecutive sections: the mean of
     the block's section values, and its number of sections (the weighted mean of the blocks is
     the mean over sections)."""
@@ -516,8 +576,9 @@ def section_blocks(per_section: np.ndarray, sections_per_block: int = 1,
     return values, weights
 
 
-def image_block_values(hr: np.ndarray, sr: np.ndarray, metric: str, sections_per_block: int = 1,
-                       what: str = "image_block_values") -> tuple[np.ndarray, np.ndarray]:
+def image_block_values(
+    hr: np.ndarray, sr: np.ndarray, metric: str, sections_per_block: int = 1, what: str = "image_block_values"
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-block (values, weights) of ``psnr`` or ``ssim`` (see :func:`section_blocks`).
 
     PSNR of an identical section is inf, which the bootstrap rejects with a one-line error.
@@ -531,8 +592,16 @@ def image_block_values(hr: np.ndarray, sr: np.ndarray, metric: str, sections_per
 
 
 # ------------------------------------------------------------------ segmentation: whole-volume scores
-def slab_tables(gt, seg, *, sections_per_slab: int = 1, resolution=None, border_nm: float | None = None,
-                threads: int | None = None, what: str = "slab_tables"):
+def slab_tables(
+    gt,
+    seg,
+    *,
+    sections_per_slab: int = 1,
+    resolution=None,
+    border_nm: float | None = None,
+    threads: int | None = None,
+    what: str = "slab_tables",
+):
     """Contingency tables (:class:`emsrbench.segment.scores.Contingency`) of the z-slabs of
     ``sections_per_slab`` sections, CREMI border mask applied per section as on the whole volume.
 
@@ -543,9 +612,13 @@ def slab_tables(gt, seg, *, sections_per_slab: int = 1, resolution=None, border_
 
     shape_g, shape_s = tuple(getattr(gt, "shape", np.shape(gt))), tuple(getattr(seg, "shape", np.shape(seg)))
     if shape_g != shape_s or len(shape_g) != 3:
-        raise EmsrError(f"{what}: ground truth {shape_g} and segmentation {shape_s} must be (z,y,x) volumes of one shape")
-    return [contingency(gt[z0:z1], seg[z0:z1], resolution=resolution, border_nm=border_nm, threads=threads, where=what)
-            for z0, z1 in _slabs(shape_g[0], sections_per_slab, what)]
+        raise EmsrError(
+            f"{what}: ground truth {shape_g} and segmentation {shape_s} must be (z,y,x) volumes of one shape"
+        )
+    return [
+        contingency(gt[z0:z1], seg[z0:z1], resolution=resolution, border_nm=border_nm, threads=threads, where=what)
+        for z0, z1 in _slabs(shape_g[0], sections_per_slab, what)
+    ]
 
 
 def _sum_xlogx(x: np.ndarray) -> np.ndarray:
@@ -571,8 +644,11 @@ class TableScores:
 
     def __init__(self, tables):
         tables = [t.scored() for t in tables]
-        slab = np.concatenate([np.full(t.counts.size, k, np.int64) for k, t in enumerate(tables)]) \
-            if tables else np.zeros(0, np.int64)
+        slab = (
+            np.concatenate([np.full(t.counts.size, k, np.int64) for k, t in enumerate(tables)])
+            if tables
+            else np.zeros(0, np.int64)
+        )
         g = np.concatenate([t.gt_ids for t in tables]) if tables else np.zeros(0, np.int64)
         s = np.concatenate([t.seg_ids for t in tables]) if tables else np.zeros(0, np.int64)
         c = np.concatenate([t.counts for t in tables]).astype(np.float64) if tables else np.zeros(0)
@@ -609,8 +685,9 @@ class TableScores:
         return out
 
 
-def segmentation_replicates(tables, *, resamples: int = 2000, seed: int = 0,
-                            what: str = "segmentation bootstrap") -> dict[str, Replicates]:
+def segmentation_replicates(
+    tables, *, resamples: int = 2000, seed: int = 0, what: str = "segmentation bootstrap"
+) -> dict[str, Replicates]:
     """Replicates of the whole-volume scores (:data:`TABLE_SCORES`) from per-slab tables.
 
     Slabs without scored voxels (ground truth 0 everywhere after the border mask) are left out:
@@ -620,8 +697,10 @@ def segmentation_replicates(tables, *, resamples: int = 2000, seed: int = 0,
     stat = TableScores(tables)
     keep = np.flatnonzero(stat.slab_voxels > 0)
     if keep.size < 2:
-        raise EmsrError(f"{what}: {keep.size} z-slab(s) with scored voxels (ground truth != 0); "
-                        "a bootstrap needs at least 2 (use thinner slabs)")
+        raise EmsrError(
+            f"{what}: {keep.size} z-slab(s) with scored voxels (ground truth != 0); "
+            "a bootstrap needs at least 2 (use thinner slabs)"
+        )
     if keep.size < len(tables):
         stat = TableScores([tables[k] for k in keep])
     return bootstrap_statistic(stat, keep.size, int(resamples), seed)

@@ -26,9 +26,12 @@ RULES = ("single", "auto")
 # length reaches 95 %: 12 sections correlated at rho 0.8 hold about as much information as 1-2
 # independent ones, and 3 blocks of 4 sections cannot estimate a variance.
 MEASURED = {
-    (0.0, 12): (0.911, 0.911), (0.0, 50): (0.939, 0.936),
-    (0.5, 12): (0.679, 0.686), (0.5, 50): (0.733, 0.807),
-    (0.8, 12): (0.414, 0.452), (0.8, 50): (0.480, 0.693),
+    (0.0, 12): (0.911, 0.911),
+    (0.0, 50): (0.939, 0.936),
+    (0.5, 12): (0.679, 0.686),
+    (0.5, 50): (0.733, 0.807),
+    (0.8, 12): (0.414, 0.452),
+    (0.8, 50): (0.480, 0.693),
 }
 
 
@@ -46,8 +49,9 @@ def _block_length(series: np.ndarray, rule: str) -> int:
     return 1 if rule == "single" else auto_block_length({"series": series}).sections
 
 
-def coverage(rho: float, n: int, reps: int, resamples: int, rules=RULES, confidence: float = 0.95,
-             seed: int = 0) -> dict[str, dict]:
+def coverage(
+    rho: float, n: int, reps: int, resamples: int, rules=RULES, confidence: float = 0.95, seed: int = 0
+) -> dict[str, dict]:
     """Per block rule: ``coverage`` (share of intervals containing the true mean 0; a missing
     interval does not cover), ``missing`` (share) and mean block ``length``.  Every rule sees the
     same ``reps`` series and the same bootstrap seeds, so the rules' difference is paired."""
@@ -69,7 +73,9 @@ def coverage(rho: float, n: int, reps: int, resamples: int, rules=RULES, confide
 def coverage_sentence() -> str:
     """The measured coverage at the default test size, for the report."""
     cells = ", ".join(f"rho {rho:g}: {MEASURED[(rho, 12)][1]:.0%}" for rho in (0.0, 0.5, 0.8))
-    return (f"Measured coverage of a nominal 95 % interval of a mean over 12 sections with automatic blocks "
-            f"(synthetic AR(1) series, benchmarks/interval_coverage.py): {cells}; over 50 sections "
-            f"{MEASURED[(0.5, 50)][1]:.0%} and {MEASURED[(0.8, 50)][1]:.0%} at rho 0.5 and 0.8. The intervals are "
-            "too narrow on correlated sections.")
+    return (
+        f"Measured coverage of a nominal 95 % interval of a mean over 12 sections with automatic blocks "
+        f"(synthetic AR(1) series, benchmarks/interval_coverage.py): {cells}; over 50 sections "
+        f"{MEASURED[(0.5, 50)][1]:.0%} and {MEASURED[(0.8, 50)][1]:.0%} at rho 0.5 and 0.8. The intervals are "
+        "too narrow on correlated sections."
+    )

@@ -13,9 +13,16 @@ import re
 
 import numpy as np
 
-from .bootstrap import BootstrapSettings, Replicates, bounds, mean_replicates, section_blocks, \
-    segmentation_replicates, slab_tables
 from .blocklength import BlockLength, image_block_length, slab_length
+from .bootstrap import (
+    BootstrapSettings,
+    Replicates,
+    bounds,
+    mean_replicates,
+    section_blocks,
+    segmentation_replicates,
+    slab_tables,
+)
 
 __all__ = ["block_lengths", "image_intervals", "interval_note", "slab_intervals"]
 
@@ -25,8 +32,10 @@ RowInterval = tuple[float, float, str]  # (ci_low, ci_high, note clause)
 def interval_note(settings: BootstrapSettings, blocks: int, length: BlockLength, unit: str, what: str = "") -> str:
     """How an interval was made, for the ``note`` column: level, method, blocks and their
     length (and how it was chosen), resamples, seed."""
-    return (f"{settings.confidence:.0%} {settings.method} bootstrap{what} over {blocks} {length.describe(unit)}, "
-            f"{settings.resamples} resamples, seed {settings.seed}")
+    return (
+        f"{settings.confidence:.0%} {settings.method} bootstrap{what} over {blocks} {length.describe(unit)}, "
+        f"{settings.resamples} resamples, seed {settings.seed}"
+    )
 
 
 def _row_interval(rep: Replicates, settings: BootstrapSettings, note: str) -> RowInterval:
@@ -35,8 +44,9 @@ def _row_interval(rep: Replicates, settings: BootstrapSettings, note: str) -> Ro
     return b.low, b.high, f"{b.missing}; {note}" if b.missing else note
 
 
-def image_intervals(per_section: dict[str, np.ndarray], settings: BootstrapSettings | None, hr,
-                    what: str) -> tuple[dict[str, RowInterval], dict[str, Replicates], BootstrapSettings | None]:
+def image_intervals(
+    per_section: dict[str, np.ndarray], settings: BootstrapSettings | None, hr, what: str
+) -> tuple[dict[str, RowInterval], dict[str, Replicates], BootstrapSettings | None]:
     """Per metric, (low, high, note) of the mean over sections, its replicates, and the settings
     with the block length used (from ``hr``, the HR test volume, when it is ``auto``).
 
@@ -60,10 +70,17 @@ def image_intervals(per_section: dict[str, np.ndarray], settings: BootstrapSetti
     return ci, reps, settings.with_lengths(sections_per_block=length.sections)
 
 
-def slab_intervals(gt, seg, settings: BootstrapSettings | None, metrics, *, resolution=None,
-                   border_nm: float | None = None, threads: int | None = None,
-                   where: str = "slab_intervals") -> tuple[dict[str, Replicates], dict[str, RowInterval],
-                                                           BootstrapSettings | None]:
+def slab_intervals(
+    gt,
+    seg,
+    settings: BootstrapSettings | None,
+    metrics,
+    *,
+    resolution=None,
+    border_nm: float | None = None,
+    threads: int | None = None,
+    where: str = "slab_intervals",
+) -> tuple[dict[str, Replicates], dict[str, RowInterval], BootstrapSettings | None]:
     """({metric: Replicates}, {metric: (low, high, note)}, settings with the slab length used)
     of the whole-volume scores ``metrics`` of ``seg`` against ``gt`` (arrays, datasets or
     z-sliceable views).
@@ -78,18 +95,28 @@ def slab_intervals(gt, seg, settings: BootstrapSettings | None, metrics, *, reso
         return {}, {}, None
     length = slab_length(settings.sections_per_slab, gt)
     used = settings.with_lengths(sections_per_slab=length.sections)
-    tables = slab_tables(gt, seg, sections_per_slab=length.sections, resolution=resolution, border_nm=border_nm,
-                         threads=threads, what=where)
+    tables = slab_tables(
+        gt,
+        seg,
+        sections_per_slab=length.sections,
+        resolution=resolution,
+        border_nm=border_nm,
+        threads=threads,
+        what=where,
+    )
     slabs = sum(t.scored().voxels > 0 for t in tables)
     if slabs < 2:
-        why = (f"interval missing: {slabs} of the {len(tables)} {length.describe('z-slab')} hold scored voxels, "
-               "a bootstrap needs >= 2")
+        why = (
+            f"interval missing: {slabs} of the {len(tables)} {length.describe('z-slab')} hold scored voxels, "
+            "a bootstrap needs >= 2"
+        )
         return {}, {m: (float("nan"), float("nan"), why) for m in metrics}, used
     reps = segmentation_replicates(tables, resamples=settings.resamples, seed=settings.seed, what=where)
     reps = {m: reps[m] for m in metrics}
-    ci = {m: _row_interval(r, settings, interval_note(settings, r.blocks, length, "z-slab",
-                                                      " of the whole-volume score"))
-          for m, r in reps.items()}
+    ci = {
+        m: _row_interval(r, settings, interval_note(settings, r.blocks, length, "z-slab", " of the whole-volume score"))
+        for m, r in reps.items()
+    }
     return reps, ci, used
 
 

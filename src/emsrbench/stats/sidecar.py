@@ -28,8 +28,20 @@ from .bootstrap import BootstrapSettings, PairedDifference, Replicates, compare_
 __all__ = ["Sidecar", "read", "tie_marks", "write"]
 
 FORMAT = 1
-META = ("format", "kind", "method", "variant", "scale", "segmenter", "seed", "resamples", "confidence", "ci_method",
-        "blocks", "sections_per_block")
+META = (
+    "format",
+    "kind",
+    "method",
+    "variant",
+    "scale",
+    "segmenter",
+    "seed",
+    "resamples",
+    "confidence",
+    "ci_method",
+    "blocks",
+    "sections_per_block",
+)
 # Settings that must agree for two sidecars' replicates to be paired.
 PAIRING = ("seed", "resamples", "blocks", "sections_per_block", "confidence", "ci_method")
 
@@ -54,8 +66,17 @@ class Sidecar:
         return tuple(getattr(self, k) for k in PAIRING)
 
 
-def write(path: str | Path, reps: dict[str, Replicates], *, kind: str, method: str, scale: int,
-          settings: BootstrapSettings | None, variant: str = "", segmenter: str = "") -> None:
+def write(
+    path: str | Path,
+    reps: dict[str, Replicates],
+    *,
+    kind: str,
+    method: str,
+    scale: int,
+    settings: BootstrapSettings | None,
+    variant: str = "",
+    segmenter: str = "",
+) -> None:
     """Write the sidecar atomically; ``settings`` None (intervals disabled): no metric in it."""
     reps = reps if settings is not None else {}
     blocks = {r.blocks for r in reps.values()}
@@ -65,11 +86,21 @@ def write(path: str | Path, reps: dict[str, Replicates], *, kind: str, method: s
     size = s.sections_per_block if kind == "image" else s.sections_per_slab
     if size == AUTO:  # the pairing check compares the lengths used, so they must be resolved here
         raise EmsrError(f"{path}: block length 'auto' not resolved (pass the settings the intervals used)")
-    arrays = {"format": np.int64(FORMAT), "kind": np.str_(kind), "method": np.str_(method), "variant": np.str_(variant),
-              "scale": np.int64(scale), "segmenter": np.str_(segmenter), "seed": np.int64(s.seed),
-              "resamples": np.int64(s.resamples), "confidence": np.float64(s.confidence), "ci_method": np.str_(s.method),
-              "blocks": np.int64(blocks.pop() if blocks else 0), "sections_per_block": np.int64(size),
-              "metrics": np.array(sorted(reps), dtype=np.str_)}
+    arrays = {
+        "format": np.int64(FORMAT),
+        "kind": np.str_(kind),
+        "method": np.str_(method),
+        "variant": np.str_(variant),
+        "scale": np.int64(scale),
+        "segmenter": np.str_(segmenter),
+        "seed": np.int64(s.seed),
+        "resamples": np.int64(s.resamples),
+        "confidence": np.float64(s.confidence),
+        "ci_method": np.str_(s.method),
+        "blocks": np.int64(blocks.pop() if blocks else 0),
+        "sections_per_block": np.int64(size),
+        "metrics": np.array(sorted(reps), dtype=np.str_),
+    }
     for name, r in reps.items():
         arrays[f"{name}.estimate"] = np.float64(r.estimate)
         arrays[f"{name}.replicates"] = np.asarray(r.replicates, np.float64)
@@ -89,7 +120,9 @@ def read(path: str | Path) -> Sidecar:
     if missing:
         raise EmsrError(f"{path}: not a bootstrap sidecar (missing {', '.join(missing)})")
     if int(data["format"]) != FORMAT:
-        raise EmsrError(f"{path}: bootstrap sidecar format {int(data['format'])}, this version reads {FORMAT} (rerun the job)")
+        raise EmsrError(
+            f"{path}: bootstrap sidecar format {int(data['format'])}, this version reads {FORMAT} (rerun the job)"
+        )
     reps = {}
     for name in data["metrics"].tolist():
         keys = [f"{name}.{k}" for k in ("estimate", "replicates", "jackknife")]
@@ -100,8 +133,10 @@ def read(path: str | Path) -> Sidecar:
     return Sidecar(path=str(path), reps=reps, **{k: (str(v) if isinstance(v, str) else v) for k, v in meta.items()})
 
 
-def tie_marks(sidecars: Iterable[Sidecar], direction: Callable[[str], int],
-              ) -> dict[tuple, tuple[str, PairedDifference]]:
+def tie_marks(
+    sidecars: Iterable[Sidecar],
+    direction: Callable[[str], int],
+) -> dict[tuple, tuple[str, PairedDifference]]:
     """Per (method, variant, scale, metric, segmenter): ("best" | "tied" | "worse", method - best).
 
     ``sidecars``: the methods to compare (the caller leaves out reference and variant rows).
@@ -125,15 +160,23 @@ def tie_marks(sidecars: Iterable[Sidecar], direction: Callable[[str], int],
         first = members[0][0]
         for sc, _ in members[1:]:
             if sc.pairing() != first.pairing():
-                diff = ", ".join(f"{k} {getattr(first, k)} vs {getattr(sc, k)}" for k in PAIRING
-                                 if getattr(first, k) != getattr(sc, k))
-                raise EmsrError(f"{sc.path}: bootstrap settings differ from {first.path} ({diff}); "
-                                "rerun both with the same metrics.intervals")
+                diff = ", ".join(
+                    f"{k} {getattr(first, k)} vs {getattr(sc, k)}"
+                    for k in PAIRING
+                    if getattr(first, k) != getattr(sc, k)
+                )
+                raise EmsrError(
+                    f"{sc.path}: bootstrap settings differ from {first.path} ({diff}); "
+                    "rerun both with the same metrics.intervals"
+                )
         keys = {(sc.method, sc.variant): rep for sc, rep in members}
         if len(keys) < len(members):
-            raise EmsrError(f"{members[-1][0].path}: {metric} of {members[-1][0].method} x{scale} appears in two sidecars")
-        best, diffs = compare_to_best(keys, direction(metric) > 0, first.confidence, first.ci_method,
-                                      what=f"ties of {metric} x{scale}")
+            raise EmsrError(
+                f"{members[-1][0].path}: {metric} of {members[-1][0].method} x{scale} appears in two sidecars"
+            )
+        best, diffs = compare_to_best(
+            keys, direction(metric) > 0, first.confidence, first.ci_method, what=f"ties of {metric} x{scale}"
+        )
         for (method, variant), d in diffs.items():
             if (method, variant) == best:
                 mark = "best"

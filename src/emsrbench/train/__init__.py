@@ -13,13 +13,38 @@ harness``; ``harness.fit``, ``harness.L1Objective``, ...).
 """
 
 from .ema import EMA
-from .loop import (NOT_SHAPING, TrainJob, count_parameters, fit, run, save_model, trained_file_matches,
-                   training_fingerprint)
+from .loop import (
+    NOT_SHAPING,
+    TrainJob,
+    count_parameters,
+    fit,
+    run,
+    save_model,
+    trained_file_matches,
+    training_fingerprint,
+)
 from .objectives import AdamObjective, L1Objective, Objective
 from .sampling import VAL_PATCHES, PatchSampler, validation_psnr
 from .schedules import CosineRestartLR, make_scheduler
 from .settings import TrainSettings
 
-__all__ = ["EMA", "NOT_SHAPING", "TrainJob", "count_parameters", "fit", "run", "save_model", "trained_file_matches",
-           "training_fingerprint", "AdamObjective", "L1Objective", "Objective", "VAL_PATCHES", "PatchSampler",
-           "validation_psnr", "CosineRestartLR", "make_scheduler", "TrainSettings"]
+__all__ = [
+    "EMA",
+    "NOT_SHAPING",
+    "TrainJob",
+    "count_parameters",
+    "fit",
+    "run",
+    "save_model",
+    "trained_file_matches",
+    "training_fingerprint",
+    "AdamObjective",
+    "L1Objective",
+    "Objective",
+    "VAL_PATCHES",
+    "PatchSampler",
+    "validation_psnr",
+    "CosineRestartLR",
+    "make_scheduler",
+    "TrainSettings",
+]

@@ -62,8 +62,9 @@ class TrainJob:
 NOT_SHAPING = ("device", "checkpoint_every", "log_every", "loader_workers")
 
 
-def training_fingerprint(job: TrainJob, settings: TrainSettings, stage: str = "",
-                         shaped_by: dict | None = None) -> Fingerprint:
+def training_fingerprint(
+    job: TrainJob, settings: TrainSettings, stage: str = "", shaped_by: dict | None = None
+) -> Fingerprint:
     """What the weights of one training run (one stage of a job) are made from: method,
     variant, scale, model and train settings, the content of the training and validation
     volumes, of the files in ``shaped_by`` (paths: upstream stage files; other values: settings
@@ -71,17 +72,19 @@ def training_fingerprint(job: TrainJob, settings: TrainSettings, stage: str = ""
     run's fingerprint (this run's model and objective set-up)."""
     resolved = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in NOT_SHAPING}
     extra = {k: (file_digest(v) if isinstance(v, Path) else v) for k, v in (shaped_by or {}).items()}
-    return Fingerprint({
-        "method": job.method.name,
-        "variant": job.model_params.get("variant", ""),
-        "scale": job.scale,
-        "stage": stage,
-        "model": job.model_params,
-        "train": resolved,
-        "data": {"train": files_digest(job.train_files), "val": files_digest(job.val_files)},
-        "shaped_by": extra,
-        "pretrained": job.pretrained.take_used() if job.pretrained is not None else {},
-    })
+    return Fingerprint(
+        {
+            "method": job.method.name,
+            "variant": job.model_params.get("variant", ""),
+            "scale": job.scale,
+            "stage": stage,
+            "model": job.model_params,
+            "train": resolved,
+            "data": {"train": files_digest(job.train_files), "val": files_digest(job.val_files)},
+            "shaped_by": extra,
+            "pretrained": job.pretrained.take_used() if job.pretrained is not None else {},
+        }
+    )
 
 
 def _stale_checkpoint(ckpt: Path, record, fingerprint: Fingerprint, label: str) -> None:
@@ -90,8 +93,11 @@ def _stale_checkpoint(ckpt: Path, record, fingerprint: Fingerprint, label: str) 
     dest = ckpt.parent / "stale" / f"{ckpt.stem}-{old}{ckpt.suffix}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     ckpt.replace(dest)
-    print(f"{label}: checkpoint {ckpt} was made from other inputs ({fingerprint.changes_from(record)}); "
-          f"moved to {dest}; training from step 0", file=sys.stderr)
+    print(
+        f"{label}: checkpoint {ckpt} was made from other inputs ({fingerprint.changes_from(record)}); "
+        f"moved to {dest}; training from step 0",
+        file=sys.stderr,
+    )
 
 
 def trained_file_matches(path: Path, fingerprint: Fingerprint) -> bool:
@@ -132,9 +138,15 @@ def step_batches(sampler, settings: TrainSettings, start: int, device: torch.dev
     if workers is None:
         workers = 4 if device.type == "cuda" else 0
     steps = _StepBatches(sampler, settings)
-    return torch.utils.data.DataLoader(steps, batch_size=None, sampler=range(start, settings.iterations),
-                                       num_workers=workers, pin_memory=device.type == "cuda",
-                                       prefetch_factor=2 if workers else None, persistent_workers=False)
+    return torch.utils.data.DataLoader(
+        steps,
+        batch_size=None,
+        sampler=range(start, settings.iterations),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=2 if workers else None,
+        persistent_workers=False,
+    )
 
 
 class _StepBatches(torch.utils.data.Dataset):
@@ -148,8 +160,9 @@ class _StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int):
         st = self.settings
-        return self.sampler.batch(np.random.default_rng(_step_seed(st.seed, step)), st.batch_size, st.patch_size,
-                                  st.augment)
+        return self.sampler.batch(
+            np.random.default_rng(_step_seed(st.seed, step)), st.batch_size, st.patch_size, st.augment
+        )
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -164,10 +177,21 @@ class _Preempted(Exception):
     pass
 
 
-def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | None = None,
-        settings: TrainSettings | None = None, ckpt_dir: Path | None = None, out_path: Path | None = None,
-        model: nn.Module | None = None, stage: str = "", meta: dict | None = None,
-        prior_seconds: float = 0.0, sampler=None, shaped_by: dict | None = None) -> Path | None:
+def fit(
+    job: TrainJob,
+    max_steps: int | None = None,
+    *,
+    objective: Objective | None = None,
+    settings: TrainSettings | None = None,
+    ckpt_dir: Path | None = None,
+    out_path: Path | None = None,
+    model: nn.Module | None = None,
+    stage: str = "",
+    meta: dict | None = None,
+    prior_seconds: float = 0.0,
+    sampler=None,
+    shaped_by: dict | None = None,
+) -> Path | None:
     """Train with the harness loop; returns the model path, or None if stopped at ``max_steps``
     (used by tests to simulate a kill after a checkpoint).
 
@@ -211,7 +235,9 @@ def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | N
             job.flags.extend(init_pretrained(model, job.pretrained or Pretrained()) or [])
     model = model.to(dev)
     if count_parameters(model) == 0:
-        raise EmsrError(f"{method.model_py}: build() returned a model with no parameters, but method.yaml says trains: true")
+        raise EmsrError(
+            f"{method.model_py}: build() returned a model with no parameters, but method.yaml says trains: true"
+        )
     objective = objective or L1Objective()
     objective.setup(job, model, st, dev)
     ema = EMA(model, st.ema_decay) if st.ema_decay > 0 else None
@@ -239,8 +265,13 @@ def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | N
 
     def save_checkpoint():
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        state = {"step": step, "elapsed": elapsed + time.perf_counter() - t0, "model": model.state_dict(),
-                 "objective": objective.state_dict(), "fingerprint": fingerprint.record()}
+        state = {
+            "step": step,
+            "elapsed": elapsed + time.perf_counter() - t0,
+            "model": model.state_dict(),
+            "objective": objective.state_dict(),
+            "fingerprint": fingerprint.record(),
+        }
         if ema is not None:
             state["ema"] = ema.module.state_dict()
         with atomic_path(ckpt) as tmp:
@@ -290,15 +321,32 @@ def fit(job: TrainJob, max_steps: int | None = None, *, objective: Objective | N
     train_seconds = prior_seconds + elapsed + time.perf_counter() - t0
     if val_sampler is not None and not val_curve:  # resumed from a checkpoint of the last step
         val_curve.append((step, validation_psnr(final, val_sampler, st.patch_size, st.seed, dev)))
-    save_model(job, final, train_seconds=train_seconds, final_loss=running.read().get("loss", float("nan")),
-               threads=threads, device=dev, val_psnr=val_curve[-1][1] if val_curve else float("nan"),
-               out_path=out_path, meta={**(meta or {}), "fingerprint": fingerprint.record()})
+    save_model(
+        job,
+        final,
+        train_seconds=train_seconds,
+        final_loss=running.read().get("loss", float("nan")),
+        threads=threads,
+        device=dev,
+        val_psnr=val_curve[-1][1] if val_curve else float("nan"),
+        out_path=out_path,
+        meta={**(meta or {}), "fingerprint": fingerprint.record()},
+    )
     return out_path
 
 
-def save_model(job: TrainJob, model: nn.Module, train_seconds: float, final_loss: float, threads: int,
-               device: torch.device, val_psnr: float = float("nan"), *, out_path: Path | None = None,
-               meta: dict | None = None) -> None:
+def save_model(
+    job: TrainJob,
+    model: nn.Module,
+    train_seconds: float,
+    final_loss: float,
+    threads: int,
+    device: torch.device,
+    val_psnr: float = float("nan"),
+    *,
+    out_path: Path | None = None,
+    meta: dict | None = None,
+) -> None:
     """The model file inference reads: weights plus how they were made (plain types only,
     as torch.load defaults to weights_only=True). ``out_path`` defaults to ``job.out_path``;
     ``meta`` adds entries (plain types)."""
@@ -333,7 +381,9 @@ def run(job: TrainJob) -> None:
         # its checkpoints are fingerprinted only when it trains through fit(): a model file
         # without a fingerprint was trained by other means and cannot be trusted to match
         if not torch.load(job.out_path, map_location="cpu", weights_only=True).get("fingerprint"):
-            raise EmsrError(f"{job.method.model_py}: train(job) wrote {job.out_path} without a training fingerprint; "
-                            "train each stage through emsrbench.train.fit, which resumes only matching checkpoints")
+            raise EmsrError(
+                f"{job.method.model_py}: train(job) wrote {job.out_path} without a training fingerprint; "
+                "train each stage through emsrbench.train.fit, which resumes only matching checkpoints"
+            )
     else:
         fit(job)

@@ -60,7 +60,10 @@ class Objective:
             sr = self.model(lr_b)
         if sr.shape != hr_b.shape:
             job = self.job
-            raise EmsrError(f"{job.method.model_py}: build({job.scale}) maps LR {tuple(lr_b.shape)} to {tuple(sr.shape)}, expected {tuple(hr_b.shape)}")
+            raise EmsrError(
+                f"{job.method.model_py}: build({job.scale}) maps LR {tuple(lr_b.shape)} to {tuple(sr.shape)}, "
+                f"expected {tuple(hr_b.shape)}"
+            )
         return sr
 
     _first_bad: torch.Tensor | None = None  # (step, value) of the first non-finite loss, on the device
@@ -134,7 +137,10 @@ class L1Objective(AdamObjective):
 
     def setup(self, job, model, settings, device):
         if settings.objective:
-            raise EmsrError(f"{job.method.model_py}: train setting 'objective' {settings.objective} is for a method's own objective; the harness L1 objective takes none")
+            raise EmsrError(
+                f"{job.method.model_py}: train setting 'objective' {settings.objective} "
+                "is for a method's own objective; the harness L1 objective takes none"
+            )
         super().setup(job, model, settings, device)
         self.loss_fn = nn.L1Loss() if settings.loss == "l1" else nn.MSELoss()
 

@@ -17,8 +17,9 @@ class CosineRestartLR(torch.optim.lr_scheduler.LRScheduler):
     lr = eta_min + w_i / 2 * (base - eta_min) * (1 + cos(pi * (t - c_{i-1}) / p_i)).
     Past the last period the rate stays at the last period's end value."""
 
-    def __init__(self, optimizer, periods: list[int], restart_weights: list[float], eta_min: float = 0.0,
-                 last_epoch: int = -1):
+    def __init__(
+        self, optimizer, periods: list[int], restart_weights: list[float], eta_min: float = 0.0, last_epoch: int = -1
+    ):
         if len(periods) != len(restart_weights) or not periods:
             raise EmsrError(f"lr schedule: {len(periods)} periods and {len(restart_weights)} restart weights")
         self.periods, self.restart_weights, self.eta_min = list(periods), list(restart_weights), eta_min
@@ -30,8 +31,10 @@ class CosineRestartLR(torch.optim.lr_scheduler.LRScheduler):
         i = next(k for k, c in enumerate(self.cumulative) if t <= c)
         start = self.cumulative[i - 1] if i else 0
         w = self.restart_weights[i]
-        return [self.eta_min + w * 0.5 * (base - self.eta_min) * (1 + math.cos(math.pi * (t - start) / self.periods[i]))
-                for base in self.base_lrs]
+        return [
+            self.eta_min + w * 0.5 * (base - self.eta_min) * (1 + math.cos(math.pi * (t - start) / self.periods[i]))
+            for base in self.base_lrs
+        ]
 
 
 def make_scheduler(opt: torch.optim.Optimizer, st: TrainSettings):

@@ -57,8 +57,9 @@ class TrainSettings:
         settings = merge_layers(cls, layers, source, "train")
         settings._check(source)
         last = {key: i for i, layer in enumerate(layers) for key in (layer or {})}
-        settings._after_stages = tuple(k for k, i in last.items()
-                                       if "stages" in last and i > last["stages"] and k not in ("stages", "iterations"))
+        settings._after_stages = tuple(
+            k for k, i in last.items() if "stages" in last and i > last["stages"] and k not in ("stages", "iterations")
+        )
         stage_keys = {f.name for f in fields(cls)} - {"stages"}
         if not isinstance(settings.stages, dict):
             raise EmsrError(f"{source}: stages must be a mapping {{stage: {{setting: value}}}}")
@@ -67,25 +68,33 @@ class TrainSettings:
                 raise EmsrError(f"{source}: stages.{name} must be a mapping of train settings")
             for key in over:
                 if key not in stage_keys:
-                    raise EmsrError(f"{source}: stages.{name}: unknown train setting '{key}' (known: {sorted(stage_keys)})")
+                    raise EmsrError(
+                        f"{source}: stages.{name}: unknown train setting '{key}' (known: {sorted(stage_keys)})"
+                    )
             if not isinstance(over.get("iterations"), int) or over["iterations"] < 1:
                 raise EmsrError(f"{source}: stages.{name}: needs iterations >= 1 (its share of the total)")
         if settings.stages and settings.iterations < len(settings.stages):
-            raise EmsrError(f"{source}: iterations {settings.iterations} cannot be split between {len(settings.stages)} stages")
+            raise EmsrError(
+                f"{source}: iterations {settings.iterations} cannot be split between {len(settings.stages)} stages"
+            )
         return settings
 
     def _check(self, source: str) -> None:
         if self.loss not in ("l1", "mse"):
             raise EmsrError(f"{source}: loss must be 'l1' or 'mse', got '{self.loss}'")
         if self.lr_schedule not in ("cosine", "constant", "cosine_restarts"):
-            raise EmsrError(f"{source}: lr_schedule must be 'cosine', 'constant' or 'cosine_restarts', got '{self.lr_schedule}'")
+            raise EmsrError(
+                f"{source}: lr_schedule must be 'cosine', 'constant' or 'cosine_restarts', got '{self.lr_schedule}'"
+            )
         self._check_restarts(source)
         if self.iterations < 1 or self.batch_size < 1 or self.patch_size < 2:
             raise EmsrError(f"{source}: iterations, batch_size must be >= 1 and patch_size >= 2")
         if not 0 <= self.ema_decay < 1:
             raise EmsrError(f"{source}: ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.loader_workers is not None and (not isinstance(self.loader_workers, int) or self.loader_workers < 0):
-            raise EmsrError(f"{source}: loader_workers must be an integer >= 0 or null (auto), got {self.loader_workers!r}")
+            raise EmsrError(
+                f"{source}: loader_workers must be an integer >= 0 or null (auto), got {self.loader_workers!r}"
+            )
         if not isinstance(self.objective, dict):
             raise EmsrError(f"{source}: objective must be a mapping of keyword arguments")
         self.betas = tuple(self.betas)
@@ -96,11 +105,16 @@ class TrainSettings:
             raise EmsrError(f"{source}: lr_periods and lr_restart_weights must be lists")
         if self.lr_schedule != "cosine_restarts":
             if periods or weights:
-                raise EmsrError(f"{source}: lr_periods / lr_restart_weights need lr_schedule: cosine_restarts, "
-                                f"got lr_schedule '{self.lr_schedule}'")
+                raise EmsrError(
+                    f"{source}: lr_periods / lr_restart_weights need lr_schedule: cosine_restarts, "
+                    f"got lr_schedule '{self.lr_schedule}'"
+                )
             return
         if not periods or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in periods):
-            raise EmsrError(f"{source}: lr_schedule cosine_restarts needs lr_periods, a list of iteration counts >= 1, got {list(periods)}")
+            raise EmsrError(
+                f"{source}: lr_schedule cosine_restarts needs lr_periods, "
+                f"a list of iteration counts >= 1, got {list(periods)}"
+            )
         if weights and len(weights) != len(periods):
             raise EmsrError(f"{source}: lr_restart_weights has {len(weights)} entries, lr_periods {len(periods)}")
         if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w for w in weights):
@@ -140,7 +154,10 @@ class TrainSettings:
         """The settings of stage ``name``: these, overridden by ``stages[name]``, with the
         stage's share of ``iterations``."""
         if name not in self.stages:
-            raise EmsrError(f"{source}: stages: no stage '{name}' (has {sorted(self.stages)}); this method trains in stages and needs each in its preset")
+            raise EmsrError(
+                f"{source}: stages: no stage '{name}' (has {sorted(self.stages)}); "
+                "this method trains in stages and needs each in its preset"
+            )
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stages"}
         later = getattr(self, "_after_stages", ())
         values.update({k: copy.deepcopy(v) for k, v in self.stages[name].items() if k not in later})
