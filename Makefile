@@ -12,7 +12,7 @@ export EMSR_GPUS := $(GPUS)
 SNAKEMAKE_ARGS += --resources gpu=$(GPUS)
 endif
 
-.PHONY: bench test style paper-smoke install dry-run lint clean
+.PHONY: bench test style install dry-run lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,11 +40,6 @@ test: $(STAMP) style
 style: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-
-# Paper-scale smoke (issue 14): every paper preset takes one training step at the study's
-# patch and batch and infers one 1024x1024 section, on the CPU (tests/test_paper_scale.py).
-paper-smoke: $(STAMP)
-	EMSR_PAPER_SCALE=1 $(PY) -m pytest -ra -m paper_scale tests/test_paper_scale.py $(PYTEST_ARGS)
 
 dry-run: $(STAMP)
 	$(VENV)/bin/snakemake -n --cores $(CORES)
