@@ -12,7 +12,7 @@ export EMSR_GPUS := $(GPUS)
 SNAKEMAKE_ARGS += --resources gpu=$(GPUS)
 endif
 
-.PHONY: bench test style install dry-run lint clean
+.PHONY: bench test style paper-smoke install dry-run lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,19 @@ test: $(STAMP) style
 style: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+
+# Paper-scale smoke (issue 14): every paper preset takes one training step at the study's
+# patch and batch and infers one 1024x1024 section, on the CPU (tests/test_paper_scale.py),
+# and benchmarks/gpu.py's smoke mode runs every model. Too long for CI (docs/running.md).
+# One process per group of tests: freed memory a long process keeps counts in the next
+# test's peak (after 15 tests GPEMSR stage III passed 10 GiB; 7.7 GiB in its own process).
+PAPER_SMOKE_GROUPS := method_paper_preset "stage1 or stage2" "stage3 or segmenter"
+paper-smoke: $(STAMP)
+	@status=0; for group in $(PAPER_SMOKE_GROUPS); do \
+	  EMSR_PAPER_SCALE=1 $(PY) -m pytest -ra -m paper_scale tests/test_paper_scale.py -k "$$group" $(PYTEST_ARGS) || status=1; \
+	done; \
+	EMSR_PAPER_SCALE=1 $(PY) -m pytest -ra -m paper_scale tests/test_gpu_benchmark.py $(PYTEST_ARGS) || status=1; \
+	exit $$status
 
 dry-run: $(STAMP)
 	$(VENV)/bin/snakemake -n --cores $(CORES)

@@ -1,20 +1,29 @@
 """Time the quick preset end to end and per rule (from Snakemake's benchmark files).
 
-    .venv/bin/python benchmarks/quick_preset.py [--config config/config.yaml] [--cores 2]
+    .venv/bin/python benchmarks/quick_preset.py [--config config/config.yaml] [--cores 2] [--keep DIR]
 
 Runs the workflow in a fresh directory, then writes benchmarks/out/quick_preset.md: the
-total wall time, and per rule and job the seconds and peak memory Snakemake measured, with
-the machine it ran on.
+total wall time and CPU time, the load average during the run, and per rule and job the wall
+seconds, CPU seconds and peak memory Snakemake measured, with the machine it ran on.
+
+On a shared machine wall times grow with the other work; the CPU seconds much less (the whole
+run's are exact: every process of the run, Snakemake's own included, from the kernel's
+accounting of waited-for children; a job's are Snakemake's samples, once a second for its
+first 30 s, then every 30 s, so they miss up to that much of its end).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -45,10 +54,59 @@ def collect(results: Path) -> pd.DataFrame:
                 "rule": tsv.parent.name,
                 "job": tsv.stem,
                 "seconds": float(b["s"].iloc[0]),
+                # "NA" when the job ended before Snakemake's first sample
+                "cpu_seconds": pd.to_numeric(b["cpu_time"], errors="coerce").iloc[0]
+                if "cpu_time" in b
+                else float("nan"),
                 "max_rss_mb": float(b["max_rss"].iloc[0]) if "max_rss" in b else float("nan"),
             }
         )
     return pd.DataFrame(rows)
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of every finished, waited-for descendant of this process."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class LoadSampler:
+    """The 1-minute load average every ``every`` seconds while the run lasts (what else ran)."""
+
+    def __init__(self, every: float = 30.0):
+        self.samples = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(every,), daemon=True)
+
+    def _sample(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> "LoadSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def describe(self, cores: int) -> str:
+        s = self.samples
+        return (
+            f"1-min load average min {min(s):.1f} / median {statistics.median(s):.1f} / max {max(s):.1f} "
+            f"({len(s)} samples; the run itself accounts for up to {cores})"
+        )
+
+
+@contextlib.contextmanager
+def workdir(keep: str | None):
+    """A fresh directory to run in: DIR, kept afterwards, or a temporary one, removed."""
+    if keep:
+        Path(keep).mkdir(parents=True)
+        yield str(Path(keep).resolve())
+        return
+    with tempfile.TemporaryDirectory(prefix="emsrbench-bench-") as work:
+        yield work
 
 
 def main() -> int:
@@ -56,9 +114,16 @@ def main() -> int:
     ap.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "quick_preset.md"))
+    ap.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="run in DIR (must not exist) and keep it, e.g. to compare its leaderboard with another run's",
+    )
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="emsrbench-bench-") as work:
-        t0 = time.perf_counter()
+    if args.keep and Path(args.keep).exists():
+        ap.error(f"--keep {args.keep}: already exists (a fresh directory is what gets timed)")
+    with workdir(args.keep) as work, LoadSampler() as load:
+        t0, cpu0 = time.perf_counter(), children_cpu_seconds()
         run = subprocess.run(
             [
                 sys.executable,
@@ -76,14 +141,19 @@ def main() -> int:
                 "progress",
             ]
         )
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, children_cpu_seconds() - cpu0
         if run.returncode != 0:
             print("workflow failed", file=sys.stderr)
             return run.returncode
         jobs = collect(Path(work) / "results")
     per_rule = (
         jobs.groupby("rule")
-        .agg(jobs=("job", "count"), seconds=("seconds", "sum"), max_rss_mb=("max_rss_mb", "max"))
+        .agg(
+            jobs=("job", "count"),
+            seconds=("seconds", "sum"),
+            cpu_seconds=("cpu_seconds", "sum"),
+            max_rss_mb=("max_rss_mb", "max"),
+        )
         .sort_values("seconds", ascending=False)
     )
     lines = [
@@ -91,9 +161,12 @@ def main() -> int:
         "",
         f"Machine: {machine()}",
         "",
-        f"End to end (snakemake wall time): **{total:.1f} s**",
+        f"End to end (snakemake wall time): **{total:.1f} s**; CPU time of the whole run: {cpu:.1f} s; "
+        f"{len(jobs)} jobs",
         "",
-        "## Per rule (sum of job seconds; jobs run two at a time)",
+        f"Load: {load.describe(args.cores)}",
+        "",
+        f"## Per rule (sums over the rule's jobs; up to {args.cores} cores' worth of jobs run at once)",
         "",
         per_rule.to_markdown(floatfmt=".1f"),
         "",

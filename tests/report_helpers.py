@@ -25,7 +25,7 @@ from scipy.ndimage import gaussian_filter
 from emsrbench import failures
 from emsrbench.io import write_cremi
 from emsrbench.plan import Plan
-from emsrbench.segment.stage import score_hallucination
+from emsrbench.segment.stage import RowIdentity, score_hallucination
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (4, 128, 128)
@@ -172,12 +172,14 @@ def make_results(root: Path, segmentation: bool = True) -> tuple[Plan, list[str]
                     seg,
                     root / plan.segment_file(NET, "hr", scale),
                     root / plan.test_file(scale),
-                    net=NET,
-                    method=method,
-                    display_name=display,
-                    family="single-image",
-                    preset="quick",
-                    scale=scale,
+                    row=RowIdentity(
+                        net=NET,
+                        method=method,
+                        display_name=display,
+                        family="single-image",
+                        preset="quick",
+                        scale=scale,
+                    ),
                     tolerance_nm=8.0,
                 ).to_csv(path, index=False)
                 tables.append(str(path))

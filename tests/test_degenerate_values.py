@@ -25,7 +25,7 @@ from emsrbench.methods import discover
 from emsrbench.metric_specs import best_value, fmt
 from emsrbench.plan import Plan
 from emsrbench.report import build, panels
-from emsrbench.segment.stage import score_hallucination, score_volume
+from emsrbench.segment.stage import RowIdentity, score_hallucination, score_volume
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import write_degraded  # noqa: E402
@@ -78,17 +78,21 @@ def test_empty_label_sets_give_nan_scores_that_say_why(tmp_path):
     gt = tmp_path / "gt.h5"
     write_cremi(gt, np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint64))
     seg = segmentation_file(tmp_path / "seg.h5", np.arange(np.prod(SHAPE), dtype=np.uint64).reshape(SHAPE))
-    ident = dict(net="toynet", method="bicubic", display_name="Bicubic", family="single-image", preset="quick", scale=8)
-    rows, _ = score_volume(seg, gt, **ident)
+    row = RowIdentity(
+        net="toynet", method="bicubic", display_name="Bicubic", family="single-image", preset="quick", scale=8
+    )
+    rows, _ = score_volume(seg, gt, row=row)
     counts = rows.set_index("metric").loc[["segments", "gt_objects"], "value"]  # plain counts, defined
     assert counts.to_dict() == {"segments": float(np.prod(SHAPE)), "gt_objects": 0.0}
     scores = rows[~rows["metric"].isin(["segments", "gt_objects"])]
     assert scores["value"].isna().all() and scores["note"].str.startswith(NO_LABELS).all()
     assert scores["note"].str.contains("cpu:test, fp32").all()  # the device and precision of the segmentation
-    hall = score_hallucination(seg, seg, gt, tolerance_nm=8.0, **ident).set_index("metric")
+    hall = score_hallucination(seg, seg, gt, row=row, tolerance_nm=8.0).set_index("metric")
     # nothing is scored: a boundary precision of 1 would be a perfect score for nothing
     boundary = hall.drop(index="orphan_fraction")
     assert boundary["value"].isna().all() and boundary["note"].str.startswith("no labels:").all()
+    for frame in (rows, hall):  # both score steps say whose rows they are the same way
+        assert frame[list(row.columns())].drop_duplicates().to_dict("records") == [row.columns()]
 
 
 def test_non_finite_values_are_never_best_and_print_their_reason():
@@ -194,12 +198,9 @@ def degenerate(tmp_path_factory):
         seg,
         seg,
         gt,
-        net="toynet",
-        method="bicubic",
-        display_name="Bicubic",
-        family="single-image",
-        preset="quick",
-        scale=8,
+        row=RowIdentity(
+            net="toynet", method="bicubic", display_name="Bicubic", family="single-image", preset="quick", scale=8
+        ),
         tolerance_nm=8.0,
     ).to_csv(path, index=False)
     paths.append(str(path))

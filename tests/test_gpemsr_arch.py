@@ -14,10 +14,9 @@ from torch import nn
 
 from emsrbench.errors import EmsrError
 from emsrbench.gpemsr import VARIANTS, VQGAN, Indexer, PatchDiscriminator, attach_pretrained, build, make_config
-from emsrbench.gpemsr.mpf import MPF, VGGFeatures, patch_similarity
+from emsrbench.gpemsr.mpf import MPF, patch_similarity
 from emsrbench.gpemsr.params import PUBLISHED, format_table, table, unused_mpf_level
 from emsrbench.gpemsr.pod import POD, ModulatedDeformConv
-from emsrbench.gpemsr.spynet import SpyNet
 from emsrbench.gpemsr.tda import ConcatFusion, ThreeDA
 from emsrbench.gpemsr.vqgan import SelfAttention
 from emsrbench.pretrained import Pretrained
@@ -264,42 +263,16 @@ def test_mpf_mask_and_output():
     assert patch_similarity(a, a, 5).shape == (1, 1, 2, 3)  # reflection-padded to whole patches
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")  # basicsr's own
-def test_spynet_equals_basicsr():
-    from emsrbench.compat import basicsr_arch
-
-    torch.manual_seed(0)
-    theirs = basicsr_arch("spynet_arch", "SpyNet")(None)
-    ours = SpyNet(6)
-    ours.load_state_dict({k: v for k, v in theirs.state_dict().items() if k not in ("mean", "std")})
-    ref, supp = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(ref, supp), theirs(ref, supp), rtol=1e-4, atol=1e-4)
-        assert SpyNet(3)(ref[..., :8, :8], supp[..., :8, :8]).shape == (1, 2, 8, 8)  # small patches
-
-
-def test_vgg_loads_torchvision_layout(tmp_path):
-    import torchvision
-
-    torch.manual_seed(0)
-    tv = torchvision.models.vgg19(weights=None).features[:4]
-    state = {f"features.{k}": v for k, v in tv.state_dict().items()} | {"classifier.0.bias": torch.zeros(3)}
-    torch.save(state, tmp_path / "vgg.pth")
-    vgg = VGGFeatures(full=False)
-    vgg.load(tmp_path / "vgg.pth")
-    x = torch.rand(1, 3, 16, 16)
-    torch.testing.assert_close(vgg(x), tv(x))
-    torch.save({"classifier.0.bias": torch.zeros(3)}, tmp_path / "bad.pth")
-    with pytest.raises(EmsrError, match="not a torchvision VGG19"):
-        vgg.load(tmp_path / "bad.pth")
-
-
-def test_missing_pretrained_parts_are_trained_and_flagged(tmp_path):
+def test_missing_pretrained_parts_are_substituted_and_flagged(tmp_path):
+    """Without its file the mask's VGG19 stays random and frozen (the study freezes it in stage
+    III); SPyNet trains from scratch. Both are flagged; nothing counts as pretrained."""
     model = build(8, "quick")
     flags = attach_pretrained(model, Pretrained(tmp_path))
     assert len(flags) == 2 and "vgg19" in flags[0] and "spynet" in flags[1]
-    assert all(p.requires_grad for p in model.mpf.vgg.parameters())
+    assert "random and frozen" in flags[0] and "trained from scratch" in flags[1]
+    assert not any(p.requires_grad for p in model.mpf.vgg.parameters())
     assert all(p.requires_grad for p in model.pod.spynet.parameters())
+    assert model.pretrained_parts == set()
     assert not any(p.requires_grad for p in model.prior.parameters())
     assert attach_pretrained(build(8, "quick", "no_mpf"), Pretrained(tmp_path)) == [flags[1]]
 

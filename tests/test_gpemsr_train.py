@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from emsrbench.errors import EmsrError
 from emsrbench.gpemsr import VQGAN, Indexer, build, make_config
-from emsrbench.gpemsr.mpf import VGGFeatures
+from emsrbench.gpemsr.mpf import mask_vgg
 from emsrbench.gpemsr.objectives import FusionObjective, IndexerObjective, VQGANObjective, contextual_loss
 from emsrbench.gpemsr.stages import load_prior, load_vqgan, read_state
 from emsrbench.train import TrainJob, TrainSettings, fit
@@ -93,7 +93,7 @@ def test_stage3_fusion_l1_goes_down(one_thread):
 
 def test_contextual_loss_is_zero_for_identical_images_and_has_gradient():
     torch.manual_seed(0)
-    vgg = VGGFeatures(full=True)
+    vgg = mask_vgg(full=True)
     x = smooth(1, 32)
     same = contextual_loss(vgg, x, x.unsqueeze(1).expand(-1, 3, -1, -1, -1))
     other = contextual_loss(vgg, x, smooth(3, 32, seed=1).unsqueeze(0))
@@ -101,8 +101,8 @@ def test_contextual_loss_is_zero_for_identical_images_and_has_gradient():
     xg = x.clone().requires_grad_(True)
     contextual_loss(vgg, xg, smooth(3, 32, seed=1).unsqueeze(0)).backward()
     assert xg.grad.abs().sum() > 0
-    with pytest.raises(EmsrError, match="needs vgg_full"):
-        contextual_loss(VGGFeatures(full=False), x, x.unsqueeze(1))
+    with pytest.raises(EmsrError, match=r"features\[:18\] asked of a stack of 4 layers"):
+        contextual_loss(mask_vgg(full=False), x, x.unsqueeze(1))
     with pytest.raises(EmsrError, match="ref_weight"):
         run(FusionObjective(ref_weight=0.01), build(8, "quick"), None, None, 0)
 
@@ -507,7 +507,7 @@ def test_contextual_loss_in_row_blocks_equals_the_whole_tensor():
     """Blocks of rows (recomputed in the backward pass) give the loss and its gradient of the
     whole (N, P_x, P_y) computation to 1e-5, whatever the block size (1 row, uneven, all)."""
     torch.manual_seed(0)
-    vgg = VGGFeatures(full=True)
+    vgg = mask_vgg(full=True)
     x = smooth(2, 24).requires_grad_(True)
     prior = torch.stack([smooth(3, 24, seed=1), smooth(3, 24, seed=2)])
     whole = contextual_loss(vgg, x, prior, block_elements=10**9)

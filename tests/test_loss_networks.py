@@ -65,14 +65,17 @@ def test_gpemsr_contextual_loss_vgg_is_frozen_and_in_no_optimiser(random_vgg19, 
 
 def test_gpemsr_without_vgg19_disables_the_contextual_loss(tmp_path, one_thread):
     job, model, objective = gpemsr_with_reference_loss(Pretrained(tmp_path))
-    # the MPF mask's VGG is part of the model and trains from scratch (flagged) ...
-    assert any(p.requires_grad for p in model.mpf.vgg.parameters())
-    assert missing_flag("vgg19", "MPF mask VGG trained from scratch") in job.flags
-    # ... so no loss is measured through it
+    # the MPF mask's VGG stays random and frozen, as the study freezes it (flagged) ...
+    before = {k: v.clone() for k, v in model.mpf.vgg.state_dict().items()}
+    assert not any(p.requires_grad for p in model.mpf.vgg.parameters())
+    assert not optimised(objective) & {id(p) for p in model.mpf.vgg.parameters()}
+    assert missing_flag("vgg19", "MPF mask VGG random and frozen") in job.flags
+    # ... and no loss is measured through random features
     assert objective.loss_vgg is None
     assert missing_flag("vgg19", "contextual reference loss disabled") in job.flags
     losses = objective.step(torch.rand(1, 5, 4, 4), torch.rand(1, 1, 32, 32), 0)
     assert "ref" not in losses
+    assert all(torch.equal(before[k], v) for k, v in model.mpf.vgg.state_dict().items())
 
 
 def test_realesrgan_perceptual_vgg_is_in_no_optimiser(tmp_path, random_vgg19, one_thread):

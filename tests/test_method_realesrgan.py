@@ -173,8 +173,8 @@ def test_perceptual_loss_with_vgg19_from_the_registry(tmp_path, degraded_x8, ran
     objective.setup(job, model, job.settings.stage("esrgan"), torch.device("cpu"))
     assert job.flags == []
     percep = objective.perceptual
-    assert percep is not None and len(percep.features) == 35  # up to conv5_4
-    assert torch.equal(percep.features[34].weight, state["features.34.weight"])
+    assert percep is not None and len(percep.vgg.features) == 35  # up to conv5_4
+    assert torch.equal(percep.vgg.features[34].weight, state["features.34.weight"])
     assert not any(p.requires_grad for p in percep.parameters())
     # Features are taken before the activation, on ImageNet-normalised grey -> RGB input.
     x = torch.rand(1, 1, 32, 32)

@@ -83,7 +83,7 @@ def test_tiny_run_produces_the_leaderboard(tiny_run):
 
 
 def test_tiny_run_has_intervals_sidecars_and_tie_marks(tiny_run):
-    """Every evaluate and score_segmentation job leaves its bootstrap sidecar; every image and
+    """Every evaluate and segment job leaves its bootstrap sidecar; every image and
     segmentation score has an interval around its value (4 test sections: 4 blocks / slabs); the
     ranked metrics of bicubic and rcan carry a tie mark (one best per scale x metric x segmenter),
     the unranked ones (VOI split/merge, cost) and HR none; the leaderboard and report explain them."""
@@ -176,7 +176,7 @@ def test_tiny_run_scores_segmentation(tiny_run):
                 assert board[f"{m}@x{s}/{net}"].between(0, 1e3).all(), (net, s, m)  # HR's row too
             orphans = board[f"orphan_fraction@x{s}/{net}"]
             assert orphans.drop("hr").between(0, 1).all() and pd.isna(orphans["hr"])  # no orphans of HR by itself
-            assert (res / "benchmarks" / "score_hallucination" / f"{net}-bicubic-x{s}.tsv").exists()
+            assert (res / "benchmarks" / "segment" / f"{net}-bicubic-x{s}.tsv").exists()
     assert set(tidy.loc[tidy["metric"] == "orphan_fraction", "segmenter"]) == {"superhuman", "mala"}
     assert "## Hallucination" in md and "### 16x, MALA" in md.split("## Hallucination")[1]
     page = (res / "report" / "index.html").read_text()
@@ -247,8 +247,9 @@ def test_dry_run_lists_the_whole_matrix(tmp_path):
     }
     n_methods = len([p for p in (REPO / "methods").iterdir() if (p / "method.yaml").exists()])
     assert counts["infer"] == counts["evaluate"] == 2 * n_methods
-    # 2 networks x (HR + every method) x 2 scales
-    assert counts["score_segmentation"] == counts["score_hallucination"] == 2 * (n_methods + 1) * 2
+    # 2 networks x (HR + every method) x 2 scales, each segmented and scored in one job
+    assert counts["segment"] == 2 * (n_methods + 1) * 2
+    assert "score_segmentation" not in counts and "score_hallucination" not in counts
     assert counts["degrade"] == 2 * 3  # train, val, test pieces x 2 scales
     assert counts["phantom"] == 2
 

@@ -26,8 +26,9 @@ import torch
 
 from emsrbench.errors import EmsrError
 from emsrbench.gpemsr import GPEMSR, VQGAN, Indexer, make_config
-from emsrbench.gpemsr.mpf import RELU3_4, VGGFeatures
-from emsrbench.gpemsr.spynet import SpyNet
+from emsrbench.gpemsr.mpf import mask_vgg
+from emsrbench.nets.spynet import SpyNet
+from emsrbench.nets.vgg19 import RELU3_4
 from emsrbench.released import (
     load_released_spynet,
     load_released_stage1,
@@ -143,7 +144,7 @@ OURS = {
     "stage2_x16": lambda: Indexer(PAPER, 16),
     "stage3_x8": lambda: GPEMSR(PAPER, 8),
     "stage3_x16": lambda: GPEMSR(PAPER, 16),
-    "vgg19": lambda: VGGFeatures(full=True),
+    "vgg19": lambda: mask_vgg(full=True),
     "spynet": lambda: SpyNet(6),
 }
 
@@ -363,7 +364,7 @@ def test_vgg19_release_gives_torchvision_features(tmp_path):
     tv = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["E"][:10]).eval()  # features[:18]
     state = torch.load(path, weights_only=True)
     tv.load_state_dict({k: state[f"features.{k}"] for k in tv.state_dict()})
-    ours = VGGFeatures(full=True)
+    ours = mask_vgg(full=True)
     ours.load_state_dict(load_released_vgg19(path, PAPER))
     x = synthetic_input("vgg input", (1, 3, 24, 24))
     with torch.no_grad():

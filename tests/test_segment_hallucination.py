@@ -174,15 +174,17 @@ def _stage_files(tmp_path, sr, hr=None, gt=None):
 
 
 def _stage_rows(paths, method="rcan", **kw):
-    from emsrbench.segment.stage import score_hallucination
+    from emsrbench.segment.stage import RowIdentity, score_hallucination
 
     args = dict(
-        net="toynet",
-        method=method,
-        display_name=method.upper(),
-        family="single-image",
-        preset="quick",
-        scale=8,
+        row=RowIdentity(
+            net="toynet",
+            method=method,
+            display_name=method.upper(),
+            family="single-image",
+            preset="quick",
+            scale=8,
+        ),
         tolerance_nm=20.0,
     )
     args.update(kw)

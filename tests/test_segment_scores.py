@@ -407,7 +407,7 @@ def _segmentation_file(path, seg):
 @pytest.mark.parametrize("border_nm", [None, 4.0])
 def test_score_volume_scores_per_section_labels_per_section(tmp_path, border_nm):
     from emsrbench.io import write_cremi
-    from emsrbench.segment.stage import score_volume
+    from emsrbench.segment.stage import RowIdentity, score_volume
     from emsrbench.stats import BootstrapSettings, sidecar
 
     gt, seg = per_section_volume(np.random.default_rng(7))
@@ -415,12 +415,7 @@ def test_score_volume_scores_per_section_labels_per_section(tmp_path, border_nm)
     write_cremi(gt_path, np.zeros(gt.shape, np.uint8), gt, resolution=(40, 4, 4))
     seg_path = _segmentation_file(tmp_path / "seg.h5", seg)
     args = dict(
-        net="mala",
-        method="rcan",
-        display_name="RCAN",
-        family="single-image",
-        preset="quick",
-        scale=8,
+        row=RowIdentity(net="mala", method="rcan", display_name="RCAN", family="single-image", preset="quick", scale=8),
         border_nm=border_nm,
     )
     rows, sweep = score_volume(

@@ -15,7 +15,7 @@ from emsrbench.evaluate import COLUMNS
 from emsrbench.io import write_cremi
 from emsrbench.segment import networks
 from emsrbench.segment.affinities import affinities_from_labels
-from emsrbench.segment.stage import AFF_KEY, SEG_KEY, score_volume, segment_volume
+from emsrbench.segment.stage import AFF_KEY, SEG_KEY, RowIdentity, score_volume, segment_volume
 from emsrbench.segment.training import AffinitySampler, train_segmenter
 
 TINY = {"iterations": 6, "checkpoint_every": 2, "batch_size": 2, "log_every": 1}
@@ -158,17 +158,10 @@ def test_segment_and_score_write_the_file_contract(tmp_path, volume, tiny_preset
         assert f[AFF_KEY].dtype == np.float32 and f[AFF_KEY].shape == (3,) + raw.shape
         assert f[SEG_KEY].dtype == np.uint64 and f[SEG_KEY].shape == raw.shape
         np.testing.assert_array_equal(f[SEG_KEY][...], f["volumes/segmentations/0.5"][...])
-    rows, sweep = score_volume(
-        out,
-        path,
-        net="mala",
-        method="hr",
-        display_name="HR (upper bound)",
-        family="reference",
-        preset="quick",
-        scale=8,
-        border_nm=8.0,
+    hr_row = RowIdentity(
+        net="mala", method="hr", display_name="HR (upper bound)", family="reference", preset="quick", scale=8
     )
+    rows, sweep = score_volume(out, path, row=hr_row, border_nm=8.0)
     assert list(rows.columns) == COLUMNS
     assert rows["metric"].tolist() == ["voi_split", "voi_merge", "arand", "cremi_score", "segments", "gt_objects"]
     with h5py.File(out, "r") as f:  # the plain count beside the scores: every id of the segmentation, 0 included
@@ -182,9 +175,7 @@ def test_segment_and_score_write_the_file_contract(tmp_path, volume, tiny_preset
     assert isinstance(sweep, pd.DataFrame) and (sweep["voxels"] < labels.size).all()  # border mask applied
     write_cremi(tmp_path / "nolab.h5", raw)
     with pytest.raises(EmsrError, match="nolab.h5:volumes/labels/neuron_ids: missing dataset"):
-        score_volume(
-            out, tmp_path / "nolab.h5", net="mala", method="hr", display_name="", family="", preset="quick", scale=8
-        )
+        score_volume(out, tmp_path / "nolab.h5", row=hr_row)
 
 
 def test_unknown_objective_settings_are_rejected(tmp_path, volume, tiny_presets):

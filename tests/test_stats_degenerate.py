@@ -125,7 +125,7 @@ def test_identical_methods_keep_their_zero_interval():
 
 
 def score_fib_sem_like(tmp_path, **intervals):
-    from emsrbench.segment.stage import score_volume
+    from emsrbench.segment.stage import RowIdentity, score_volume
 
     gt, seg = fib_sem_like()
     gt_path, seg_path = tmp_path / "test.h5", tmp_path / "seg.h5"
@@ -137,12 +137,7 @@ def score_fib_sem_like(tmp_path, **intervals):
     rows, _ = score_volume(
         seg_path,
         gt_path,
-        net="mala",
-        method="rcan",
-        display_name="RCAN",
-        family="single-image",
-        preset="quick",
-        scale=8,
+        row=RowIdentity(net="mala", method="rcan", display_name="RCAN", family="single-image", preset="quick", scale=8),
         intervals=settings,
         sidecar_path=tmp_path / "x8-bootstrap.npz",
     )

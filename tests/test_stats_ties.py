@@ -181,7 +181,7 @@ def test_evaluate_writes_lpips_interval_and_sidecar(tmp_path, degraded_x8, monke
 
 def test_score_volume_intervals_are_of_the_whole_volume_score(tmp_path):
     from emsrbench.segment.scores import segmentation_scores
-    from emsrbench.segment.stage import score_volume
+    from emsrbench.segment.stage import RowIdentity, score_volume
     from emsrbench.stats import interval, segmentation_replicates, slab_tables
 
     rng = np.random.default_rng(4)
@@ -195,15 +195,13 @@ def test_score_volume_intervals_are_of_the_whole_volume_score(tmp_path):
         f.attrs["stats"] = json.dumps({"thresholds": [0.5], "scoring": "mean", "device": "cpu", "flags": []})
         f["volumes/segmentations/0.5"] = seg
     settings = BootstrapSettings.merged({"resamples": 300, "seed": 1, "sections_per_slab": 2})
+    rcan_row = RowIdentity(
+        net="mala", method="rcan", display_name="RCAN", family="single-image", preset="quick", scale=8
+    )
     rows, _ = score_volume(
         seg_path,
         gt_path,
-        net="mala",
-        method="rcan",
-        display_name="RCAN",
-        family="single-image",
-        preset="quick",
-        scale=8,
+        row=rcan_row,
         border_nm=4.0,
         intervals=settings,
         sidecar_path=tmp_path / "x8-bootstrap.npz",
@@ -223,12 +221,7 @@ def test_score_volume_intervals_are_of_the_whole_volume_score(tmp_path):
     rows, _ = score_volume(
         seg_path,
         gt_path,
-        net="mala",
-        method="rcan",
-        display_name="RCAN",
-        family="single-image",
-        preset="quick",
-        scale=8,
+        row=rcan_row,
         sidecar_path=tmp_path / "off.npz",
     )
     assert rows["ci_low"].isna().all() and sidecar.read(tmp_path / "off.npz").reps == {}

@@ -1,11 +1,12 @@
 """BasicVSR (Chan et al., CVPR 2021) through basicsr's architecture, adapted to EM sections.
 
 The 2N+1 adjacent sections are BasicVSR's frames (one grey channel each).  SPyNet (basicsr's
-``SpyNet``, ImageNet-normalised RGB input) sees each grey section replicated to three
-channels; the propagation trunks take one image channel plus the propagated features; the
-upsampler has log2(scale) upconv + pixel-shuffle stages (basicsr: two, for 4x) and, as in
-basicsr, a bilinearly upsampled input frame is added.  The bidirectional recurrence runs
-over the whole window and the output of the centre section is returned.
+network as :class:`emsrbench.nets.spynet.SpyNet`, shared with GPEMSR's POD; ImageNet-normalised
+RGB input) sees each grey section replicated to three channels; the propagation trunks take
+one image channel plus the propagated features; the upsampler has log2(scale) upconv +
+pixel-shuffle stages (basicsr: two, for 4x) and, as in basicsr, a bilinearly upsampled input
+frame is added.  The bidirectional recurrence runs over the whole window and the output of the
+centre section is returned.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from emsrbench.compat import basicsr_arch
-from emsrbench.errors import EmsrError
+from emsrbench.nets.spynet import SpyNet
 from emsrbench.pretrained import missing_flag
 from emsrbench.weight_init import start_at_base
 
@@ -28,50 +29,7 @@ from emsrbench.weight_init import start_at_base
 def _basicvsr_class():
     BasicVSR = basicsr_arch("basicvsr_arch", "BasicVSR")
     ConvResidualBlocks = basicsr_arch("basicvsr_arch", "ConvResidualBlocks")
-    SpyNet = basicsr_arch("spynet_arch", "SpyNet")
     flow_warp = basicsr_arch("arch_util", "flow_warp")
-
-    class PyramidSpyNet(SpyNet):
-        """basicsr's SpyNet using its ``levels`` finest pyramid levels (published: all 6).
-
-        basicsr resizes the frames to a multiple of 32 (5 poolings) and fails below 64, where
-        the coarsest level has fewer than 2 pixels; here the working size is a multiple of
-        2**(levels-1) and at least 2**levels, and the flow is resized back and rescaled,
-        as basicsr does.  With 6 levels on frames larger than 32 pixels this is basicsr's
-        SpyNet exactly (tested); fewer levels skip the coarsest modules, for small tiles.
-        """
-
-        def __init__(self, levels: int = 6):
-            super().__init__(None)
-            if not 1 <= levels <= len(self.basic_module):
-                raise ValueError(f"SPyNet has {len(self.basic_module)} levels, asked for {levels}")
-            self.levels = levels
-
-        def process(self, ref, supp):
-            ref, supp = [self.preprocess(ref)], [self.preprocess(supp)]
-            for _ in range(self.levels - 1):
-                ref.insert(0, F.avg_pool2d(ref[0], kernel_size=2, stride=2, count_include_pad=False))
-                supp.insert(0, F.avg_pool2d(supp[0], kernel_size=2, stride=2, count_include_pad=False))
-            flow = ref[0].new_zeros([ref[0].size(0), 2, ref[0].size(2) // 2, ref[0].size(3) // 2])
-            modules = self.basic_module[len(self.basic_module) - self.levels :]
-            for level in range(len(ref)):
-                up = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True) * 2.0
-                if up.size(2) != ref[level].size(2):
-                    up = F.pad(up, pad=[0, 0, 0, 1], mode="replicate")
-                if up.size(3) != ref[level].size(3):
-                    up = F.pad(up, pad=[0, 1, 0, 0], mode="replicate")
-                warped = flow_warp(supp[level], up.permute(0, 2, 3, 1), interp_mode="bilinear", padding_mode="border")
-                flow = modules[level](torch.cat([ref[level], warped, up], 1)) + up
-            return flow
-
-        def forward(self, ref, supp):
-            h, w = ref.shape[-2:]
-            unit = 2 ** (self.levels - 1)
-            hw = max(math.ceil(h / unit) * unit, 2 * unit), max(math.ceil(w / unit) * unit, 2 * unit)
-            ref = F.interpolate(ref, size=hw, mode="bilinear", align_corners=False)
-            supp = F.interpolate(supp, size=hw, mode="bilinear", align_corners=False)
-            flow = F.interpolate(self.process(ref, supp), size=(h, w), mode="bilinear", align_corners=False)
-            return torch.stack([flow[:, 0] * (w / hw[1]), flow[:, 1] * (h / hw[0])], dim=1)
 
     class EMBasicVSR(BasicVSR):
         """basicsr's BasicVSR with one channel per frame and a log2(scale)-stage upsampler."""
@@ -86,8 +44,9 @@ def _basicvsr_class():
             self.center_frame_idx = num_frame // 2
             self.grey_mean = float(grey_mean)
 
-            # alignment: SPyNet, random until init_pretrained loads the published flow weights
-            self.spynet = PyramidSpyNet(spynet_levels)
+            # alignment: SPyNet (basicsr's network and keys, any pyramid depth), random until
+            # init_pretrained loads the published flow weights
+            self.spynet = SpyNet(spynet_levels)
             # propagation: one grey channel + num_feat propagated features (basicsr: 3 + num_feat)
             self.backward_trunk = ConvResidualBlocks(num_feat + 1, num_feat, num_block)
             self.forward_trunk = ConvResidualBlocks(num_feat + 1, num_feat, num_block)
@@ -188,20 +147,13 @@ def build(
 
 def init_pretrained(model: nn.Module, pretrained) -> list[str]:
     """Load the published SPyNet flow weights (basicsr's spynet_sintel_final checkpoint,
-    ``{'params': state_dict}`` holding ``basic_module.*`` only: the ImageNet mean/std buffers
-    are constants set in SpyNet's constructor) into ``model.spynet``; flag it if absent."""
+    ``{'params': state_dict}`` holding ``basic_module.*`` only) into ``model.spynet``; flag
+    it if absent."""
     path, why = pretrained.status("spynet")
     if path is None:
         print(f"basicvsr: {why}; SPyNet is trained from scratch", file=sys.stderr)
         return [missing_flag("spynet", "SPyNet flow trained from scratch")]
-    state = torch.load(path, map_location="cpu")
-    state = state.get("params", state)
-    result = model.spynet.load_state_dict(state, strict=False)
-    if result.unexpected_keys or set(result.missing_keys) - {"mean", "std"}:
-        raise EmsrError(
-            f"{path}: not a SPyNet checkpoint (missing {result.missing_keys[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]})"
-        )
+    model.spynet.load(path)
     if model.fix_flow:
         model.spynet.requires_grad_(False)
     return []

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from emsrbench.compat import basicsr_arch
+from emsrbench.deform_guard import guard_deformable_convs
 from emsrbench.weight_init import start_at_base
 
 
@@ -81,10 +82,40 @@ def _edvr_class():
                 setattr(self, f"upconv{i}", nn.Conv2d(num_feat, out * 4, 3, 1, 1))
             self.conv_hr = nn.Conv2d(hr_feat, hr_feat, 3, 1, 1)
             self.conv_last = nn.Conv2d(hr_feat, 1, 3, 1, 1)
+            # NaN offsets crash torchvision's CPU kernel: a one-line error instead (deform_guard)
+            guard_deformable_convs(self, "edvr")
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             """(B, T, h, w) sections in [0, 1] -> (B, 1, s h, s w), the centre section."""
             b, t = x.shape[:2]
+            features = self.section_features(x.flatten(0, 1))
+            return self.forward_features(x, tuple(f.unflatten(0, (b, t)) for f in features))
+
+        # The multi-slice feature-reuse hook (docs/adding-a-method.md#feature-reuse): the
+        # feature extraction and its L2/L3 pyramid depend on one section only, so tiled
+        # inference computes them once per section; PCD (per neighbour/centre pair), fusion
+        # and reconstruction run per window in forward_features.
+
+        def section_features(self, sections: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            """(N, h, w) sections in [0, 1] -> the L1, L2, L3 feature pyramid of each, on the
+            grid padded to a multiple of 4: (N, C, h, w), (N, C, h/2, w/2), (N, C, h/4, w/4)."""
+            # The three-level pyramid (strides 2, 2) and TSA's pooling need multiples of 4.
+            x, _, _ = _pad_to_multiple(sections.unsqueeze(1), 4)
+            x = x - self.grey_mean  # each section a one-channel frame
+            # Feature extraction, as basicsr's EDVR.forward.
+            if self.with_predeblur:
+                feat_l1 = self.conv_1x1(self.predeblur(x))
+            else:
+                feat_l1 = self.lrelu(self.conv_first(x))
+            feat_l1 = self.feature_extraction(feat_l1)
+            feat_l2 = self.lrelu(self.conv_l2_2(self.lrelu(self.conv_l2_1(feat_l1))))
+            feat_l3 = self.lrelu(self.conv_l3_2(self.lrelu(self.conv_l3_1(feat_l2))))
+            return feat_l1, feat_l2, feat_l3
+
+        def forward_features(self, x: torch.Tensor, features: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            """(B, T, h, w) sections and their :meth:`section_features` stacked to (B, T, ...)
+            -> (B, 1, s h, s w), the centre section; equal to ``forward(x)``."""
+            b, t, h0, w0 = x.shape
             # EDVR's bilinear base: the centre section, upsampled (before any padding)
             base = F.interpolate(
                 x[:, self.center_frame_idx : self.center_frame_idx + 1],
@@ -92,33 +123,14 @@ def _edvr_class():
                 mode="bilinear",
                 align_corners=False,
             )
-            # The three-level pyramid (strides 2, 2) and TSA's pooling need multiples of 4.
-            x, h0, w0 = _pad_to_multiple(x, 4)
-            h, w = x.shape[-2:]
-            x = x.unsqueeze(2) - self.grey_mean  # (B, T, 1, h, w): each section a one-channel frame
-            c = 1
-
-            # Feature extraction, as basicsr's EDVR.forward.
-            if self.with_predeblur:
-                feat_l1 = self.conv_1x1(self.predeblur(x.view(-1, c, h, w)))
-            else:
-                feat_l1 = self.lrelu(self.conv_first(x.view(-1, c, h, w)))
-            feat_l1 = self.feature_extraction(feat_l1)
-            feat_l2 = self.lrelu(self.conv_l2_2(self.lrelu(self.conv_l2_1(feat_l1))))
-            feat_l3 = self.lrelu(self.conv_l3_2(self.lrelu(self.conv_l3_1(feat_l2))))
-            feat_l1 = feat_l1.view(b, t, -1, h, w)
-            feat_l2 = feat_l2.view(b, t, -1, h // 2, w // 2)
-            feat_l3 = feat_l3.view(b, t, -1, h // 4, w // 4)
+            h, w = features[0].shape[-2:]
 
             # PCD alignment of every section to the centre one.  basicsr loops over the frames;
             # PCD treats each (neighbour, reference) pair independently, so all T pairs go
             # through in one batch of B*T (same result, far fewer deformable-conv calls on CPU).
             i0 = self.center_frame_idx
-            nbr_feat_l = [f.reshape(b * t, *f.shape[2:]) for f in (feat_l1, feat_l2, feat_l3)]
-            ref_feat_l = [
-                f[:, i0 : i0 + 1].expand(-1, t, -1, -1, -1).reshape(b * t, *f.shape[2:])
-                for f in (feat_l1, feat_l2, feat_l3)
-            ]
+            nbr_feat_l = [f.reshape(b * t, *f.shape[2:]) for f in features]
+            ref_feat_l = [f[:, i0 : i0 + 1].expand(-1, t, -1, -1, -1).reshape(b * t, *f.shape[2:]) for f in features]
             aligned = self.pcd_align(nbr_feat_l, ref_feat_l).view(b, t, -1, h, w)  # (B, T, C, h, w)
             if not self.with_tsa:
                 aligned = aligned.view(b, -1, h, w)

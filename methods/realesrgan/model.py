@@ -25,6 +25,8 @@ from emsrbench import device as devices
 from emsrbench import train as harness
 from emsrbench.compat import basicsr_arch
 from emsrbench.errors import EmsrError
+from emsrbench.nets.imagenet import imagenet_rgb
+from emsrbench.nets.vgg19 import CONV_LAYERS, VGG19Features
 from emsrbench.pretrained import Pretrained, missing_flag
 
 STAGES = ("esrnet", "esrgan")
@@ -84,67 +86,32 @@ def build(scale: int, num_feat: int = 64, num_block: int = 23, num_grow_ch: int 
 
 # --------------------------------------------------------------------------- losses
 
-# torchvision vgg19().features indices of the convolutions (outputs taken before their ReLU).
-VGG19_CONV = {
-    "conv1_1": 0,
-    "conv1_2": 2,
-    "conv2_1": 5,
-    "conv2_2": 7,
-    "conv3_1": 10,
-    "conv3_2": 12,
-    "conv3_3": 14,
-    "conv3_4": 16,
-    "conv4_1": 19,
-    "conv4_2": 21,
-    "conv4_3": 23,
-    "conv4_4": 25,
-    "conv5_1": 28,
-    "conv5_2": 30,
-    "conv5_3": 32,
-    "conv5_4": 34,
-}
 REAL_ESRGAN_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
 
 
 class VGGPerceptualLoss(nn.Module):
-    """basicsr's ``PerceptualLoss`` as Real-ESRGAN configures it: frozen ImageNet VGG19,
-    features before activation, ImageNet input normalisation, L1 per layer, weighted sum.
-    Grey images are repeated to three channels."""
+    """basicsr's ``PerceptualLoss`` as Real-ESRGAN configures it: frozen ImageNet VGG19 (from
+    the file at ``vgg_file``), features of convs before their activation, ImageNet input
+    normalisation, L1 per layer, weighted sum. Grey images are repeated to three channels."""
 
-    def __init__(self, vgg_state: dict, layer_weights: dict, weight: float = 1.0):
-        import torchvision
-
+    def __init__(self, vgg_file, layer_weights: dict, weight: float = 1.0):
         super().__init__()
-        unknown = set(layer_weights) - set(VGG19_CONV)
+        unknown = set(layer_weights) - set(CONV_LAYERS)
         if unknown:
             raise EmsrError(
                 f"realesrgan: perceptual layer_weights: unknown VGG19 layer(s) {sorted(unknown)} "
-                f"(known: {list(VGG19_CONV)})"
+                f"(known: {list(CONV_LAYERS)})"
             )
-        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
-            vgg = torchvision.models.vgg19(weights=None)
-        vgg.load_state_dict(vgg_state, assign=True)
-        last = max(VGG19_CONV[k] for k in layer_weights)
-        self.features = vgg.features[: last + 1].eval()
-        for p in self.features.parameters():
-            p.requires_grad_(False)
-        self.layers = {VGG19_CONV[k]: k for k in layer_weights}
+        self.layers = {CONV_LAYERS[k]: k for k in layer_weights}
+        self.vgg = VGG19Features.from_file(vgg_file, depth=max(self.layers) + 1).eval()
         self.layer_weights = dict(layer_weights)
         self.weight = weight
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True):  # the loss network stays in eval mode
         return super().train(False)
 
     def extract(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
-        out = {}
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.layers:
-                out[self.layers[i]] = x.clone()  # the next ReLU is in place
-        return out
+        return {self.layers[i]: f for i, f in self.vgg.taps(imagenet_rgb(x), self.layers).items()}
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         f_sr = self.extract(sr)
@@ -162,8 +129,7 @@ def load_perceptual(pretrained, layer_weights: dict, weight: float) -> tuple[VGG
     if path is None:
         print(f"realesrgan: {why}; perceptual loss disabled", flush=True)
         return None, [missing_flag("vgg19", "perceptual loss disabled")]
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return VGGPerceptualLoss(state, layer_weights, weight), []
+    return VGGPerceptualLoss(path, layer_weights, weight), []
 
 
 class RealESRGANObjective(harness.Objective):

@@ -21,7 +21,10 @@ MACs and are not counted; ``note`` names the interpolation ops that ran.
 Per output megapixel: the MACs of one LR tile, divided by the tile's output pixels / 1e6.
 Tiled inference also recomputes the overlaps, so a run costs more per megapixel by the
 tiling's overlap factor (``infer.py`` records that too); for models with global context
-(attention, channel attention) the per-pixel cost also depends on the tile size.
+(attention, channel attention) the per-pixel cost also depends on the tile size.  What is
+counted per tile is what inference runs: one window forward, or, for a model with the
+multi-slice feature-reuse hook, ``section_features`` of one section plus ``forward_features``
+of one window (``infer.count_output_section``).
 
 Peak memory
 -----------
@@ -43,13 +46,14 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
 
-__all__ = ["MacCount", "count_macs", "macs_per_megapixel", "model_bytes", "PeakMemory"]
+__all__ = ["MacCount", "count_macs", "count_run", "macs_per_megapixel", "model_bytes", "PeakMemory"]
 
 MAC_OP = re.compile(
     r"conv|(^|[._])(bmm|mm|addmm|baddbmm|matmul|linear|einsum|tensordot)($|[._])|attention|lstm|gru|rnn|deform"
@@ -68,6 +72,14 @@ class MacCount:
     @property
     def complete(self) -> bool:
         return not self.uncounted
+
+    def __add__(self, other: "MacCount") -> "MacCount":
+        """The count of both runs (e.g. the two parts of a feature-reuse forward)."""
+        by_op, uncounted = Counter(self.by_op), Counter(self.uncounted)
+        by_op.update(other.by_op)
+        uncounted.update(other.uncounted)
+        interpolation = sorted(set(self.interpolation) | set(other.interpolation))
+        return MacCount(self.macs + other.macs, dict(by_op), dict(uncounted), interpolation)
 
     @property
     def note(self) -> str:
@@ -127,10 +139,17 @@ def _op_name(packet) -> str:
 @torch.no_grad()
 def count_macs(model: nn.Module, *inputs: torch.Tensor) -> MacCount:
     """MACs of ``model(*inputs)`` (one forward pass, as run: device, dtype and autocast of the caller)."""
+    return count_run(lambda: model(*inputs))
+
+
+def count_run(fn: Callable[[], object]) -> MacCount:
+    """MACs of everything ``fn()`` runs, as run (device, dtype, autocast and grad mode of the
+    caller): a whole training step counts its forward passes, backward passes (torch has the
+    backward formulas of the same ops) and optimiser updates (element-wise: no MACs)."""
     recorder = _OpRecorder()
     counter = FlopCounterMode(display=False, custom_mapping=_custom_formulas())
     with recorder, counter:
-        model(*inputs)
+        fn()
     counted = counter.flop_registry
     by_op: dict[str, int] = {}
     for packet, flops in counter.get_flop_counts().get("Global", {}).items():

@@ -6,6 +6,12 @@ of the overlap, and the weighted sum is normalised.  Border pixels of a tile (wh
 padding makes a CNN's output differ from a whole-image pass) therefore never contribute,
 so as long as the model's receptive field (in LR pixels) fits in the margin, tiled output
 equals whole-image output up to float rounding.  Output sections are streamed to HDF5.
+
+Multi-slice feature reuse: a model with the hook of :func:`reuses_section_features` gives the
+per-section part of its forward once per section and tile, and each output section's window
+is fused from those cached features, instead of recomputing every neighbour's features in
+each of the 2N+1 windows it belongs to (same tiles, same blending, same output up to float
+rounding; docs/adding-a-method.md#feature-reuse).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 from torch import nn
 
 from . import device as devices
-from .cost import PeakMemory, macs_per_megapixel, model_bytes
+from .cost import MacCount, PeakMemory, count_macs, count_run, model_bytes
 from .errors import EmsrError
 from .fingerprint import Fingerprint, check_planned
 from .io import LR_KEY, RAW_KEY, atomic_path, read_dataset
@@ -82,18 +88,40 @@ class NonFiniteOutput(EmsrError):
         self.index = index
 
 
+# Output held at once by the feature-reuse path (float32 HR sections): each call recomputes the
+# features of the 2N sections beyond its ends, so longer runs of sections reuse more.
+REUSE_OUTPUT_BYTES = 256 << 20
+
+
+def reuses_section_features(model: nn.Module) -> bool:
+    """Whether ``model`` has the multi-slice feature-reuse hook: ``section_features(sections
+    (B, h, w)) -> tuple of (B, ...) tensors`` and ``forward_features(windows (B, T, h, w),
+    features each (B, T, ...)) -> (B, 1, s h, s w)`` equal to ``model(windows)``."""
+    return all(callable(getattr(model, name, None)) for name in ("section_features", "forward_features"))
+
+
 class TiledUpscaler:
     """Applies an SR model to LR stacks tile by tile: tiles of several sections share a forward
     batch, and the weighted tiles are blended on the model's device in fp32, so only the
-    finished sections come back to the host."""
+    finished sections come back to the host.  ``reuse``: use the model's feature-reuse hook
+    where it has one (:func:`reuses_section_features`); False: always the window forward."""
 
-    def __init__(self, model: nn.Module, scale: int, settings: InferSettings, device: torch.device):
+    def __init__(self, model: nn.Module, scale: int, settings: InferSettings, device: torch.device, reuse: bool = True):
         self.model, self.scale, self.s, self.device = model, scale, settings, device
+        self.reuse = reuse and reuses_section_features(model)
         self._blend: dict[tuple[int, int], tuple[list, torch.Tensor]] = {}
 
     def tiles_per_section(self, h: int, w: int) -> int:
         st = self.s
         return len(tile_starts(h, st.tile, st.overlap)) * len(tile_starts(w, st.tile, st.overlap))
+
+    def sections_per_call(self, h: int, w: int) -> int:
+        """Output sections per :meth:`sections` call for h x w LR sections: enough that their
+        tiles fill a forward batch; with feature reuse, as many as REUSE_OUTPUT_BYTES allow."""
+        fill = -(-self.s.batch // self.tiles_per_section(h, w))
+        if self.reuse:
+            fill = max(fill, REUSE_OUTPUT_BYTES // (4 * h * w * self.scale**2))
+        return max(1, fill)
 
     def _weights(self, h: int, w: int) -> tuple[list, torch.Tensor]:
         """Per tile (y, x, its 2-D weight) and the summed weights of an h x w LR section, on
@@ -112,36 +140,87 @@ class TiledUpscaler:
             self._blend[(h, w)] = (tiles, norm)
         return self._blend[(h, w)]
 
-    @torch.inference_mode()
     def __call__(self, stacks: np.ndarray) -> np.ndarray:
         """``stacks`` (N, C, h, w) uint8, one LR stack per output section -> (N, h*s, w*s)
         float32 in the model's output range; :class:`NonFiniteOutput` names the first of the N
         sections with a NaN or Inf."""
-        s, st = self.scale, self.s
         n, c, h, w = stacks.shape
-        th, tw = min(h, st.tile), min(w, st.tile)
+        return self.sections(stacks.reshape(n * c, h, w), np.arange(n * c).reshape(n, c))
+
+    @torch.inference_mode()
+    def sections(self, volume: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """``volume`` (D, h, w) uint8 LR sections, ``windows`` (N, C) indices into it, one
+        window (the model's input stack) per output section -> (N, h*s, w*s) float32;
+        :class:`NonFiniteOutput` names the first of the N windows with a NaN or Inf."""
+        s = self.scale
+        _, h, w = volume.shape
+        windows = np.asarray(windows)
         tiles, norm = self._weights(h, w)
-        x_t = torch.from_numpy(np.ascontiguousarray(stacks)).to(self.device).float().div_(255.0)
-        out = torch.zeros((n, h * s, w * s), dtype=torch.float32, device=self.device)
-        jobs = [(k, y, x, wgt) for k in range(n) for y, x, wgt in tiles]
-        for i in range(0, len(jobs), st.batch):
-            chunk = jobs[i : i + st.batch]
-            batch = torch.stack([x_t[k, :, y : y + th, x : x + tw] for k, y, x, _ in chunk])
-            with devices.inference_precision(self.device, st.precision):
-                pred = self.model(batch)
-            if pred.shape != (len(chunk), 1, th * s, tw * s):
-                raise EmsrError(
-                    f"model maps LR tiles {tuple(batch.shape)} to {tuple(pred.shape)}, "
-                    f"expected (B, 1, {th * s}, {tw * s})"
-                )
-            pred = pred.float()[:, 0]
-            for (k, y, x, wgt), p in zip(chunk, pred):
-                out[k, y * s : (y + th) * s, x * s : (x + tw) * s] += wgt * p
+        x_t = torch.from_numpy(np.ascontiguousarray(volume)).to(self.device).float().div_(255.0)
+        out = torch.zeros((len(windows), h * s, w * s), dtype=torch.float32, device=self.device)
+        (self._blend_reusing_features if self.reuse else self._blend_windows)(x_t, windows, tiles, out)
         # a NaN or Inf anywhere in a tile reaches its section's sum (0 * NaN is NaN)
         bad = ~torch.isfinite(out.flatten(1)).all(dim=1)
         if bool(bad.any()):
             raise NonFiniteOutput(int(bad.nonzero()[0]))
         return (out / norm).cpu().numpy()
+
+    def _tile_size(self, x_t: torch.Tensor) -> tuple[int, int]:
+        return min(x_t.shape[1], self.s.tile), min(x_t.shape[2], self.s.tile)
+
+    def _add_tiles(self, out: torch.Tensor, lr: torch.Tensor, pred: torch.Tensor, where: list) -> None:
+        """Blend the SR tiles ``pred`` (B, 1, s th, s tw) of LR tiles ``lr`` (B, C, th, tw)
+        into ``out`` at ``where``: per tile (output section k, LR y, LR x, weight)."""
+        s = self.scale
+        th, tw = lr.shape[-2:]
+        if pred.shape != (len(where), 1, th * s, tw * s):
+            raise EmsrError(
+                f"model maps LR tiles {tuple(lr.shape)} to {tuple(pred.shape)}, expected (B, 1, {th * s}, {tw * s})"
+            )
+        for (k, y, x, wgt), p in zip(where, pred.float()[:, 0]):
+            out[k, y * s : (y + th) * s, x * s : (x + tw) * s] += wgt * p
+
+    def _blend_windows(self, x_t: torch.Tensor, windows: np.ndarray, tiles: list, out: torch.Tensor) -> None:
+        """The window forward: tiles of every output section's stack, ``batch`` per forward."""
+        th, tw = self._tile_size(x_t)
+        index = torch.from_numpy(windows).to(self.device)
+        jobs = [(k, y, x, wgt) for k in range(len(windows)) for y, x, wgt in tiles]
+        for i in range(0, len(jobs), self.s.batch):
+            chunk = jobs[i : i + self.s.batch]
+            batch = torch.stack([x_t[index[k], y : y + th, x : x + tw] for k, y, x, _ in chunk])
+            with devices.inference_precision(self.device, self.s.precision):
+                pred = self.model(batch)
+            self._add_tiles(out, batch, pred, chunk)
+
+    def _blend_reusing_features(self, x_t: torch.Tensor, windows: np.ndarray, tiles: list, out: torch.Tensor) -> None:
+        """The feature-reuse path: per tile position, a sliding cache of per-section features
+        over the windows (``batch`` windows per forward, ``batch`` sections per feature pass);
+        a section's features are dropped after the last window that reads them."""
+        th, tw = self._tile_size(x_t)
+        batch = self.s.batch
+        last_use = {int(z): k for k, window in enumerate(windows) for z in window}
+        for y, x, wgt in tiles:
+            tile = x_t[:, y : y + th, x : x + tw]
+            cache: dict[int, tuple[torch.Tensor, ...]] = {}
+            for i in range(0, len(windows), batch):
+                rows = windows[i : i + batch]
+                missing = [int(z) for z in np.unique(rows) if int(z) not in cache]
+                for j in range(0, len(missing), batch):
+                    part = missing[j : j + batch]
+                    with devices.inference_precision(self.device, self.s.precision):
+                        feats = self.model.section_features(tile[part])
+                    cache.update({z: one for z, one in zip(part, zip(*feats))})
+                features = tuple(
+                    torch.stack([torch.stack([cache[int(z)][f] for z in row]) for row in rows])
+                    for f in range(len(cache[int(rows[0][0])]))
+                )
+                lr = tile[torch.from_numpy(rows).to(self.device)]
+                with devices.inference_precision(self.device, self.s.precision):
+                    pred = self.model.forward_features(lr, features)
+                self._add_tiles(out, lr, pred, [(i + k, y, x, wgt) for k in range(len(rows))])
+                done = i + len(rows)
+                for z in [z for z in cache if last_use[z] < done]:
+                    del cache[z]
 
 
 def neighbour_indices(z: int, depth: int, slices: int) -> np.ndarray:
@@ -154,35 +233,94 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def section_runs(depth: int, slices: int, group: int) -> list[tuple[int, np.ndarray]]:
+    """The :meth:`TiledUpscaler.sections` calls that super-resolve ``depth`` sections: runs of
+    ``group`` consecutive output sections, as (first output section, windows (n, slices)),
+    each row the window of one output section (:func:`neighbour_indices`)."""
+    return [
+        (z0, np.stack([neighbour_indices(z, depth, slices) for z in range(z0, min(depth, z0 + group))]))
+        for z0 in range(0, depth, group)
+    ]
+
+
+def feature_passes(runs: list[tuple[int, np.ndarray]]) -> float:
+    """Section feature computations per output section (and tile) of the feature-reuse path
+    over ``runs``: each run computes the features of every section its windows read, once, so
+    1 + (the 2N sections beyond each inner run end) / (output sections); 1.0 for a single run
+    (at the volume ends the windows repeat the end section instead of reading beyond it)."""
+    return sum(len(np.unique(windows)) for _, windows in runs) / sum(len(windows) for _, windows in runs)
+
+
+@torch.no_grad()
+def count_output_section(model: nn.Module, window: torch.Tensor, reuse: bool) -> tuple[MacCount, MacCount | None]:
+    """MACs tiled inference spends per output section on one LR tile ``window`` (1, C, th, tw):
+    without ``reuse``, (the window forward, None); with the feature-reuse hook,
+    (``forward_features`` of the window, ``section_features`` of one section), the latter run
+    once per section and tile however many windows read it.  The window's features are that
+    one section's, repeated C times: the counts depend on shapes only."""
+    if not reuse:
+        return count_macs(model, window), None
+    features: list[torch.Tensor] = []  # filled by the counted pass, so it runs once
+    section_part = count_run(lambda: features.extend(model.section_features(window[0, :1])))
+    stacked = tuple(f.expand(window.shape[1], *f.shape[1:])[None] for f in features)
+    return count_run(lambda: model.forward_features(window, stacked)), section_part
+
+
 def measure_macs(
-    model: nn.Module, stack: np.ndarray, scale: int, settings: InferSettings, device: torch.device
+    model: nn.Module,
+    stack: np.ndarray,
+    scale: int,
+    settings: InferSettings,
+    device: torch.device,
+    reuse: bool = False,
+    passes: float = 1.0,
 ) -> dict:
-    """MACs per output megapixel of one LR tile of the size inference uses (the first tile of
-    ``stack``, batch 1, same device and precision), and of the whole tiled run (overlaps
-    recomputed).  A model the counter cannot run is recorded as not counted, with the reason:
-    the cost column is then missing, inference itself is unaffected."""
+    """MACs per output megapixel of what inference runs for one output section on one LR tile of
+    the size inference uses (the first tile of ``stack``, batch 1, same device and precision):
+    the window forward, or with ``reuse`` (:attr:`TiledUpscaler.reuse`) ``section_features``
+    of one section + ``forward_features`` of one window; and of the whole tiled run (overlaps
+    recomputed; with reuse, ``passes`` section feature computations per output section, see
+    :func:`feature_passes`).  A model the counter cannot run is recorded as not counted, with
+    the reason: the cost column is then missing, inference itself is unaffected."""
     c, h, w = stack.shape
     th, tw = min(h, settings.tile), min(w, settings.tile)
     tiles = len(tile_starts(h, settings.tile, settings.overlap)) * len(tile_starts(w, settings.tile, settings.overlap))
     tile = torch.from_numpy(np.ascontiguousarray(stack[:, :th, :tw])).float().div_(255.0)[None].to(device)
+    path = "feature_reuse" if reuse else "window"
     try:
         with devices.inference_precision(device, settings.precision):
-            per_mp, count = macs_per_megapixel(model, tile, scale)
+            window_part, section_part = count_output_section(model, tile, reuse)
     except Exception as err:  # noqa: BLE001 - any failure of the counter only loses this column
         reason = (str(err).strip().splitlines() or [""])[0][:200]
         return {
             "macs_per_mp": None,
             "macs_per_mp_tiled": None,
             "macs_complete": False,
+            "macs_path": path,
             "macs_note": f"missing: MAC counter failed: {type(err).__name__}: {reason}",
         }
-    tiled = per_mp * tiles * th * tw / (h * w)  # the tiles' output pixels over the section's
+    tile_mp = th * tw * scale * scale / 1e6
+    count, run_macs = window_part, float(window_part.macs)
+    if section_part is not None:
+        count, run_macs = window_part + section_part, run_macs + passes * section_part.macs
+    counted = (
+        "section_features of 1 section + forward_features of 1 window per output section (feature reuse)"
+        if reuse
+        else "1 window forward per output section"
+    )
     return {
-        "macs_per_mp": per_mp,
-        "macs_per_mp_tiled": tiled,
+        "macs_per_mp": count.macs / tile_mp,
+        "macs_per_mp_tiled": run_macs
+        / tile_mp
+        * tiles
+        * th
+        * tw
+        / (h * w),  # the tiles' output pixels over the section's
         "macs_complete": count.complete,
         "macs_tile": [c, th, tw],
-        "macs_note": f"tile {th}x{tw} LR" + (f"; {count.note}" if count.note else ""),
+        "macs_path": path,
+        **({"macs_feature_passes": passes} if reuse else {}),
+        "macs_note": f"{counted}; tile {th}x{tw} LR" + (f"; {count.note}" if count.note else ""),
     }
 
 
@@ -242,7 +380,16 @@ def infer_file(
     model, meta = load_model(method, scale, model_params, model_file, dev, planned)
     upscale = TiledUpscaler(model, scale, settings, dev)
     depth, h, w = lr.shape
-    cost = measure_macs(model, lr[neighbour_indices(0, depth, method.slices)], scale, settings, dev)
+    runs = section_runs(depth, method.slices, upscale.sections_per_call(h, w))
+    cost = measure_macs(
+        model,
+        lr[neighbour_indices(0, depth, method.slices)],
+        scale,
+        settings,
+        dev,
+        reuse=upscale.reuse,
+        passes=feature_passes(runs),
+    )
     peak = PeakMemory(dev, resident_bytes=model_bytes(model))
     t0 = time.perf_counter()
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
@@ -255,18 +402,16 @@ def infer_file(
             compression_opts=1,
         )
         ds.attrs["resolution"] = np.asarray(hr_res, dtype=float)
-        # sections per call: enough that a forward batch can be filled with their tiles
-        group = max(1, -(-settings.batch // upscale.tiles_per_section(h, w)))
         with peak:
-            for z0 in range(0, depth, group):
-                zs = range(z0, min(depth, z0 + group))
-                stacks = np.stack([lr[neighbour_indices(z, depth, method.slices)] for z in zs])
+            for z0, windows in runs:
+                last = z0 + len(windows) - 1
+                first = int(windows.min())  # the LR sections these windows read: first..max
                 try:
-                    ds[z0 : zs[-1] + 1] = to_uint8(upscale(stacks))
+                    ds[z0 : last + 1] = to_uint8(upscale.sections(lr[first : windows.max() + 1], windows - first))
                 except NonFiniteOutput as err:
                     raise EmsrError(f"{out_path}: {method.name} x{scale} section {z0 + err.index}: {err}") from None
                 except EmsrError as err:
-                    raise EmsrError(f"{out_path}: {method.name} x{scale} sections {z0}-{zs[-1]}: {err}") from None
+                    raise EmsrError(f"{out_path}: {method.name} x{scale} sections {z0}-{last}: {err}") from None
         seconds = time.perf_counter() - t0
         stats = {
             "method": method.name,
@@ -279,6 +424,7 @@ def infer_file(
             "train_seconds_note": str(meta.get("train_seconds_note", "")),  # why it is missing (released weights)
             "device": devices.describe(dev),
             "precision": settings.precision,
+            "feature_reuse": upscale.reuse,  # per-section features computed once (a multi-slice hook)
             "flags": list(meta.get("flags", [])) + devices.precision_flag(settings.precision),
             **cost,
             "peak_mem_mib": peak.mib,

@@ -92,7 +92,7 @@ def _dataset(store, path: Path, key: str):
     return ds
 
 
-def _as_resolution(value, where: str) -> tuple[float, float, float]:
+def as_resolution(value, where: str) -> tuple[float, float, float]:
     """``value`` as (z, y, x) nm; ``where`` names its origin in the error."""
     try:
         res = tuple(float(r) for r in np.asarray(value, dtype=float).ravel())
@@ -112,9 +112,9 @@ def _resolution(
     if attr is None:
         if configured is None:
             raise EmsrError(f"{path}:{key}: no 'resolution' attribute; {missing_hint}")
-        return _as_resolution(configured, "config: data.resolution")
-    res = _as_resolution(attr, f"{path}:{key}: 'resolution' attribute")
-    if configured is not None and not np.allclose(res, _as_resolution(configured, "config: data.resolution")):
+        return as_resolution(configured, "config: data.resolution")
+    res = as_resolution(attr, f"{path}:{key}: 'resolution' attribute")
+    if configured is not None and not np.allclose(res, as_resolution(configured, "config: data.resolution")):
         raise EmsrError(
             f"{path}:{key}: 'resolution' attribute {res} nm differs from data.resolution "
             f"{tuple(configured)} in the config; remove one or make them agree"

@@ -32,6 +32,7 @@ from .metric_specs import (
 )
 from .no_signal import COLLAPSE_FRACTION, Findings, capitalised
 from .no_signal import find as find_no_signal
+from .published import Comparison
 
 
 def direction(metric: str) -> int:
@@ -189,14 +190,54 @@ def _scored_cells(
     return out
 
 
-def _no_signal_line(findings: Findings, scale: int, segmenter: str) -> list[str]:
-    """The sentence under a table's heading when the table carries no signal (emsrbench.no_signal)."""
+def _scale_segmenter_table_head(findings: Findings, scale: int, segmenter: str, cols: list[str]) -> list[str]:
+    """Heading and header of the table of the metric columns ``cols`` of one scale x segmenter,
+    with the sentence under the heading when the table carries no signal (emsrbench.no_signal)."""
     verdict = findings.verdict(scale, segmenter)
-    return [f"*{capitalised(verdict.sentence)}. Nothing in this table is bold.*", ""] if verdict else []
+    no_signal = [f"*{capitalised(verdict.sentence)}. Nothing in this table is bold.*", ""] if verdict else []
+    return [
+        f"### {scale}x, {SEGMENTER_LABELS.get(segmenter, segmenter)}",
+        "",
+        *no_signal,
+        "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
 
 
-def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]:
-    """Table 1 of the study (VOI split per scale x segmenter), then every score per scale."""
+def _own_rows(table: pd.DataFrame, tidy: pd.DataFrame) -> dict[str, pd.Series]:
+    """method -> its row of the wide ``table`` (its own model: not an ablation variant, not HR)."""
+    own = tidy[(_text(tidy["variant"]) == "") & (tidy["method"] != HR)] if "variant" in tidy.columns else tidy
+    names = dict(zip(own["method"], own["display_name"]))
+    return {r["method"]: r for _, r in table.iterrows() if names.get(r["method"]) == r["display_name"]}
+
+
+def _published_lines(
+    comparison: Comparison, ours: dict[str, pd.Series], t1: list[tuple[int, str]]
+) -> dict[str, list[str]]:
+    """The published rows of the Table 1 layout by the method whose row (``ours``) they follow
+    ("": the methods this run has no row of, shown last), each cell the published value and
+    ours - published."""
+    shown, _ = comparison.columns_in(t1)
+    lines: dict[str, list[str]] = {}
+    for method in comparison.reference.methods:
+        row = ours.get(method)
+        cells = []
+        for s, g in t1:
+            value = comparison.value(method, s, g) if (s, g) in shown else None
+            mine = math.nan if row is None else row[_column("voi_split", s, g)]
+            cells.append("" if value is None else comparison.cell_text(value, mine))
+        if not any(cells):
+            continue
+        name = row["display_name"] if row is not None else comparison.reference.row_name(method)
+        lines.setdefault(method if row is not None else "", []).append(
+            f"| {comparison.row_label(name)} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame, comparison: Comparison | None = None) -> list[str]:
+    """Table 1 of the study (VOI split per scale x segmenter), with the ``comparison``'s published
+    rows after ours, then every score per scale."""
     scales = sorted(tidy["scale"].unique())
     segmenters = _segmenters(tidy)
     seg_cols = [c for c in table.columns if "/" in c]
@@ -217,11 +258,14 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
         "| Method | " + " | ".join(f"{s}x {SEGMENTER_LABELS.get(g, g)}" for s, g in t1) + " |",
         "|---|" + "---:|" * len(t1),
     ]
-    lines += [
-        f"| {_row_name(r)} | " + " | ".join(cells(r, [_column("voi_split", s, g) for s, g in t1])) + " |"
-        for _, r in rows.iterrows()
-    ]
+    published = _published_lines(comparison, _own_rows(rows, tidy), t1) if comparison is not None else {}
+    for _, r in rows.iterrows():
+        lines.append(f"| {_row_name(r)} | " + " | ".join(cells(r, [_column("voi_split", s, g) for s, g in t1])) + " |")
+        lines += published.get(r["method"], [])
+    lines += published.get("", [])
     lines.append("")
+    if comparison is not None:
+        lines += [comparison.legend(comparison.columns_in(t1)[1]), ""]
     silent = [findings.verdict(s, g) for s, g in t1 if findings.verdict(s, g)]
     if silent:  # a VOI split of 0 here is a merge, not a merit: say so under the table that shows it
         lines += [f"- {capitalised(v.sentence)}." for v in silent] + [""]
@@ -230,11 +274,7 @@ def _segmentation_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str]
             cols = [_column(m, s, g) for m in SEG_METRICS if _column(m, s, g) in rows]
             if not cols:
                 continue
-            lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", ""] + _no_signal_line(findings, s, g)
-            lines += [
-                "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
-                "|---|" + "---:|" * len(cols),
-            ]
+            lines += _scale_segmenter_table_head(findings, s, g, cols)
             lines += [f"| {_row_name(r)} | " + " | ".join(cells(r, cols)) + " |" for _, r in rows.iterrows()]
             lines.append("")
     lines += [
@@ -268,11 +308,7 @@ def _hallucination_markdown(tidy: pd.DataFrame, table: pd.DataFrame) -> list[str
             cols = [_column(m, s, g) for m in HALLUCINATION_METRICS if _column(m, s, g) in rows]
             if not cols:
                 continue
-            lines += [f"### {s}x, {SEGMENTER_LABELS.get(g, g)}", ""] + _no_signal_line(findings, s, g)
-            lines += [
-                "| Method | " + " | ".join(spec(_split(c)[0]).label for c in cols) + " |",
-                "|---|" + "---:|" * len(cols),
-            ]
+            lines += _scale_segmenter_table_head(findings, s, g, cols)
             lines += [
                 f"| {_row_name(r)} | " + " | ".join(_scored_cells(rows, r, cols, notes, findings=findings)) + " |"
                 for _, r in rows.iterrows()
@@ -347,7 +383,8 @@ def devices(tidy: pd.DataFrame) -> list[str]:
     return [f"{device}: {', '.join(runs)}" for device, runs in by_device.items()]
 
 
-def markdown(tidy: pd.DataFrame) -> str:
+def markdown(tidy: pd.DataFrame, comparison: Comparison | None = None) -> str:
+    """The leaderboard's Markdown; ``comparison``: published rows in the Table 1 layout."""
     tidy = _with_segmenter(tidy)
     full = wide(tidy)
     scales = sorted(tidy["scale"].unique())
@@ -376,7 +413,7 @@ def markdown(tidy: pd.DataFrame) -> str:
                 cells.append(f"**{text}**" if best[c] is not None and row[c] == best[c] else text)
             lines.append(f"| {row['display_name']} | {row['preset']} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += _segmentation_markdown(tidy, full)
+    lines += _segmentation_markdown(tidy, full, comparison)
     lines += _hallucination_markdown(tidy, full)
     notes, flags = missing_and_flags(tidy)
     if notes or flags:
@@ -463,6 +500,37 @@ def wide_with_ties(tidy: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+PUBLISHED_PRESET = "published"  # the preset column of a published row in the wide CSV
+DIFFERENCE_SUFFIX = ":ours_minus_published"
+
+
+def with_published(table: pd.DataFrame, tidy: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
+    """The wide ``table`` and, after it, one row per published row of ``comparison`` with its
+    values in the run's columns, ``<column>:ours_minus_published`` (empty where not comparable),
+    ``reference`` (the reference's label; empty on the run's rows) and ``source`` (paper, table,
+    row)."""
+    ref = comparison.reference
+    ours = _own_rows(table, tidy)
+    records = []
+    for method in ref.methods:
+        row = ours.get(method)
+        rec = {
+            "method": method,
+            "display_name": comparison.row_label(row["display_name"] if row is not None else ref.row_name(method)),
+            "preset": PUBLISHED_PRESET,
+            "reference": comparison.label,
+            "source": f"{ref.paper}, {ref.table}, row '{ref.row_name(method)}'",
+        }
+        for v in (v for v in ref.values if v.method == method):
+            column = _column(ref.metric, v.scale, v.segmenter)
+            if column not in table.columns:
+                continue
+            rec[column] = v.value
+            rec[column + DIFFERENCE_SUFFIX] = comparison.difference(v, math.nan if row is None else row[column])
+        records.append(rec)
+    return pd.concat([table.assign(reference="", source=""), pd.DataFrame(records)], ignore_index=True)
+
+
 def write(
     paths: list[str | Path],
     csv_path,
@@ -470,19 +538,24 @@ def write(
     tidy_path,
     bootstrap: list[str | Path] | None = None,
     own_variant: str = "",
+    published: dict | None = None,
 ) -> pd.DataFrame:
     """``bootstrap``: the sidecars of the rows (tie marks); none: no tie marks. ``own_variant``:
     the variant name of a method's own model (GPEMSR's "full", whose stage-I rows carry it):
-    those rows join the method's own row."""
+    those rows join the method's own row. ``published``: the published rows to show beside the
+    run's (:meth:`emsrbench.plan.Plan.published_rows`; {} or None: none); they are not written
+    to the tidy table."""
     tidy = load_tidy(paths)
     if own_variant:
         tidy.loc[tidy["variant"] == own_variant, "variant"] = ""
     if bootstrap:
         tidy["tie"] = ties(tidy, bootstrap)
+    comparison = Comparison.from_params(published)
     with atomic_path(tidy_path) as tmp:
         tidy.to_csv(tmp, index=False)
+    table = wide_with_ties(tidy)
     with atomic_path(csv_path) as tmp:
-        wide_with_ties(tidy).to_csv(tmp, index=False)
+        (table if comparison is None else with_published(table, tidy, comparison)).to_csv(tmp, index=False)
     with atomic_path(md_path) as tmp:
-        Path(tmp).write_text(markdown(tidy))
+        Path(tmp).write_text(markdown(tidy, comparison))
     return tidy

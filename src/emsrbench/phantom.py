@@ -38,6 +38,7 @@ from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 
 from .errors import EmsrError
+from .labels import boundary_pixels
 
 DEFAULT_SHAPE = (16, 256, 256)
 DEFAULT_RESOLUTION = (40.0, 4.0, 4.0)
@@ -88,13 +89,9 @@ def _check(shape, seed, resolution) -> tuple[tuple[int, int, int], int, tuple[fl
         raise EmsrError(f"phantom: seed must be an integer, got {seed!r}") from None
     if seed_i < 0:
         raise EmsrError(f"phantom: seed must be >= 0, got {seed_i}")
-    try:
-        res = tuple(float(r) for r in np.asarray(resolution, dtype=float).ravel())
-    except (TypeError, ValueError):
-        raise EmsrError(f"phantom: resolution must be 3 positive numbers (z, y, x nm), got {resolution!r}") from None
-    if len(res) != 3 or not all(math.isfinite(r) and r > 0 for r in res):
-        raise EmsrError(f"phantom: resolution must be 3 positive numbers (z, y, x nm), got {resolution!r}")
-    return shape_t, seed_i, res
+    from .io import as_resolution  # here, not at the top: io imports h5py, which making a phantom does not need
+
+    return shape_t, seed_i, as_resolution(resolution, "phantom: resolution")
 
 
 def _check_zrange(z_range, depth: int) -> tuple[int, int]:
@@ -591,13 +588,7 @@ class _Phantom:
         tix = filled[iy, ix]  # tube index per pixel (window + pad)
         lab = t.label[tix]
         # distance (nm) to the nearest label boundary
-        bnd = np.zeros((hp, wp), bool)
-        dif = lab[1:, :] != lab[:-1, :]
-        bnd[1:, :] |= dif
-        bnd[:-1, :] |= dif
-        dif = lab[:, 1:] != lab[:, :-1]
-        bnd[:, 1:] |= dif
-        bnd[:, :-1] |= dif
+        bnd = boundary_pixels(lab)
         if bnd.any():
             dist = ndimage.distance_transform_edt(~bnd, sampling=(ry, rx)).astype(np.float32)
         else:

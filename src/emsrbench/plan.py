@@ -36,12 +36,14 @@ class Plan:
         self.preset = config["preset"]
         self.scales = [int(s) for s in config["scales"]]
         self.data = config["data"]
+        self._methods_dir = methods_dir
         self.methods: dict[str, Method] = select(config["methods"], self.preset, self.scales, methods_dir)
         self.method_presets: dict[str, str] = self._check_method_presets(dict(config.get("method_presets") or {}))
         self.pieces = {
             split: [Piece(split, i, p["sample"], tuple(p.get("z", (0, None)))) for i, p in enumerate(items)]
             for split, items in self.data["splits"].items()
         }
+        self.published = self._published_reference()
         known = set(self.samples())
         for items in self.pieces.values():
             for p in items:
@@ -333,31 +335,20 @@ class Plan:
         return str(self.results / "metrics" / method / f"x{scale}-bootstrap.npz")
 
     def segment_sidecar(self, net: str, method: str, scale) -> str:
-        return str(self.results / "segment" / net / method / f"x{scale}-bootstrap.npz")
+        return self._segmentation_output(net, method, scale, "-bootstrap.npz")
 
     def all_sidecars(self) -> list[str]:
         return [self.metrics_sidecar(m, s) for m in self.methods for s in self.scales] + [
-            self.segment_sidecar(n, m, s)
-            for n in self.segment_networks()
-            for m in self.segment_methods()
-            for s in self.scales
+            self.segment_sidecar(*key) for key in self.segmentations()
         ]
 
     def metric_tables(self) -> list[tuple[str, int, str]]:
         """(method, scale, tidy table) of every planned row: what the report reads (image
         metrics, then segmentation and hallucination scores, of the HR reference ``hr`` too)."""
         tables = [(m, s, self.metrics_file(m, s)) for m in self.methods for s in self.scales]
-        tables += [
-            (m, s, self.segment_scores_file(n, m, s))
-            for n in self.segment_networks()
-            for m in self.segment_methods()
-            for s in self.scales
-        ]
+        tables += [(m, s, self.segment_scores_file(n, m, s)) for n, m, s in self.segmentations()]
         return tables + [
-            (m, s, self.hallucination_file(n, m, s))
-            for n in self.hallucination_networks()
-            for m in self.segment_methods()
-            for s in self.scales
+            (m, s, self.hallucination_file(n, m, s)) for n, m, s in self.segmentations(self.hallucination_networks())
         ]
 
     def report_page(self) -> str:
@@ -368,6 +359,37 @@ class Plan:
 
     def leaderboard(self) -> list[str]:
         return [str(self.results / n) for n in ("leaderboard.csv", "leaderboard.md", "metrics.csv")]
+
+    # -- published reference rows (issue #13) -----------------------------------------------
+    def _published_reference(self):
+        """The reference of ``reference_rows`` (:mod:`emsrbench.published`), its rows' methods
+        checked against the method folders; it must share a scale x network with this run."""
+        name = self.config.get("reference_rows")
+        if not name:
+            return None
+        from . import published
+        from .methods import discover
+
+        ref = published.load(name, discover(self._methods_dir))
+        nets = self.segment_networks()
+        if not any(s in self.scales and g in nets for s, g in ref.columns):
+            raise EmsrError(
+                f"config: reference_rows: '{name}' publishes {ref.metric} at "
+                f"{', '.join(f'{s}x {g}' for s, g in ref.columns)}; this run scores none of them "
+                f"(scales {self.scales}, segmentation networks {nets or 'none: segmentation.enabled is false'})"
+            )
+        return ref
+
+    def published_rows(self) -> dict:
+        """The leaderboard's ``published`` param: {} without ``reference_rows``, else the
+        reference's name and why this run's test data is not the published one ("" when it is;
+        :func:`emsrbench.published.incomparable`)."""
+        if self.published is None:
+            return {}
+        from .published import incomparable
+
+        reason = incomparable(self.published, self.data, self.config.get("degradation") or {})
+        return {"name": self.published.name, "incomparable": reason}
 
     # -- segmentation (issue #5) --------------------------------------------------------
     # The HR test volume is segmented as method "hr" (the upper bound); SR volumes as their method.
@@ -405,6 +427,17 @@ class Plan:
     def segment_methods(self) -> list[str]:
         return [self.HR] + list(self.methods)
 
+    def segmentations(self, networks: list[str] | None = None) -> list[tuple[str, str, int]]:
+        """(network, method, scale) of every segmentation of a segmentation network (or of one
+        of ``networks``), HR's included, in the order of the workflow's targets."""
+        nets = self.segment_networks() if networks is None else networks
+        return [(n, m, s) for n in nets for m in self.segment_methods() for s in self.scales]
+
+    def _segmentation_output(self, net: str, method: str, scale, suffix: str) -> str:
+        """The file ``x<scale><suffix>`` of the segmentation of ``method`` by ``net``: every file
+        of one segmentation (volume, scores, sweep, hallucination, sidecar) shares its folder."""
+        return str(self.results / "segment" / net / method / f"x{scale}{suffix}")
+
     def segmenter_file(self, net: str) -> str:
         """The user's weights (``segmentation.weights.<net>``) or the workflow-trained model."""
         user = self.segmentation()["weights"].get(net)
@@ -440,21 +473,16 @@ class Plan:
         return self.test_file(scale) if method == self.HR else self.sr_file(method, scale)
 
     def segment_file(self, net: str, method: str, scale) -> str:
-        return str(self.results / "segment" / net / method / f"x{scale}.h5")
+        return self._segmentation_output(net, method, scale, ".h5")
 
     def segment_scores_file(self, net: str, method: str, scale) -> str:
-        return str(self.results / "segment" / net / method / f"x{scale}.csv")
+        return self._segmentation_output(net, method, scale, ".csv")
 
     def segment_sweep_file(self, net: str, method: str, scale) -> str:
-        return str(self.results / "segment" / net / method / f"x{scale}-thresholds.csv")
+        return self._segmentation_output(net, method, scale, "-thresholds.csv")
 
     def all_segment_scores(self) -> list[str]:
-        return [
-            self.segment_scores_file(n, m, s)
-            for n in self.segment_networks()
-            for m in self.segment_methods()
-            for s in self.scales
-        ]
+        return [self.segment_scores_file(*key) for key in self.segmentations()]
 
     # Hallucination scores (issue #7) of every segmentation, HR's own included (its boundary
     # scores against the ground truth are the upper bound; it has no orphan fraction).
@@ -466,15 +494,10 @@ class Plan:
         return self.segment_networks() if self.hallucination()["enabled"] else []
 
     def hallucination_file(self, net: str, method: str, scale) -> str:
-        return str(self.results / "segment" / net / method / f"x{scale}-hallucination.csv")
+        return self._segmentation_output(net, method, scale, "-hallucination.csv")
 
     def all_hallucination_scores(self) -> list[str]:
-        return [
-            self.hallucination_file(n, m, s)
-            for n in self.hallucination_networks()
-            for m in self.segment_methods()
-            for s in self.scales
-        ]
+        return [self.hallucination_file(*key) for key in self.segmentations(self.hallucination_networks())]
 
     def segment_resources(self, stage: str) -> dict:
         """SLURM/threads resources of ``train_segmenter`` (stage "train") and ``segment`` ("infer")."""

@@ -14,10 +14,14 @@ import sys
 import traceback
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import gpu_pool
 from .errors import EmsrError
 from .pretrained import Pretrained
+
+if TYPE_CHECKING:  # the steps import their modules when run: a job loads only what it uses
+    from .segment.stage import RowIdentity
 
 
 @lru_cache(maxsize=1)
@@ -163,6 +167,7 @@ def leaderboard(smk) -> None:
         smk.output.tidy,
         bootstrap=list(smk.input.get("bootstrap") or []),
         own_variant=smk.params.get("own_variant", ""),
+        published=smk.params.get("published"),
     )
     print(f"leaderboard: {Path(smk.output.md).resolve()}", file=sys.stderr)
 
@@ -200,6 +205,16 @@ def train_segmenter(smk) -> None:
 
 
 def segment(smk) -> None:
+    """Rule ``segment``: segment one volume, then score the segmentation and (when its output is
+    planned) its hallucination, in one process (the three always run together: one start-up
+    and one read of the volumes instead of three)."""
+    _segment_volume(smk)
+    _score_segmentation(smk)
+    if smk.output.get("hallucination"):
+        _score_hallucination(smk)
+
+
+def _segment_volume(smk) -> None:
     from .segment.stage import segment_volume
 
     net = smk.wildcards.net
@@ -208,7 +223,7 @@ def segment(smk) -> None:
         smk.params.preset,
         smk.input.model,
         smk.input.raw,
-        smk.output[0],
+        smk.output.seg,
         thresholds=list(smk.params.thresholds),
         scoring=smk.params.scoring,
         inference=dict(smk.params.inference),
@@ -217,59 +232,61 @@ def segment(smk) -> None:
     )
 
 
-def _segmentation_row(smk) -> dict:
+def _segmentation_row(smk) -> RowIdentity:
     """The row identity of a segmentation score job: the HR reference or a planned method."""
-    from .segment.stage import HR_DISPLAY
+    from .segment.stage import HR_DISPLAY, RowIdentity
 
     method = smk.wildcards.method
-    preset = smk.params.preset
+    preset = smk.params.run_preset
     if method == smk.params.hr:
         display, family = HR_DISPLAY, "reference"
     else:
         m = job_plan(smk).method(method)
         display, family, preset = m.display_name, m.family, job_plan(smk).preset_name(method)  # method_presets
-    return {
-        "net": smk.wildcards.net,
-        "method": method,
-        "display_name": display,
-        "family": family,
-        "preset": preset,
-        "scale": int(smk.wildcards.scale),
-    }
+    return RowIdentity(
+        net=smk.wildcards.net,
+        method=method,
+        display_name=display,
+        family=family,
+        preset=preset,
+        scale=int(smk.wildcards.scale),
+    )
 
 
-def score_segmentation(smk) -> None:
+def _score_segmentation(smk) -> None:
     from .evaluate import write_rows
     from .segment.stage import score_volume
 
     rows, sweep = score_volume(
-        smk.input.seg,
+        smk.output.seg,
         smk.input.gt,
-        **_segmentation_row(smk),
+        row=_segmentation_row(smk),
         border_nm=smk.params.border_nm,
         gt_labels=smk.params.gt_labels,
         threads=smk.threads,
         intervals=_intervals(smk),
-        sidecar_path=smk.output.get("bootstrap"),
+        sidecar_path=smk.output.bootstrap,
     )
     write_rows(rows, smk.output.rows)
     write_rows(sweep, smk.output.sweep)
 
 
-def score_hallucination(smk) -> None:
+def _score_hallucination(smk) -> None:
     from .evaluate import write_rows
     from .segment.stage import score_hallucination as score
 
+    # HR's own job compares with itself (no hr_seg input): HR has boundary scores, no orphans
+    hr_seg = smk.input.hr_seg if smk.wildcards.method != smk.params.hr else smk.output.seg
     rows = score(
-        smk.input.seg,
-        smk.input.hr_seg,
+        smk.output.seg,
+        hr_seg,
         smk.input.gt,
-        **_segmentation_row(smk),
+        row=_segmentation_row(smk),
         tolerance_nm=smk.params.tolerance_nm,
         iou=smk.params.iou,
         hr_method=smk.params.hr,
     )
-    write_rows(rows, smk.output[0])
+    write_rows(rows, smk.output.hallucination)
 
 
 def gpemsr_stage(smk) -> None:
@@ -293,8 +310,6 @@ STEPS = {
         report,
         train_segmenter,
         segment,
-        score_segmentation,
-        score_hallucination,
         gpemsr_stage,
     )
 }

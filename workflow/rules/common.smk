@@ -73,6 +73,29 @@ def method_resource(stage, key):
     return lambda wildcards: PLAN.resources(wildcards.method, stage)[key]
 
 
+# Threads of a job planned for `cpus` cores (method.yaml and segmentation `resources`). A
+# cluster job (SLURM, and the job step inside its allocation) gets its cpus. A local run
+# (`make bench`, `snakemake --cores N`) shares its N cores between jobs: one thread each, so N
+# jobs run side by side and no core idles through one job's start-up, data reading or
+# single-threaded scoring, and the quick models are too small to gain from more (issue #15:
+# BSRN's quick training step took 8x the CPU time on 2 threads as on 1, on 2 shared cores).
+def job_threads(cpus):
+    return int(cpus) if workflow.non_local_exec else 1
+
+
+def method_threads(stage):
+    return lambda wildcards: job_threads(PLAN.resources(wildcards.method, stage)["cpus"])
+
+
+def hr_segmentation(wildcards):
+    """Input hr_seg of the segment job: the same network's HR segmentation, whose segments
+    the orphan score matches; HR's own job compares with the segmentation it has just written,
+    and without hallucination scores there is none to read."""
+    if not PLAN.hallucination_networks() or wildcards.method == PLAN.HR:
+        return []
+    return PLAN.segment_file(wildcards.net, PLAN.HR, wildcards.scale)
+
+
 def method_env(wildcards):
     return str(Path(workflow.basedir) / PLAN.method(wildcards.method).env)
 

@@ -18,6 +18,10 @@ from emsrbench.gpemsr.config import OWN_VARIANT as GPEMSR_OWN_VARIANT
 GPEMSR_METHODS = GPEMSR.methods or ["__none__"]
 GPEMSR_RELEASED = GPEMSR.released or ["__none__"]
 GPEMSR_VARIANTS = sorted({v for m, v in PLAN.variants() if m in GPEMSR.methods}) or ["__none__"]
+# GPEMSR's three stages are the run's longest chain (stage III alone is the longest job of the
+# default run): started first, they run beside the other jobs instead of alone at the end of the
+# run, where one core would idle (issue #15). Snakemake starts higher-priority jobs first.
+GPEMSR_CHAIN_PRIORITY = 10
 GPEMSR_PRIOR_VARIANTS = sorted({v for m in GPEMSR.methods for v in GPEMSR.prior_variants(m)}) or ["__none__"]
 
 
@@ -32,7 +36,8 @@ rule gpemsr_stage1:
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
         key="[0-9a-f]{10}",
-    threads: lambda w: PLAN.resources(w.method, "train")["cpus"]
+    priority: GPEMSR_CHAIN_PRIORITY
+    threads: method_threads("train")
     resources:
         mem_mb=method_resource("train", "mem_mb"),
         runtime=method_resource("train", "runtime"),
@@ -61,7 +66,8 @@ rule gpemsr_stage2:
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
         key="[0-9a-f]{10}",
-    threads: lambda w: PLAN.resources(w.method, "train")["cpus"]
+    priority: GPEMSR_CHAIN_PRIORITY
+    threads: method_threads("train")
     resources:
         mem_mb=method_resource("train", "mem_mb"),
         runtime=method_resource("train", "runtime"),
@@ -89,7 +95,8 @@ rule gpemsr_stage3:
         ckpt_dir=lambda w: GPEMSR.checkpoints(f"{RESULTS}/models/{w.method}/x{w.scale}", "stage3"),
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
-    threads: lambda w: PLAN.resources(w.method, "train")["cpus"]
+    priority: GPEMSR_CHAIN_PRIORITY
+    threads: method_threads("train")
     resources:
         mem_mb=method_resource("train", "mem_mb"),
         runtime=method_resource("train", "runtime"),
@@ -145,7 +152,7 @@ rule gpemsr_stage3_variant:
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
         variant="|".join(GPEMSR_VARIANTS),
-    threads: lambda w: PLAN.resources(w.method, "train")["cpus"]
+    threads: method_threads("train")
     resources:
         mem_mb=method_resource("train", "mem_mb"),
         runtime=method_resource("train", "runtime"),
@@ -175,7 +182,7 @@ rule gpemsr_infer_variant:
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
         variant="|".join(GPEMSR_VARIANTS),
-    threads: lambda w: PLAN.resources(w.method, "infer")["cpus"]
+    threads: method_threads("infer")
     resources:
         mem_mb=method_resource("infer", "mem_mb"),
         runtime=method_resource("infer", "runtime"),
@@ -241,7 +248,7 @@ rule gpemsr_stage1_evaluate:
     wildcard_constraints:
         method="|".join(GPEMSR_METHODS),
         variant="|".join(GPEMSR_PRIOR_VARIANTS),
-    threads: lambda w: PLAN.resources(w.method, "infer")["cpus"]
+    threads: method_threads("infer")
     resources:
         mem_mb=method_resource("infer", "mem_mb"),
         runtime=method_resource("infer", "runtime"),

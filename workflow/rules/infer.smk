@@ -12,7 +12,7 @@ rule infer:
         methods_dir=METHODS_DIR,
         model=lambda w: PLAN.preset_of(w.method)["model"],
         settings=lambda w: PLAN.infer_layers(w.method),
-    threads: lambda w: PLAN.resources(w.method, "infer")["cpus"]
+    threads: method_threads("infer")
     resources:
         mem_mb=method_resource("infer", "mem_mb"),
         runtime=method_resource("infer", "runtime"),

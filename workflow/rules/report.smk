@@ -11,6 +11,9 @@ rule leaderboard:
         csv=report(f"{RESULTS}/leaderboard.csv", category="Leaderboard"),
         md=report(f"{RESULTS}/leaderboard.md", category="Leaderboard"),
         tidy=f"{RESULTS}/metrics.csv",
+    params:
+        # config reference_rows: published rows beside ours (emsrbench.published); {} without it
+        published=PLAN.published_rows(),
     log:
         f"{RESULTS}/logs/leaderboard.log",
     conda:

@@ -19,7 +19,7 @@ rule train_segmenter:
         methods_dir=METHODS_DIR,  # the plan names what the model file must be made from
     wildcard_constraints:
         net="|".join(n for n in SEG_NETS if PLAN.segmenter_trained(n)) or "__none__",
-    threads: SEG_TRAIN_RES["cpus"]
+    threads: job_threads(SEG_TRAIN_RES["cpus"])
     resources:
         mem_mb=SEG_TRAIN_RES["mem_mb"],
         runtime=SEG_TRAIN_RES["runtime"],
@@ -36,22 +36,53 @@ rule train_segmenter:
         "../scripts/train_segmenter.py"
 
 
+# Hallucination scores (issue #7): boundaries of each segmentation against the ground truth
+# (invented / erased within segmentation.hallucination.tolerance_nm), segments without an
+# IoU >= iou counterpart in the same network's HR segmentation (not for HR itself).
+HALLU = PLAN.hallucination()
+HALLU_NETS = PLAN.hallucination_networks()
+
+# One job per network x method x scale segments the volume and scores the segmentation (and
+# its hallucination): the three steps always run together, and one process instead of three
+# saves two interpreter and library start-ups and two reads of the volumes per volume (issue
+# #15). The job holds the network's GPU (if any) for its few seconds of CPU scoring too, and a
+# changed scoring setting reruns the segmentation as well (seconds on the quick preset).
+SEGMENT_OUTPUTS = {
+    "seg": f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}.h5",
+    "rows": f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}.csv",
+    "sweep": f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}-thresholds.csv",
+    # replicates of the whole-volume score intervals (z-slab bootstrap), for the paired ties
+    "bootstrap": f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}-bootstrap.npz",
+}
+if HALLU_NETS:  # hallucination is on or off for every network (segmentation.hallucination.enabled)
+    SEGMENT_OUTPUTS["hallucination"] = f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}-hallucination.csv"
+
+
 rule segment:
     input:
         raw=lambda w: PLAN.segment_raw(w.method, w.scale),
         model=lambda w: PLAN.segmenter_file(w.net),
+        gt=lambda w: PLAN.test_file(w.scale),
+        hr_seg=hr_segmentation,
     output:
-        f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}.h5",
+        **SEGMENT_OUTPUTS,
     params:
-        preset=SEG["preset"],
+        preset=SEG["preset"],  # the segmentation network's
         thresholds=SEG["thresholds"],
         scoring=SEG["scoring"],
         inference=SEG["inference"],
+        run_preset=PLAN.preset,  # the preset of HR's score rows
+        hr=PLAN.HR,
+        border_nm=SEG["border_nm"],
+        gt_labels=SEG["gt_labels"],
+        intervals=PLAN.intervals(),
+        tolerance_nm=HALLU["tolerance_nm"],
+        iou=HALLU["iou"],
         methods_dir=METHODS_DIR,
     wildcard_constraints:
         net="|".join(SEG_NETS),
         method="|".join(PLAN.segment_methods()),
-    threads: SEG_INFER_RES["cpus"]
+    threads: job_threads(SEG_INFER_RES["cpus"])
     resources:
         mem_mb=SEG_INFER_RES["mem_mb"],
         runtime=SEG_INFER_RES["runtime"],
@@ -65,66 +96,3 @@ rule segment:
         "../../envs/emsrbench.yaml"
     script:
         "../scripts/segment.py"
-
-
-rule score_segmentation:
-    input:
-        seg=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}.h5",
-        gt=lambda w: PLAN.test_file(w.scale),
-    output:
-        rows=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}.csv",
-        sweep=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}-thresholds.csv",
-        # replicates of the whole-volume score intervals (z-slab bootstrap), for the paired ties
-        bootstrap=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}-bootstrap.npz",
-    params:
-        preset=PLAN.preset,
-        hr=PLAN.HR,
-        border_nm=SEG["border_nm"],
-        gt_labels=SEG["gt_labels"],
-        intervals=PLAN.intervals(),
-        methods_dir=METHODS_DIR,
-    wildcard_constraints:
-        net="|".join(SEG_NETS),
-        method="|".join(PLAN.segment_methods()),
-    threads: 2
-    log:
-        f"{RESULTS}/logs/score_segmentation/{{net}}-{{method}}-x{{scale}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/score_segmentation/{{net}}-{{method}}-x{{scale}}.tsv"
-    conda:
-        "../../envs/emsrbench.yaml"
-    script:
-        "../scripts/score_segmentation.py"
-
-
-# Hallucination scores (issue #7): boundaries of each segmentation against the ground truth
-# (invented / erased within segmentation.hallucination.tolerance_nm), segments without an
-# IoU >= iou counterpart in the same network's HR segmentation (not for HR itself).
-HALLU = PLAN.hallucination()
-
-
-rule score_hallucination:
-    input:
-        seg=f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}.h5",
-        hr_seg=f"{RESULTS}/segment/{{net}}/{PLAN.HR}/x{{scale}}.h5",
-        gt=lambda w: PLAN.test_file(w.scale),
-    output:
-        f"{RESULTS}/segment/{{net}}/{{method}}/x{{scale}}-hallucination.csv",
-    params:
-        preset=PLAN.preset,
-        hr=PLAN.HR,
-        tolerance_nm=HALLU["tolerance_nm"],
-        iou=HALLU["iou"],
-        methods_dir=METHODS_DIR,
-    wildcard_constraints:
-        net="|".join(PLAN.hallucination_networks() or ["__none__"]),
-        method="|".join(PLAN.segment_methods()),
-    threads: 1
-    log:
-        f"{RESULTS}/logs/score_hallucination/{{net}}-{{method}}-x{{scale}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/score_hallucination/{{net}}-{{method}}-x{{scale}}.tsv"
-    conda:
-        "../../envs/emsrbench.yaml"
-    script:
-        "../scripts/score_hallucination.py"

@@ -20,7 +20,7 @@ rule train:
         pretrained=lambda w: PLAN.pretrained_state(PLAN.pretrained_names(w.method)),
     wildcard_constraints:
         method="|".join(TRAINED),
-    threads: lambda w: PLAN.resources(w.method, "train")["cpus"]
+    threads: method_threads("train")
     resources:
         mem_mb=method_resource("train", "mem_mb"),
         runtime=method_resource("train", "runtime"),

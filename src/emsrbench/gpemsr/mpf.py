@@ -16,65 +16,29 @@ inner product per patch, then three 3x3 convs (LeakyReLU after each, the study's
 sigmoid; the map is resized bilinearly to every level.  As in the study the VGG input is the
 grey image replicated to three channels, without ImageNet normalisation.
 
-VGG: torchvision's vgg19 architecture, weights from the registry's ``vgg19`` entry (its
-parameter count, 20.02 M for the 16 convs, is the study's "MPF" minus "MPF w/o VGG" in
-Tables 3/4).  ``vgg_full`` keeps all 16 convs as the study's module does; only the first two
-(up to relu1_2) are ever run, which gives the same output.  Without ``vgg_full`` only those two
-exist (the quick preset).
+VGG: :class:`emsrbench.nets.vgg19.VGG19Features` (torchvision's VGG19 feature stack), weights
+from the registry's ``vgg19`` entry (its parameter count, 20.02 M for the 16 convs, is the
+study's "MPF" minus "MPF w/o VGG" in Tables 3/4).  ``vgg_full`` keeps all 16 convs as the
+study's module does; only the first two (up to relu1_2) are ever run, which gives the same
+output.  Without ``vgg_full`` only those two exist (the quick preset).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from ..errors import EmsrError
+from ..nets.vgg19 import ALL_CONVS, RELU1_2, VGG19Features
 from .blocks import frozen, lrelu, res_blocks
 from .config import GPEMSRConfig
 
-RELU1_2 = 4  # torchvision vgg19.features[:4] = conv1_1, relu, conv1_2, relu
-RELU3_4 = 18  # features[:18] ends at relu3_4 (the stage III reference loss's layer)
-VGG19_CONVS = 36  # features[:36]: all 16 convs (the study's VGG19 module, without the last pool)
 
-
-class VGGFeatures(nn.Module):
-    """Frozen VGG19 ``features`` (torchvision's layout and parameter names), run to relu1_2."""
-
-    def __init__(self, full: bool = True):
-        super().__init__()
-        # torchvision's VGG19 feature stack (config "E") without its 120 M-parameter classifier;
-        # slicing an nn.Sequential keeps the original indices, so the state dict keys are
-        # torchvision's own ("features.0.weight", ...) and the registry file loads directly.
-        layers = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["E"], batch_norm=False)
-        self.features = layers[: VGG19_CONVS if full else RELU1_2]
-        for m in self.features:  # torchvision's VGG init, for when no pretrained file exists
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-        self.requires_grad_(False)
-
-    def load(self, path: str | Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if k.startswith("features.")}
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        if missing:
-            raise EmsrError(f"{path}: not a torchvision VGG19 checkpoint (no {missing[0]})")
-        self.load_state_dict({k: state[k] for k in own})
-
-    def forward(self, x: torch.Tensor, depth: int = RELU1_2) -> torch.Tensor:
-        """Output of ``features[:depth]`` (default: relu1_2, what the mask reads)."""
-        if depth > len(self.features):
-            raise EmsrError(
-                f"gpemsr: VGG feature layer {depth} needs vgg_full (this VGG stops at layer {len(self.features)})"
-            )
-        for i in range(depth):
-            x = self.features[i](x)
-        return x
+def mask_vgg(full: bool) -> VGG19Features:
+    """The mask's VGG19: all 16 convs (``vgg_full``, the study's module) or only the two up to
+    relu1_2 (the quick preset); either way its forward runs to relu1_2, what the mask reads."""
+    return VGG19Features(ALL_CONVS if full else RELU1_2, output=RELU1_2)
 
 
 def patch_similarity(a: torch.Tensor, b: torch.Tensor, patch: int) -> torch.Tensor:
@@ -122,7 +86,7 @@ class MPF(nn.Module):
         self.act = lrelu()
         self.use_mask = cfg.mpf_mask
         if self.use_mask:
-            self.vgg = VGGFeatures(cfg.vgg_full)
+            self.vgg = mask_vgg(cfg.vgg_full)
             self.mask_patch = cfg.mask_patch
             self.mask_net = nn.Sequential(
                 nn.Conv2d(1, nf, 3, 1, 1),

@@ -34,16 +34,14 @@ from torch import nn
 
 from .. import device as devices
 from ..errors import EmsrError
+from ..nets.imagenet import imagenet_rgb
+from ..nets.vgg19 import RELU3_4
 from ..pretrained import missing_flag
 from ..train import AdamObjective, make_scheduler
 from .blocks import frozen
 from .indexer import Indexer
 from .model import GPEMSR
-from .mpf import RELU3_4
 from .vqgan import VQGAN, PatchDiscriminator
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class VQGANObjective(AdamObjective):
@@ -207,10 +205,8 @@ def contextual_loss(
     b, t = prior.shape[:2]
     x = sr.unsqueeze(1).expand(-1, t, -1, -1, -1).reshape(b * t, 1, *sr.shape[-2:])
     y = prior.reshape(b * t, 1, *prior.shape[-2:])
-    mean = torch.tensor(IMAGENET_MEAN, device=sr.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=sr.device).view(1, 3, 1, 1)
-    fx = vgg((x.expand(-1, 3, -1, -1) - mean) / std, RELU3_4).float()
-    fy = vgg((y.expand(-1, 3, -1, -1) - mean) / std, RELU3_4).float()
+    fx = vgg(imagenet_rgb(x), RELU3_4).float()
+    fy = vgg(imagenet_rgb(y), RELU3_4).float()
     mu = fy.mean(dim=(0, 2, 3), keepdim=True)
     nx = F.normalize((fx - mu).flatten(2), dim=1)  # (N, C, P_x)
     ny = F.normalize((fy - mu).flatten(2), dim=1)  # (N, C, P_y)
@@ -268,13 +264,15 @@ class FusionObjective(AdamObjective):
 
     def _loss_network(self, job, model: GPEMSR) -> nn.Module | None:
         """The contextual loss's VGG19: the pretrained one of the MPF mask, frozen and in no
-        optimiser. Without the pretrained file the mask's VGG trains with the model; a loss
-        measured through it would let the network lower its own loss by moving the features,
-        so the reference loss is disabled instead, and flagged."""
+        optimiser. Without the pretrained file the mask's VGG is random: a loss measured through
+        random features is not the study's loss, so the reference loss is disabled instead, and
+        flagged."""
         if self.ref_weight <= 0:
             return None
         vgg = model.mpf.vgg
-        if frozen(vgg):
+        if "vgg19" in model.pretrained_parts:
+            if not frozen(vgg):
+                raise EmsrError("gpemsr stage III: the pretrained VGG19 of the MPF mask must be frozen")
             return vgg
         flag = missing_flag("vgg19", "contextual reference loss disabled")
         if flag not in job.flags:

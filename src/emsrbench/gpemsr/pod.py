@@ -28,6 +28,7 @@ to this module (its parameters are not in the study's POD count).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -35,9 +36,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from ..deform_guard import guard_deformable_convs
+from ..nets.spynet import SpyNet
 from .blocks import frozen, lrelu
 from .config import GPEMSRConfig
-from .spynet import SpyNet
 
 FLOW_FEAT = 16  # channels of each flow's learned downsampling branch
 LEVELS = 3
@@ -66,8 +68,10 @@ class ModulatedDeformConv(nn.Module):
 
     def forward(self, x: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offsets_and_mask(feat)
-        # deform_conv2d has no bf16 kernel: run it in fp32 under autocast
-        with torch.autocast(x.device.type, enabled=False):
+        # deform_conv2d has no bf16 kernel: run it in fp32 under autocast (the meta device, used
+        # for shape-only MAC counts, has no autocast to turn off)
+        no_autocast = torch.amp.is_autocast_available(x.device.type)
+        with torch.autocast(x.device.type, enabled=False) if no_autocast else contextlib.nullcontext():
             return torchvision.ops.deform_conv2d(
                 x.float(), offset.float(), self.weight, self.bias, padding=self.padding, mask=mask.float()
             )
@@ -110,6 +114,8 @@ class POD(nn.Module):
         self.refine_offset = nn.Sequential(nn.Conv2d(2 * nf, nf, 3, 1, 1), lrelu(), nn.Conv2d(nf, nf, 3, 1, 1), lrelu())
         self.refine_dcn = ModulatedDeformConv(nf, nf, dg)
         self.act = lrelu()
+        # NaN offsets crash torchvision's CPU kernel: a one-line error instead (deform_guard)
+        guard_deformable_convs(self, "gpemsr", "pod.")
 
     def flow_pair(self, nbr: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """FL^1, FL^2 on the flow grid (flow_upsample x LR), from frozen SPyNet."""

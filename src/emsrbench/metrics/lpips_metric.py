@@ -21,7 +21,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..download import expected_sha256
 from ..fingerprint import file_digest
@@ -42,6 +41,8 @@ class LpipsUnavailable(Exception):
 
 def _candidates(weights_dir: str | os.PathLike | None) -> list[Path]:
     if weights_dir is None:
+        import torch  # here, not at the top: scoring jobs import this package and need no torch
+
         return [Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE]
     d = Path(weights_dir)
     if d.suffix == ".pth":
@@ -69,6 +70,8 @@ def load_lpips(weights_dir: str | os.PathLike | None, sha256: str, device="cpu")
     hex digits (torch hub's own check, the only part published in the file name); a malformed value is a config error
     (EmsrError), an absent file or a different checksum is :class:`LpipsUnavailable`.
     """
+    import torch
+
     expected = expected_sha256(sha256, "config metrics.lpips.sha256")
     path = find_alexnet(weights_dir)
     actual = file_digest(path)
@@ -107,6 +110,8 @@ def load_lpips(weights_dir: str | os.PathLike | None, sha256: str, device="cpu")
 
 def lpips_sections(hr: np.ndarray, sr: np.ndarray, model, device="cpu", batch: int = 8, what: str = "") -> np.ndarray:
     """LPIPS distance (spatial average) of each uint8 section pair, float64; lower is better."""
+    import torch
+
     hr, sr = check_pair(hr, sr, what)
     device = torch.device(device)
     out = np.empty(hr.shape[0], dtype=np.float64)

@@ -2,16 +2,16 @@
 shapes to ours through an explicit table (``checkpoint.Row`` lists, one module per network
 family) and returns a state dict for our network, ready for ``load_state_dict``.
 
-==========================  =====================================  ===============================
+==========================  =====================================  =================================
 study's file                loader                                 our network
-==========================  =====================================  ===============================
+==========================  =====================================  =================================
 ``stage1.pth``              :func:`load_released_stage1`           ``gpemsr.VQGAN``
 ``stage2_x{8,16}.pth``      :func:`load_released_stage2`           ``gpemsr.Indexer``
 ``stage3_x{8,16}.pth``      :func:`load_released_stage3`           ``gpemsr.GPEMSR``
-``vgg19-dcbb9e9d.pth``      :func:`load_released_vgg19`            ``gpemsr.mpf.VGGFeatures``
-``spynet_sintel_final-      :func:`load_released_spynet`           ``gpemsr.spynet.SpyNet``
+``vgg19-dcbb9e9d.pth``      :func:`load_released_vgg19`            ``nets.vgg19.VGG19Features``
+``spynet_sintel_final-      :func:`load_released_spynet`           ``nets.spynet.SpyNet``
 3d2a1287.pth``
-==========================  =====================================  ===============================
+==========================  =====================================  =================================
 """
 
 from .fusion import load_released_stage3

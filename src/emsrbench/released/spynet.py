@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from ..gpemsr.spynet import LEVELS, SpyNet
+from ..nets.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ..nets.spynet import LEVELS, SpyNet
 from .checkpoint import Row, conv, meta_shapes, read_release, remap
 
-IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 CONVS = (0, 2, 4, 6, 8)  # the five 7x7 convs of each basic module (ReLUs between)
 
 

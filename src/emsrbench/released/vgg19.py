@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..gpemsr.config import GPEMSRConfig
-from ..gpemsr.mpf import VGGFeatures
+from ..gpemsr.mpf import mask_vgg
+from ..nets.vgg19 import CONV_LAYERS, RELU1_2
 from .checkpoint import Row, conv, meta_shapes, read_release, remap, unused
 
-# conv layers of torchvision's vgg19.features (configuration "E"), by layer index
-CONVS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
-RELU1_2_CONVS = (0, 2)  # the only convs the MPF mask runs
+CONVS = tuple(CONV_LAYERS.values())  # conv layers of torchvision's vgg19.features, by layer index
+RELU1_2_CONVS = tuple(i for i in CONVS if i < RELU1_2)  # the only convs the MPF mask runs
 # model/VGG.py: slice s holds torchvision layers [start, end)
 STUDY_SLICES = {1: (0, 4), 2: (4, 9), 3: (9, 18), 4: (18, 27), 5: (27, 36)}
 # torchvision's classifier, which the study discards (and which we never build)
@@ -34,7 +34,7 @@ def study_slice_name(i: int) -> str:
 def feature_rows(cfg: GPEMSRConfig, study_slices: bool) -> list[Row]:
     """The 16 convs, named as in torchvision's file or (``study_slices``) in the study's module,
     to our ``features.{i}``; those our ``vgg_full=False`` network lacks are checked and dropped."""
-    full = meta_shapes(lambda: VGGFeatures(full=True))
+    full = meta_shapes(lambda: mask_vgg(full=True))
     rows = []
     for i in CONVS:
         pair = conv(study_slice_name(i) if study_slices else f"features.{i}", f"features.{i}")
@@ -56,8 +56,8 @@ def classifier_rows() -> list[Row]:
 
 
 def load_released_vgg19(path: str | Path, cfg: GPEMSRConfig) -> dict:
-    """torchvision's VGG19 file as a state dict of our :class:`VGGFeatures` of ``cfg``."""
-    ours = meta_shapes(lambda: VGGFeatures(cfg.vgg_full))
+    """torchvision's VGG19 file as a state dict of the MPF mask's VGG19 of ``cfg``."""
+    ours = meta_shapes(lambda: mask_vgg(cfg.vgg_full))
     return remap(
         read_release(path), feature_rows(cfg, study_slices=False) + classifier_rows(), ours, str(path), "VGG19"
     )

@@ -160,6 +160,18 @@ def _panels(plan, rows: list[Row], settings: dict, workdir: Path) -> tuple[list,
     return out, skipped
 
 
+def _published(plan, rows: list[Row]) -> tuple:
+    """(heading, table) of the published reference rows (config ``reference_rows``); () without."""
+    if plan.published is None:
+        return ()
+    from ..metric_specs import spec
+    from ..published import Comparison
+
+    comparison = Comparison(plan.published, plan.published_rows()["incomparable"])
+    heading = f"{spec(plan.published.metric).label} (Table 1 layout) beside the {comparison.label} rows"
+    return (heading, tables.published(rows, comparison))
+
+
 def build(
     plan,
     metric_paths: list[str],
@@ -213,6 +225,7 @@ def build(
         plots_skipped=skipped,
         panels=panel_list,
         panels_skipped=panels_skipped,
+        published=_published(plan, rows),
         ablations=tables.ablations(rows),
         notes=method_notes(plan, rows, tidy),
         provenance=[

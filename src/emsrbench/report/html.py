@@ -36,6 +36,7 @@ dl.kv dd{margin:0}
 pre{background:#f4f6fa;padding:8px;overflow:auto;font-size:12px}
 .no-signal{color:#8a5a00;font-weight:600;margin:4px 0 8px}.skipped{color:#6b7280;font-style:italic}\
 .scroll{overflow-x:auto;max-width:100%}a.download{font-size:13px}
+tr.published td{background:#fff8e6;color:#5c4a12}
 """
 
 # Sorts a table by the clicked column of its last header row: numbers by data-v, text by
@@ -83,6 +84,7 @@ class Page:
     plots_skipped: list = field(default_factory=list)
     panels: list = field(default_factory=list)  # report.panels.Panel
     panels_skipped: list = field(default_factory=list)
+    published: tuple = ()  # (heading, table html): published reference rows beside the run's
     ablations: list = field(default_factory=list)  # (caption, table html)
     notes: list = field(default_factory=list)  # (title, html)
     provenance: list = field(default_factory=list)  # (heading, {key: value})
@@ -126,6 +128,9 @@ def render(page: Page) -> str:
             + "".join(f"<dt>{escape(t)}</dt><dd>{escape(d)}</dd>" for t, d in page.definitions)
             + "</dl>"
         )
+    if page.published:
+        heading, table = page.published
+        board += [f"<h3>{escape(heading)}</h3>", table]
     if not page.boards:
         board.append('<p class="skipped">No rows: no method and scale is planned.</p>')
     missing, flagged = page.flags

@@ -15,7 +15,6 @@ computed on the crop plus a margin so that it agrees with the scores of the whol
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from skimage.segmentation import find_boundaries  # noqa: E402
 from ..errors import EmsrError  # noqa: E402
 from ..io import LABELS_KEY, LR_KEY, RAW_KEY  # noqa: E402
 from ..metrics.image import psnr_volume  # noqa: E402
+from .plots import figure_png  # noqa: E402
 
 SEG_KEY = "volumes/segmentation"
 HR_METHOD = "hr"  # the segmentation of the HR volume itself
@@ -224,10 +224,7 @@ def render(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout(pad=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue(), no_seg
+    return figure_png(fig), no_seg
 
 
 # Okabe-Ito vermillion and blue: told apart with every common colour-vision deficiency.
@@ -323,10 +320,7 @@ def render_hallucination(
     ]
     fig.tight_layout(pad=0.3, rect=(0, 0.12, 1, 1))
     fig.legend(handles=handles, loc="lower center", ncol=3 if ncols >= 6 else 1, fontsize=7, frameon=False)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue(), no_seg
+    return figure_png(fig), no_seg
 
 
 def panels(

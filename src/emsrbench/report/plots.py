@@ -113,7 +113,8 @@ def _ci_sentence(d: pd.DataFrame) -> str:
     return f" {odd} interval(s) that do not contain their estimate are not drawn." if odd else ""
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes (the report inlines them); the figure is closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -181,7 +182,7 @@ def metric_bars(df: pd.DataFrame, order: list[str], excluded: pd.DataFrame) -> P
         "One bar per method and scale; error bars are confidence intervals where the metrics carry them."
         + _ci_sentence(shown)
         + _not_plotted(excluded, [m for m in excluded["metric"].unique() if _bar_metric(m)]),
-        _png(fig),
+        figure_png(fig),
     )
 
 
@@ -251,7 +252,7 @@ def psnr_vs_voi(df: pd.DataFrame, order: list[str], excluded: pd.DataFrame) -> P
         "segmentation against the ground truth. Down and to the right is better."
         + _ci_sentence(df[df["metric"] == "psnr"])
         + _not_plotted(excluded, ["psnr", "voi_sum"]),
-        _png(fig),
+        figure_png(fig),
     )
 
 
@@ -315,7 +316,7 @@ def cost_vs_quality(df: pd.DataFrame, order: list[str], excluded: pd.DataFrame) 
         + "."
         + _ci_sentence(df[df["metric"].isin(["psnr", *costs])])
         + _not_plotted(excluded, ["psnr", *COSTS]),
-        _png(fig),
+        figure_png(fig),
     )
 
 

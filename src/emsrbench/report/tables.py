@@ -12,12 +12,13 @@ from html import escape
 from ..gpemsr.config import ABLATED as GPEMSR_ABLATED
 from ..gpemsr.config import OWN_VARIANT as GPEMSR_OWN
 from ..leaderboard import TIE_MARK
-from ..metric_specs import GROUP_LABELS, best_value, fmt, is_finite, is_missing, spec
+from ..metric_specs import GROUP_LABELS, SEGMENTER_LABELS, best_value, fmt, is_finite, is_missing, spec
 from ..no_signal import Findings, capitalised
 from ..no_signal import find as find_no_signal
+from ..published import Comparison
 from ..stats.coverage import coverage_sentence
 from ..stats.intervals import block_lengths
-from .data import Row, as_tidy, columns
+from .data import REFERENCE, Row, as_tidy, columns
 
 # The tie mark of a value tied with the best (emsrbench.leaderboard.ties) and its legend.
 TIE_TITLE = "tied: not shown to differ from the best (paired block bootstrap, Holm-corrected over the column)"
@@ -153,6 +154,57 @@ def leaderboard(rows: list[Row], scale: int) -> str:
     return (
         f'<div class="scroll"><table class="board sortable" id="leaderboard-x{scale}"><thead><tr>{top}</tr>'
         f"<tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{silent}{legend}"
+    )
+
+
+# -- published reference rows (issue #13) -------------------------------------------------
+
+
+def published(rows: list[Row], comparison: Comparison) -> str:
+    """The published rows beside this run's in the study's Table 1 layout (the reference's
+    metric per scale x segmenter), ordered as the Markdown leaderboard's: HR, bicubic, then
+    this run's order, each of this run's rows followed by its method's published row (cells:
+    the published value and ours - published), then the published rows of methods this run
+    did not run. Nothing is bold: the published values are not compared with each other, and
+    the metric is not ranked here."""
+    metric = comparison.reference.metric
+    mine = [r for r in rows if not r.variant and r.status == "ok"]
+    present = sorted({(r.scale, seg) for r in mine for (m, seg) in r.cells if m == metric and seg})
+    cols, left_out = comparison.columns_in(present)
+    by_method: dict[str, dict[int, Row]] = {}
+    for r in mine:
+        by_method.setdefault(r.method, {})[r.scale] = r
+    first = {REFERENCE: 0, "bicubic": 1}
+    order = sorted(by_method, key=lambda m: first.get(m, 2))  # stable: this run's order after HR, bicubic
+    order += [m for m in comparison.reference.methods if m not in by_method]
+    head = "<th>Method</th>" + "".join(
+        f'<th class="num">{s}x {escape(SEGMENTER_LABELS.get(g, g))}</th>' for s, g in cols
+    )
+    body = []
+    for method in order:
+        ours = by_method.get(method, {})
+        if ours:
+            label = next(iter(ours.values())).label
+            cells = "".join(
+                _cell(ours[s], metric, g, {}) if s in ours else '<td class="num missing">n/a</td>' for s, g in cols
+            )
+            ref = ' class="reference"' if method == REFERENCE else ""
+            body.append(f"<tr{ref}><td>{escape(label)}</td>{cells}</tr>")
+        if method not in comparison.reference.methods:
+            continue
+        display = next(iter(ours.values())).display_name if ours else comparison.reference.row_name(method)
+        cells = []
+        for s, g in cols:
+            value = comparison.value(method, s, g)
+            our = ours[s].value(metric, g) if s in ours else math.nan
+            title = escape(comparison.reference.source(value)) if value else ""
+            text = escape(comparison.cell_text(value, our)) if value else ""
+            cells.append(f'<td class="num" title="{title}">{text}</td>')
+        body.append(f'<tr class="published"><td>{escape(comparison.row_label(display))}</td>{"".join(cells)}</tr>')
+    legend = f'<p class="legend">{escape(comparison.legend(left_out))}</p>'
+    return (
+        f'<div class="scroll"><table class="board published-rows" id="published-{escape(comparison.reference.name)}">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{legend}"
     )
 
 

@@ -187,6 +187,15 @@ def build(fmaps=(12, 60, 300, 1500), z_kernels=(3, 3, 3, 3)) -> Mala:
     return Mala(fmaps, z_kernels)
 
 
+def input_shapes(model: Mala, in_block) -> tuple[tuple, tuple]:
+    """(input, output) block shapes for the input block ``in_block`` (the study's 53x268x268
+    gives 25x56x56)."""
+    in_block = tuple(int(b) for b in in_block)
+    if len(in_block) != 3 or min(in_block) < 1:
+        raise EmsrError(f"mala: input block {list(in_block)} must be 3 positive sizes (z, y, x)")
+    return in_block, model.output_shape(in_block)
+
+
 def shapes(model: Mala, block) -> tuple[tuple, tuple]:
     """(input, output) block shapes for the output block ``block`` (it must be reachable exactly)."""
     block = tuple(int(b) for b in block)

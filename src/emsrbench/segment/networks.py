@@ -2,7 +2,8 @@
 
 Each architecture module (:mod:`.superhuman`, :mod:`.mala`) defines ``NAME``, ``DISPLAY_NAME``,
 ``CITATION``, ``PRESETS`` (``paper``: the study's sizes; ``quick``: minutes on 2 CPU cores),
-``build(**model)`` and ``shapes(model, block) -> (input block, output block)``.
+``build(**model)``, ``shapes(model, block) -> (input block, output block)`` of an output block and
+``input_shapes(model, in_block)``, the same of an input block.
 
 A preset is ``{"model": build kwargs, "block": output block (z, y, x), "train": TrainSettings
 layer, "infer": {"stride", "pad"}}``.  The model file (``results/segmenters/<net>/model.pt``)
@@ -65,7 +66,13 @@ def build(name: str, model_params: dict) -> nn.Module:
 
 
 def block_shapes(name: str, model: nn.Module, block) -> tuple[tuple, tuple]:
+    """(input, output) blocks of the output block ``block``."""
     return network(name).shapes(model, block)
+
+
+def input_block_shapes(name: str, model: nn.Module, in_block) -> tuple[tuple, tuple]:
+    """(input, output) blocks of the input block ``in_block``."""
+    return network(name).input_shapes(model, in_block)
 
 
 def load(path: str | Path, name: str, which: str) -> tuple[nn.Module, dict]:

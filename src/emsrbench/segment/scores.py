@@ -53,6 +53,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import EmsrError
+from ..labels import boundary_pixels
 
 __all__ = [
     "Contingency",
@@ -136,14 +137,7 @@ def border_mask(gt: np.ndarray, border_nm: float, resolution=(40.0, 4.0, 4.0)) -
     vol = gt[None] if squeeze else gt
     out = np.empty(vol.shape, dtype=bool)
     for z in range(vol.shape[0]):
-        sec = vol[z]
-        interior = np.ones(sec.shape, dtype=bool)
-        dy = sec[1:, :] != sec[:-1, :]
-        interior[1:, :] &= ~dy
-        interior[:-1, :] &= ~dy
-        dx = sec[:, 1:] != sec[:, :-1]
-        interior[:, 1:] &= ~dx
-        interior[:, :-1] &= ~dx
+        interior = ~boundary_pixels(vol[z])
         if interior.all():
             out[z] = False
             continue

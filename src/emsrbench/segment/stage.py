@@ -54,11 +54,40 @@ HALLUCINATION_METRICS = (
 HR_DISPLAY = "HR (upper bound)"
 
 
+@dataclass(frozen=True)
+class RowIdentity:
+    """Whose score a tidy segmentation row is: a method at a scale (with the names the
+    leaderboard and report show), segmented by the network ``net``. One object for the score
+    steps (:func:`score_volume`, :func:`score_hallucination`) so that both label their rows
+    the same way; the workflow builds it in ``emsrbench.steps._segmentation_row``."""
+
+    net: str
+    method: str
+    display_name: str
+    family: str
+    preset: str
+    scale: int
+
+    def columns(self) -> dict:
+        """The identity columns of a tidy row (``evaluate.COLUMNS``); ``base`` of :func:`count_rows`."""
+        return {
+            "method": self.method,
+            "display_name": self.display_name,
+            "family": self.family,
+            "preset": self.preset,
+            "scale": int(self.scale),
+            "segmenter": self.net,
+        }
+
+
 @dataclass
 class SegmentInferSettings:
     """Blockwise inference (``segmentation.inference`` over the network preset's ``infer``)."""
 
     block: list | None = None  # output block (z, y, x); default: the training block
+    # input block (z, y, x), the study's way of giving it (Superhuman 18x160x160, MALA
+    # 53x268x268); the output block follows from the network. Instead of ``block``.
+    input_block: list | None = None
     stride: list | None = None  # default: the output block on the pooling grid (no overlap)
     pad: list | None = None  # reflect padding of the volume (z, y, x); default 0
     batch: int = 2  # blocks per forward pass (from 2 PyTorch uses its fast CPU 3D conv)
@@ -67,8 +96,37 @@ class SegmentInferSettings:
     tiling: str = "grid"  # grid (ours) | study (the GPEMSR study's; the paper presets); see blockwise
 
 
+# Settings of segmentation.inference that take one [z, y, x] for every network or a mapping
+# {network: [z, y, x]} (a network left out keeps its preset's): the networks' blocks differ.
+PER_NETWORK = ("block", "input_block", "stride", "pad")
+# Two ways of giving the block: the one the user gives replaces the other from the preset.
+BLOCK_KEYS = ("block", "input_block")
+
+
+def network_inference(inference: dict | None, net: str) -> dict:
+    """``segmentation.inference`` as it applies to ``net``: each per-network mapping of
+    :data:`PER_NETWORK` replaced by ``net``'s value, or left out where it has none."""
+    out = {}
+    for key, value in (inference or {}).items():
+        if key in PER_NETWORK and isinstance(value, dict):
+            if net in value:
+                out[key] = value[net]
+        else:
+            out[key] = value
+    return out
+
+
 def infer_settings(preset_infer: dict, override: dict | None, net: str) -> SegmentInferSettings:
-    s = merge_layers(SegmentInferSettings, [preset_infer, override or {}], f"segmentation {net} inference", "inference")
+    """The preset's ``infer`` layer under ``segmentation.inference`` (``override``) for ``net``."""
+    mine = network_inference(override, net)
+    given = [k for k in BLOCK_KEYS if mine.get(k) is not None]
+    if len(given) > 1:
+        raise EmsrError(
+            f"config: segmentation.inference: both block (output) and input_block are set for {net}; give one"
+        )
+    if given:  # the user's block replaces the preset's, whichever way either is given
+        preset_infer = {k: v for k, v in preset_infer.items() if k not in BLOCK_KEYS}
+    s = merge_layers(SegmentInferSettings, [preset_infer, mine], f"segmentation {net} inference", "inference")
     if not isinstance(s.batch, int) or s.batch < 1:
         raise EmsrError(f"config: segmentation.inference.batch must be an integer >= 1, got {s.batch!r}")
     from ..device import check_precision  # here, not at the top: scoring jobs import this module without torch
@@ -107,8 +165,13 @@ def segment_volume(
     # Released weights come with their architecture's preset (paper): its blocks and tiling.
     pre = networks.preset(net, meta.get("infer_preset", preset))
     st = infer_settings({k: v for k, v in pre["infer"].items()}, inference, net)
-    block = st.block or meta.get("block") or pre["block"]
-    in_shape, out_shape = networks.block_shapes(net, model, block)
+    try:
+        if st.input_block:
+            in_shape, out_shape = networks.input_block_shapes(net, model, st.input_block)
+        else:
+            in_shape, out_shape = networks.block_shapes(net, model, st.block or meta.get("block") or pre["block"])
+    except EmsrError as err:
+        raise EmsrError(f"config segmentation.inference ({net}): {err}") from None
     spec = BlockSpec.make(
         in_shape,
         out_shape,
@@ -186,12 +249,7 @@ def score_volume(
     seg_path: str | Path,
     gt_path: str | Path,
     *,
-    net: str,
-    method: str,
-    display_name: str,
-    family: str,
-    preset: str,
-    scale: int,
+    row: RowIdentity,
     border_nm: float | None = None,
     gt_labels: str = "auto",
     threads: int | None = None,
@@ -199,7 +257,7 @@ def score_volume(
     sidecar_path: str | Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(leaderboard rows at the first threshold, every threshold's scores) of a segmentation file
-    against the labels of the HR test volume ``gt_path``.
+    against the labels of the HR test volume ``gt_path``; ``row`` says whose they are.
 
     ``gt_labels`` (config ``segmentation.gt_labels``: auto | 3d | per_section): whether the
     labels are 3D or labelled per section (then ground truth and segmentation are relabelled
@@ -262,14 +320,7 @@ def score_volume(
         "cremi_score": "sqrt(VOI sum x ARAND); " + common,
     }
     flags = "; ".join(stats.get("flags") or [])
-    base = {
-        "method": method,
-        "display_name": display_name,
-        "family": family,
-        "preset": preset,
-        "scale": int(scale),
-        "segmenter": net,
-    }
+    base = row.columns()
     none = (float("nan"), float("nan"), "")
     rows = [
         {
@@ -287,7 +338,13 @@ def score_volume(
     rows += count_rows(base, first["segments"], count_gt_objects(gt, per_section), per_section, common, flags)
     if sidecar_path is not None:
         sidecar.write(
-            sidecar_path, reps, kind="segmentation", method=method, scale=int(scale), settings=used, segmenter=net
+            sidecar_path,
+            reps,
+            kind="segmentation",
+            method=row.method,
+            scale=int(row.scale),
+            settings=used,
+            segmenter=row.net,
         )
     return pd.DataFrame(rows, columns=COLUMNS), pd.DataFrame(sweep)
 
@@ -381,19 +438,15 @@ def score_hallucination(
     hr_seg_path: str | Path,
     gt_path: str | Path,
     *,
-    net: str,
-    method: str,
-    display_name: str,
-    family: str,
-    preset: str,
-    scale: int,
+    row: RowIdentity,
     tolerance_nm: float,
     iou: float = 0.5,
     hr_method: str = "hr",
 ) -> pd.DataFrame:
     """Tidy rows of the hallucination scores of the segmentation ``seg_path`` (the first
     threshold): boundary scores against the labels of the HR test volume ``gt_path``, orphan
-    fraction against the same network's segmentation of the HR volume ``hr_seg_path``.
+    fraction against the same network's segmentation of the HR volume ``hr_seg_path``; ``row``
+    says whose they are.
 
     Lengths are normalised by the labelled area (ground truth != 0, summed over sections) so
     that volumes of any size compare: ``invented_um_per_um2`` = invented boundary length in um
@@ -403,13 +456,13 @@ def score_hallucination(
     from .hallucination import boundary_scores, orphan_segments
 
     gt, resolution = read_dataset(gt_path, LABELS_KEY, ndim=3)
-    seg = _segmentation(seg_path, f"the {net} segmentation of {method}", gt.shape, resolution, gt_path)
+    seg = _segmentation(seg_path, f"the {row.net} segmentation of {row.method}", gt.shape, resolution, gt_path)
     stats = read_stats(seg_path, "segmentation")
     hr_seg = None
-    if method != hr_method:
+    if row.method != hr_method:
         hr_seg = _segmentation(
             hr_seg_path,
-            f"the {net} segmentation of the HR volume (method '{hr_method}')",
+            f"the {row.net} segmentation of the HR volume (method '{hr_method}')",
             gt.shape,
             resolution,
             gt_path,
@@ -471,18 +524,11 @@ def score_hallucination(
                 "orphan_fraction",
                 o["orphan_fraction"],
                 f"{o['orphan_segments']} of {o['sr_segments']} segments have no segment of IoU >= {o['iou']:g} "
-                f"in the {net} segmentation of the HR volume",
+                f"in the {row.net} segmentation of the HR volume",
             )
         )
     flags = "; ".join(stats.get("flags") or [])
-    base = {
-        "method": method,
-        "display_name": display_name,
-        "family": family,
-        "preset": preset,
-        "scale": int(scale),
-        "segmenter": net,
-    }
+    base = row.columns()
     out = [
         {**base, "metric": m, "value": float(v), "note": note + (f"; {flags}" if flags else "")} for m, v, note in rows
     ]

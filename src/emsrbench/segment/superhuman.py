@@ -170,3 +170,8 @@ def shapes(model: Superhuman, block) -> tuple[tuple, tuple]:
             f"multiples of {model.factor}"
         )
     return block, block
+
+
+def input_shapes(model: Superhuman, in_block) -> tuple[tuple, tuple]:
+    """(input, output) block shapes of an input block: the same as of that output block."""
+    return shapes(model, in_block)

@@ -26,6 +26,7 @@ import torch
 from ..errors import EmsrError
 from ..io import LABELS_KEY, RAW_KEY, read_dataset
 from ..train import AdamObjective, TrainJob, TrainSettings, fit
+from ..train.objectives import refuse_objective_setting
 from . import networks
 from .affinities import affinities_from_labels, class_balance_weights, widen_borders
 
@@ -102,11 +103,7 @@ class WeightedMSEObjective(AdamObjective):
     """Class-balanced weighted MSE on sigmoid affinities; Adam with the settings' schedule."""
 
     def setup(self, job, model, settings, device):
-        if settings.objective:
-            raise EmsrError(
-                f"{job.method.name}: train setting 'objective' {settings.objective} "
-                "is not used by the affinity networks"
-            )
+        refuse_objective_setting(settings, job.method.name, "is not used by the affinity networks")
         super().setup(job, model, settings, device)
 
     def step(self, x, target, step):

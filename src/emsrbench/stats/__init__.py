@@ -1,58 +1,9 @@
 """Statistics over test blocks: bootstrap confidence intervals and paired method comparisons."""
 
+from . import bootstrap
 from .blocklength import BlockLength, image_block_length, politis_white, slab_length
-from .bootstrap import (
-    BootstrapSettings,
-    Bounds,
-    Interval,
-    PairedDifference,
-    Replicates,
-    TableScores,
-    WeightedMean,
-    bootstrap_mean,
-    bootstrap_statistic,
-    bounds,
-    compare_to_best,
-    holm,
-    image_block_values,
-    interval,
-    mean_replicates,
-    multiplicities,
-    p_value,
-    paired_bootstrap,
-    paired_interval,
-    section_blocks,
-    segmentation_replicates,
-    slab_tables,
-    ties_with_best,
-)
 
-__all__ = [
-    "BlockLength",
-    "BootstrapSettings",
-    "Bounds",
-    "Interval",
-    "PairedDifference",
-    "Replicates",
-    "TableScores",
-    "WeightedMean",
-    "bootstrap_statistic",
-    "bootstrap_mean",
-    "bounds",
-    "compare_to_best",
-    "holm",
-    "image_block_length",
-    "image_block_values",
-    "interval",
-    "mean_replicates",
-    "multiplicities",
-    "p_value",
-    "paired_bootstrap",
-    "paired_interval",
-    "politis_white",
-    "section_blocks",
-    "segmentation_replicates",
-    "slab_length",
-    "slab_tables",
-    "ties_with_best",
-]
+# Every public name of bootstrap, listed once, in its __all__.
+from .bootstrap import *  # noqa: F403
+
+__all__ = ["BlockLength", "image_block_length", "politis_white", "slab_length", *bootstrap.__all__]

@@ -39,6 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import EmsrError
+from ..labels import boundary_pixels
 
 __all__ = [
     "AUTO",
@@ -170,13 +171,7 @@ def detail_series(hr) -> dict[str, np.ndarray]:
 
 
 def _boundary_fraction(sec: np.ndarray) -> float:
-    edge = np.zeros(sec.shape, dtype=bool)
-    dy = sec[1:, :] != sec[:-1, :]
-    edge[1:, :] |= dy
-    edge[:-1, :] |= dy
-    dx = sec[:, 1:] != sec[:, :-1]
-    edge[:, 1:] |= dx
-    edge[:, :-1] |= dx
+    edge = boundary_pixels(sec)
     labelled = sec != 0
     return float((edge & labelled).sum()) / max(int(labelled.sum()), 1)
 

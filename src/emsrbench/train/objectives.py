@@ -17,6 +17,13 @@ if TYPE_CHECKING:  # the loop imports this module
     from .loop import TrainJob
 
 
+def refuse_objective_setting(settings: TrainSettings, where: str, why: str) -> None:
+    """An objective with nothing to set refuses a train setting ``objective`` (``why``: whose it
+    is not) rather than train as if it were not there; ``where`` prefixes the error."""
+    if settings.objective:
+        raise EmsrError(f"{where}: train setting 'objective' {settings.objective} {why}")
+
+
 class Objective:
     """What :func:`fit` optimises, and everything it owns besides the model's weights.
 
@@ -136,11 +143,9 @@ class L1Objective(AdamObjective):
     ``lr_schedule`` (cosine by default), optional gradient clipping."""
 
     def setup(self, job, model, settings, device):
-        if settings.objective:
-            raise EmsrError(
-                f"{job.method.model_py}: train setting 'objective' {settings.objective} "
-                "is for a method's own objective; the harness L1 objective takes none"
-            )
+        refuse_objective_setting(
+            settings, job.method.model_py, "is for a method's own objective; the harness L1 objective takes none"
+        )
         super().setup(job, model, settings, device)
         self.loss_fn = nn.L1Loss() if settings.loss == "l1" else nn.MSELoss()
 

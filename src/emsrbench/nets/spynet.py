@@ -1,4 +1,5 @@
-"""SPyNet optical flow (Ranjan & Black, CVPR 2017) in basicsr's layout, for POD.
+"""SPyNet optical flow (Ranjan & Black, CVPR 2017) in basicsr's layout: the one implementation
+behind GPEMSR's POD and BasicVSR.
 
 Six basic modules (five 7x7 convs each: 8 -> 32 -> 64 -> 32 -> 16 -> 2, ReLU between), one
 per level of an average-pooled image pyramid, each refining the x2-upsampled flow of the level
@@ -8,10 +9,14 @@ basicsr's ``SpyNet`` (``basic_module.{level}.basic_module.{0,2,4,6,8}``), so the
 ImageNet-normalised inside (grey EM sections are replicated to three channels).
 
 ``levels`` < 6 runs only the finest ``levels`` modules on a shallower pyramid, for patches too
-small for six levels.  basicsr resizes the frames to a multiple of 32 and fails below 64 px;
+small for six levels.  basicsr resizes the frames to a multiple of 32 and fails below 33 px;
 here the working size is a multiple of 2^(levels-1) and at least 2^levels, and the flow is
-resized back and rescaled as basicsr does: with 6 levels and frames of at least 64 px this is
+resized back and rescaled as basicsr does: with 6 levels and frames larger than 32 px this is
 basicsr's SpyNet (tested against it).
+
+basicsr keeps the ImageNet mean and std as buffers in its state dict; here they are constants
+outside it.  A state dict that has them (basicsr's own, a model file saved when BasicVSR used
+basicsr's class) still loads: their values are checked and dropped.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import EmsrError
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 LEVELS = 6
 
@@ -45,7 +51,8 @@ class _BasicModule(nn.Module):
 
 def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Sample ``x`` (B, C, H, W) at pixel positions + ``flow`` (B, 2, H, W; x then y),
-    bilinear, border padding, corner-aligned coordinates (basicsr's ``flow_warp``)."""
+    bilinear, border padding, corner-aligned coordinates (basicsr's ``flow_warp`` as SPyNet
+    calls it)."""
     b, _, h, w = x.shape
     gy, gx = torch.meshgrid(
         torch.arange(h, device=x.device, dtype=x.dtype), torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij"
@@ -63,19 +70,30 @@ class SpyNet(nn.Module):
     def __init__(self, levels: int = LEVELS):
         super().__init__()
         if not 1 <= levels <= LEVELS:
-            raise EmsrError(f"gpemsr: SPyNet has {LEVELS} levels, asked for {levels}")
+            raise EmsrError(f"SPyNet has {LEVELS} levels, asked for {levels}")
         self.levels = levels
         self.basic_module = nn.ModuleList(_BasicModule() for _ in range(LEVELS))
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def load(self, path: str | Path) -> None:
+        """Weights from a SPyNet file: bare or under ``params`` (BasicSR's release)."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("params", state)
         own = self.state_dict()
         if set(own) - set(state):
             raise EmsrError(f"{path}: not a SPyNet checkpoint (no {sorted(set(own) - set(state))[0]})")
         self.load_state_dict({k: state[k] for k in own})
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
+        # basicsr's persistent mean/std: accepted where they are ImageNet's, dropped (constants here)
+        for name in ("mean", "std"):
+            stored = state_dict.pop(prefix + name, None)
+            own = getattr(self, name)
+            if stored is not None and not torch.equal(stored.to(own.device, own.dtype), own):
+                want = own.flatten().tolist()
+                errors.append(f"{prefix}{name} is {stored.flatten().tolist()}, SPyNet's ImageNet {name} is {want}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors)
 
     def _pyramid_flow(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:
         refs, supps = [(ref - self.mean) / self.std], [(supp - self.mean) / self.std]
