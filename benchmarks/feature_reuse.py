@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quick_preset import machine  # noqa: E402
+from quick_preset import machine, write_table  # noqa: E402
 
 from emsrbench import device as devices  # noqa: E402
 from emsrbench.infer import InferSettings, TiledUpscaler, neighbour_indices, reuses_section_features  # noqa: E402
@@ -94,7 +94,8 @@ def main() -> int:
     for name in names:
         rows.append(bench_method(methods[name], args.preset, args.scale, args.depth, args.lr_size, args.repeats, dev))
         print(rows[-1], flush=True)
-    text = "\n".join(
+    write_table(
+        f"feature-reuse-{args.preset}-x{args.scale}.md",
         [
             f"# Multi-slice feature reuse, preset {args.preset}, x{args.scale}",
             "",
@@ -104,14 +105,9 @@ def main() -> int:
             f"Volume: {args.depth} sections of {args.lr_size}x{args.lr_size} LR, one call, "
             f"median of {args.repeats} alternating pairs after a warm-up pair.",
             "",
-        ]
-        + rows
-        + [""]
+        ],
+        rows,
     )
-    out = Path(__file__).resolve().parent / "out" / f"feature-reuse-{args.preset}-x{args.scale}.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
-    print(text)
     return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quick_preset import machine  # noqa: E402
+from quick_preset import machine, write_table  # noqa: E402
 
 from emsrbench import device as devices  # noqa: E402
 from emsrbench.infer import InferSettings, TiledUpscaler  # noqa: E402
@@ -86,20 +86,16 @@ def main() -> int:
         shape = f"{st.batch_size} x {st.patch_size}" if m.trains else "-"
         rows.append(f"| {name} | {params:,} | {its:.2f} | {shape} | {s_mp:.3f} |")
         print(rows[-1], flush=True)
-    text = "\n".join(
+    write_table(
+        f"methods-{args.preset}-x{args.scale}.md",
         [
             f"# Method speed, preset {args.preset}, x{args.scale}",
             "",
             f"Machine: {machine()}; device {devices.describe(dev)}",
             "",
-        ]
-        + rows
-        + [""]
+        ],
+        rows,
     )
-    out = Path(__file__).resolve().parent / "out" / f"methods-{args.preset}-x{args.scale}.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
-    print(text)
     return 0
 
 

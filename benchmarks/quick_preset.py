@@ -33,6 +33,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def write_table(name: str, header: list[str], rows: list[str]) -> Path:
+    """Write ``header``, the table ``rows`` and a final newline to benchmarks/out/``name``, print
+    it, and return its path (the shared tail of the table-writing benchmarks)."""
+    text = "\n".join(header + rows + [""])
+    out = REPO / "benchmarks" / "out" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    return out
+
+
 def machine() -> str:
     from emsrbench.device import cpu_name
 
