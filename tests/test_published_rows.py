@@ -227,6 +227,8 @@ def test_a_run_scoring_none_of_the_published_columns_is_refused():
         "config: reference_rows: 'gpemsr-supp-table1' publishes voi_split at 8x superhuman, 8x mala, 16x "
         "superhuman, 16x mala; this run scores none of them"
     )
+    # the way out the message names: the published rows switched off
+    assert Plan({**cfg, "reference_rows": None}, methods_dir=REPO / "methods").published_rows() == {}
 
 
 def report_row(method: str, scale: int, split: float, variant: str = "") -> Row:

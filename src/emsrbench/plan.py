@@ -376,7 +376,8 @@ class Plan:
             raise EmsrError(
                 f"config: reference_rows: '{name}' publishes {ref.metric} at "
                 f"{', '.join(f'{s}x {g}' for s, g in ref.columns)}; this run scores none of them "
-                f"(scales {self.scales}, segmentation networks {nets or 'none: segmentation.enabled is false'})"
+                f"(scales {self.scales}, segmentation networks {nets or 'none: segmentation.enabled is false'}); "
+                f"add `--config reference_rows=null` to run without the published rows"
             )
         return ref
 
