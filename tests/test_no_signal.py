@@ -17,7 +17,7 @@ from emsrbench.report.data import Cell, Row
 from emsrbench.segment import stage
 
 HR_SEGMENTS = 187
-GT_OBJECTS = 90  # the smaller reference: the collapse bound is COLLAPSE_FRACTION x 90 = 9 segments
+GT_OBJECTS = 90  # the smaller reference: the collapse bound is COLLAPSE_FRACTION x 90 = 22.5 segments
 
 
 def seg_rows(method, scale, values: dict, segmenter="superhuman", ci=None, ties=None) -> list[dict]:
@@ -114,7 +114,7 @@ def with_rcan_segments(tidy, scale, count):
 def test_collapse_rule_is_a_fraction_of_the_objects(tidy):
     bound = COLLAPSE_FRACTION * min(HR_SEGMENTS, GT_OBJECTS)
     assert find(with_rcan_segments(tidy, 16, bound)).verdict(16, "superhuman").rule == "collapse"
-    # one method kept a tenth of the objects apart: the table may say something
+    # one method kept more than a quarter of the objects apart: the table may say something
     assert find(with_rcan_segments(tidy, 16, bound + 1)).verdict(16, "superhuman") is None
     uncounted = tidy[~((tidy["metric"] == "segments") & (tidy["method"] == "rcan"))]
     assert find(uncounted).verdict(16, "superhuman") is None  # an unknown count never counts as collapsed

@@ -11,9 +11,12 @@ The rules, each conservative (they speak only where nothing can be read from the
 * **collapse** (the whole table): HR's segmentation has ``M > 0`` segments (metric
   ``segments``), every method has a segment count, and every count is at most
   :data:`COLLAPSE_FRACTION` x the smaller of M and the ground truth's object count (metric
-  ``gt_objects``, where the rows have it).  Whatever its scores, a segmentation with a tenth of
-  the objects or fewer has merged most of them, and the differences between such segmentations
-  say how they merged, not which input was better.  The smaller reference keeps the rule
+  ``gt_objects``, where the rows have it).  Whatever its scores, a segmentation with k segments
+  keeps at most k objects apart: with a quarter of the objects or fewer it has merged at least
+  three quarters of them, and the differences between such segmentations say how they merged,
+  not which input was better.  (A tenth, the first bound, missed the default run's 16x
+  Superhuman table: 1-14 segments for 73 objects, VOI merge 5.08-5.09 bits for every method,
+  bicubic's single segment included, yet a bold "best" CREMI score 0.0001 under the rest.)  The smaller reference keeps the rule
   quiet where HR itself is over-segmented (the quick networks give HR 20x the ground truth's
   objects on the phantom): a method is never called collapsed for having fewer segments than
   an over-split HR while it still has as many as there are objects.
@@ -39,7 +42,7 @@ import pandas as pd
 from .metric_specs import SEGMENTER_LABELS, fmt, is_finite, spec
 
 HR = "hr"
-COLLAPSE_FRACTION = 0.1
+COLLAPSE_FRACTION = 0.25
 SEGMENT_COUNT = "segments"
 GT_OBJECTS = "gt_objects"
 # Tie marks (emsrbench.leaderboard.ties) that mean "not shown to differ from the best".
