@@ -18,8 +18,9 @@ The rules, each conservative (they speak only where nothing can be read from the
   Superhuman table: 1-14 segments for 73 objects, VOI merge 5.08-5.09 bits for every method,
   bicubic's single segment included, yet a bold "best" CREMI score 0.0001 under the rest.)
   The smaller reference keeps the rule quiet where HR itself is over-segmented (the quick
-  networks give HR 20x the ground truth's objects on the phantom): a method is never called collapsed for having fewer segments than
-  an over-split HR while it still has as many as there are objects.
+  networks give HR 20x the ground truth's objects on the phantom): a method is never called
+  collapsed for having fewer segments than an over-split HR while it still has as many as
+  there are objects.
 * **flat column** (one ranked column, at least two methods with finite values): the values are
   equal as printed; or every method has a tie mark and none is "worse" (no method shown to
   differ from the best); or, where no method has a tie mark (no paired comparison was made),
