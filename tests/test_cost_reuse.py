@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_feature_reuse import WindowOnly  # the same network without the hook
 
 from emsrbench import infer
 from emsrbench.cost import count_macs, count_run
@@ -38,17 +39,6 @@ def quick_network(name: str) -> torch.nn.Module:
     if name == "gpemsr":
         return build_gpemsr(SCALE, "quick").eval()
     return METHODS[name].module().build(SCALE, **METHODS[name].preset("quick")["model"]).eval()
-
-
-class WindowOnly(torch.nn.Module):
-    """The same network without the hook."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(x)
 
 
 def volume() -> np.ndarray:

@@ -202,18 +202,7 @@ def test_method_paper_preset(name, scale, data, tmp_path, measured):
         **batch_of(name, "train", scale, study.batch_size, measured),
     }
     settings = TrainSettings.merged(p["train"], over, source=f"{name} paper train")
-    job = TrainJob(
-        method=method,
-        scale=scale,
-        preset="paper",
-        model_params=p["model"],
-        settings=settings,
-        train_files=[str(data[scale])],
-        out_path=tmp_path / "model.pt",
-        ckpt_dir=tmp_path / "ckpt",
-        threads=THREADS,
-        pretrained=data["weights"],
-    )
+    job = paper_job(method, scale, p["model"], settings, data, tmp_path)
     run(job)
     assert not [f for f in job.flags if "pretrained" in f], job.flags  # the stand-ins were used
     infer_section(method, scale, p["model"], p, data, job.out_path, tmp_path)
@@ -231,11 +220,16 @@ def gpemsr_job(scale: int, data, tmp_path: Path, stage: str, measured: dict, gan
     if gan_now:  # the GAN phase (and an R1 step) at step 0
         train["stages"][stage].setdefault("objective", {})["gan_start"] = 0
     settings = TrainSettings.merged(train, {"iterations": 3, "checkpoint_every": 10**9}, source="gpemsr paper train")
+    return paper_job(method, scale, p["model"], settings, data, tmp_path)
+
+
+def paper_job(method, scale: int, model_params: dict, settings: TrainSettings, data, tmp_path: Path) -> TrainJob:
+    """A paper-preset training job on the smoke's degraded data and stand-in weights."""
     return TrainJob(
         method=method,
         scale=scale,
         preset="paper",
-        model_params=p["model"],
+        model_params=model_params,
         settings=settings,
         train_files=[str(data[scale])],
         out_path=tmp_path / "model.pt",
