@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import emsrbench.cost as cost
-from emsrbench.cost import PeakMemory, count_macs, macs_per_megapixel, model_bytes
+from emsrbench.cost import PeakMemory, count_macs, model_bytes
 from emsrbench.evaluate import COLUMNS, cost_rows, evaluate
 from emsrbench.infer import InferSettings, infer_file
 from emsrbench.leaderboard import markdown
@@ -50,9 +50,6 @@ def test_conv_net_macs_equal_the_hand_formula():
     count = count_macs(ConvNet(), torch.rand(1, 1, h, w))
     assert count.macs == hand_macs(h, w) and count.complete and count.note == ""
     assert count.by_op == {"aten.convolution": hand_macs(h, w)}
-    per_mp, _ = macs_per_megapixel(ConvNet(), torch.rand(1, 1, h, w), 4)
-    assert per_mp == pytest.approx(hand_macs(h, w) / (h * w * 16 / 1e6))
-    assert per_mp == pytest.approx((72 + 144 + 1152) * 1e6 / 16)  # independent of the tile size
 
 
 def test_linear_and_attention_are_counted():

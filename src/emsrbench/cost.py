@@ -53,7 +53,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
 
-__all__ = ["MacCount", "count_macs", "count_run", "macs_per_megapixel", "model_bytes", "PeakMemory"]
+__all__ = ["MacCount", "count_macs", "count_run", "model_bytes", "PeakMemory"]
 
 MAC_OP = re.compile(
     r"conv|(^|[._])(bmm|mm|addmm|baddbmm|matmul|linear|einsum|tensordot)($|[._])|attention|lstm|gru|rnn|deform"
@@ -164,15 +164,6 @@ def count_run(fn: Callable[[], object]) -> MacCount:
         elif INTERPOLATION_OP.search(name):
             interp.append(name)
     return MacCount(int(counter.get_total_flops()) // 2, by_op, uncounted, interp)
-
-
-def macs_per_megapixel(model: nn.Module, tile: torch.Tensor, scale: int) -> tuple[float, MacCount]:
-    """MACs per output megapixel of ``model`` on one LR ``tile`` (1, C, h, w) at ``scale``."""
-    if tile.ndim != 4 or tile.shape[0] != 1:
-        raise ValueError(f"expected one LR tile (1, C, h, w), got {tuple(tile.shape)}")
-    count = count_macs(model, tile)
-    out_mp = tile.shape[-2] * tile.shape[-1] * scale * scale / 1e6
-    return count.macs / out_mp, count
 
 
 def model_bytes(model: nn.Module) -> int:

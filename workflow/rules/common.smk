@@ -11,6 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # The library lives in src/; it is pip-installed in .venv, but a bare checkout works too.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from emsrbench.config import check_config, take_data_from_user
@@ -75,12 +76,24 @@ def method_resource(stage, key):
 
 # Threads of a job planned for `cpus` cores (method.yaml and segmentation `resources`). A
 # cluster job (SLURM, and the job step inside its allocation) gets its cpus. A local run
-# (`make bench`, `snakemake --cores N`) shares its N cores between jobs: one thread each, so N
-# jobs run side by side and no core idles through one job's start-up, data reading or
-# single-threaded scoring, and the quick models are too small to gain from more (issue #15:
-# BSRN's quick training step took 8x the CPU time on 2 threads as on 1, on 2 shared cores).
+# (`make bench`, `snakemake --cores N`) shares its N cores between jobs: a job gets its cpus
+# but at most N // 2 (at least 1), so two or more jobs always run side by side and no core
+# idles through one job's start-up, data reading or single-threaded scoring. On a 2-core
+# laptop that is one thread each: the quick models are too small to gain from more (issue
+# #15: BSRN's quick training step took 8x the CPU time on 2 threads as on 1, on 2 shared
+# cores); a 32-core workstation gives a job asking for 8 cpus its 8.
 def job_threads(cpus):
-    return int(cpus) if workflow.non_local_exec else 1
+    if workflow.non_local_exec:
+        return int(cpus)
+    return max(1, min(int(cpus), local_cores() // 2))
+
+
+def local_cores():
+    """The local run's --cores; 1 where there is none (`snakemake -n` without --cores)."""
+    try:
+        return int(workflow.cores)
+    except WorkflowError:
+        return 1
 
 
 def method_threads(stage):
