@@ -144,3 +144,10 @@ def test_pipeline_on_slurm_with_gpu_requests(slurm_cluster, tmp_path):
     assert not gres(job_of["infer/bicubic-x8"])  # bicubic: gpus 0
     # The affinity networks train and predict on a GPU (segmentation.resources defaults).
     assert gres(job_of["train_segmenter/mala"]) and gres(job_of["segment/superhuman-hr-x8"])
+    # A SLURM job trains on its cpus (rcan: 4 in method.yaml, capped at the node's CPUs), not
+    # on a local run's share: the Snakemake inside the allocation runs in remote mode
+    # (job_threads in workflow/rules/common.smk).
+    import torch
+
+    model = torch.load(results / "models" / "rcan" / "x8" / "model.pt", map_location="cpu", weights_only=True)
+    assert model["threads"] == min(4, slurm_cluster.cpus), (model["threads"], slurm_cluster.cpus)

@@ -75,7 +75,9 @@ def method_resource(stage, key):
 
 
 # Threads of a job planned for `cpus` cores (method.yaml and segmentation `resources`). A
-# cluster job (SLURM, and the job step inside its allocation) gets its cpus. A local run
+# cluster job gets its cpus: the submitting Snakemake (non-local executor) asks SLURM for them,
+# and the Snakemake that runs the job inside its allocation (started by the job step in remote
+# mode, itself a local executor with --cores all) evaluates the same threads. A local run
 # (`make bench`, `snakemake --cores N`) shares its N cores between jobs: a job gets its cpus
 # but at most N // 2 (at least 1), so two or more jobs always run side by side and no core
 # idles through one job's start-up, data reading or single-threaded scoring. On a 2-core
@@ -83,7 +85,7 @@ def method_resource(stage, key):
 # #15: BSRN's quick training step took 8x the CPU time on 2 threads as on 1, on 2 shared
 # cores); a 32-core workstation gives a job asking for 8 cpus its 8.
 def job_threads(cpus):
-    if workflow.non_local_exec:
+    if workflow.non_local_exec or workflow.remote_exec:
         return int(cpus)
     return max(1, min(int(cpus), local_cores() // 2))
 
