@@ -8,9 +8,9 @@ shape and memory errors at the study's scale before a user meets them on a clust
 
 Skipped unless ``EMSR_PAPER_SCALE=1`` (the target sets it, and runs three groups of tests in a
 process each: freed memory stays resident and would count in later tests' peaks). The whole
-set takes about 20 minutes on 2 cores. Each test records its wall time, peak RSS and the batch it trained at with the
-reason (``EMSR_PAPER_SCALE_LOG``: a JSON-lines file to append them to; always printed, visible
-with ``-s``) and fails above ``EMSR_PAPER_SCALE_MAX_GIB`` (default 11) of peak RSS (the
+set takes about 16 minutes on 2 idle cores. Each test records its wall time, peak RSS and the
+batch it trained at with the reason (``EMSR_PAPER_SCALE_LOG``: a JSON-lines file to append
+them to; always printed, visible with ``-s``) and fails above ``EMSR_PAPER_SCALE_MAX_GIB`` (default 11) of peak RSS (the
 process's, whose resident size at the test's start is recorded too). A failing step (shape,
 out of memory, a non-finite loss: ``fit`` raises) fails its test.
 
