@@ -16,8 +16,8 @@ speed-up reuse would give if time followed MACs. A method without the hook (Basi
 recurrence runs over each window afresh, nothing is per-section) is listed with the window path
 only, and with the bound a per-pair hook would have: each adjacent-pair SPyNet flow is computed
 by N windows, once would do (2N - 2 of its 2N flows per output section saved). Writes
-benchmarks/out/feature-reuse-<preset>-x<scale>.md with the machine
-and the load average it ran under.
+benchmarks/out/feature-reuse-<preset>-x<scale>.md with the machine and the load average it ran
+under.
 """
 
 from __future__ import annotations
