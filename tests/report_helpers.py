@@ -68,6 +68,24 @@ def _rows(method, display, scale, values: dict, segmenter="", variant="", ci=Non
     return out
 
 
+def seg_rows(method, scale, segmenter, split, merge=0.5, preset="quick", variant="") -> list[dict]:
+    """Tidy segmentation rows of one method, scale and segmenter: VOI split and merge, ARAND
+    (split / 10) and the CREMI score derived from them, as the leaderboard reads them."""
+    base = {
+        "method": method,
+        "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
+        "family": "reference" if method == "hr" else "single-image",
+        "preset": preset,
+        "scale": scale,
+        "segmenter": segmenter,
+        "variant": variant,
+        "note": "bits; waterz mean threshold 0.5",
+    }
+    arand = split / 10
+    values = {"voi_split": split, "voi_merge": merge, "arand": arand, "cremi_score": ((split + merge) * arand) ** 0.5}
+    return [{**base, "metric": m, "value": v} for m, v in values.items()]
+
+
 SEG_ATTRS = {"stats": json.dumps({"network": NET, "thresholds": [0.5], "scoring": "mean", "flags": []})}
 
 

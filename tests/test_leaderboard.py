@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from report_helpers import seg_rows
 
 from emsrbench.errors import EmsrError
 from emsrbench.evaluate import COLUMNS
@@ -80,21 +81,6 @@ def test_write_and_bad_input(tmp_path, tidy):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(EmsrError, match="bad.csv: not a metrics table"):
         write([tmp_path / "bad.csv"], tmp_path / "x.csv", tmp_path / "x.md", tmp_path / "t.csv")
-
-
-def seg_rows(method, scale, segmenter, split, merge=0.5):
-    base = {
-        "method": method,
-        "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
-        "family": "reference" if method == "hr" else "single-image",
-        "preset": "quick",
-        "scale": scale,
-        "segmenter": segmenter,
-        "note": "bits; waterz mean threshold 0.5",
-    }
-    arand = split / 10
-    values = {"voi_split": split, "voi_merge": merge, "arand": arand, "cremi_score": ((split + merge) * arand) ** 0.5}
-    return [{**base, "metric": m, "value": v} for m, v in values.items()]
 
 
 @pytest.fixture

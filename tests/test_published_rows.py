@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from report_helpers import seg_rows
 
 from emsrbench.config import check_config
 from emsrbench.errors import EmsrError
@@ -59,21 +60,6 @@ def test_the_shipped_table_is_supplement_table1_with_its_sources():
     assert "supplementary material" in ref.paper
 
 
-def seg_rows(method: str, scale: int, segmenter: str, split: float, variant: str = "") -> list[dict]:
-    base = {
-        "method": method,
-        "display_name": "HR (upper bound)" if method == "hr" else method.upper(),
-        "family": "reference" if method == "hr" else "single-image",
-        "preset": "paper",
-        "scale": scale,
-        "segmenter": segmenter,
-        "variant": variant,
-        "note": "bits",
-    }
-    values = {"voi_split": split, "voi_merge": 0.5, "arand": split / 10, "cremi_score": split / 5}
-    return [{**base, "metric": m, "value": v} for m, v in values.items()]
-
-
 def image_rows(method: str, scale: int, psnr: float) -> list[dict]:
     base = {"method": method, "display_name": method.upper(), "family": "single-image", "preset": "paper"}
     return [{**base, "scale": scale, "metric": "psnr", "value": psnr, "note": ""}]
@@ -86,8 +72,9 @@ def tidy() -> pd.DataFrame:
     for s in (8, 16):
         rows += image_rows("bicubic", s, 20.0) + image_rows("gpemsr", s, 22.0)
         for g in ("superhuman", "mala"):
-            rows += seg_rows("hr", s, g, 0.2) + seg_rows("bicubic", s, g, 6.0) + seg_rows("gpemsr", s, g, 2.5)
-    rows += seg_rows("gpemsr", 8, "superhuman", 9.0, variant="no_pod")
+            rows += seg_rows("hr", s, g, 0.2, preset="paper") + seg_rows("bicubic", s, g, 6.0, preset="paper")
+            rows += seg_rows("gpemsr", s, g, 2.5, preset="paper")
+    rows += seg_rows("gpemsr", 8, "superhuman", 9.0, preset="paper", variant="no_pod")
     df = pd.DataFrame(rows, columns=COLUMNS)
     text = ["variant", "segmenter", "tie"]
     df[text] = df[text].astype(object).fillna("")
