@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import copy
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from workflow_helpers import dry_run
 
 from emsrbench.config import check_config, take_data_from_user
 from emsrbench.errors import EmsrError
@@ -159,28 +157,6 @@ def test_data_resolution_and_gt_labels_keys():
     assert Plan(cfg, methods_dir=REPO / "methods").segmentation()["gt_labels"] == "per_section"
 
 
-def _dry_run(workdir: Path, configfile: Path) -> subprocess.CompletedProcess:
-    """``snakemake -n`` as a user runs it: the Snakefile's default config/config.yaml (copied
-    into the working directory, where Snakemake looks for it) with ``--configfile`` over it."""
-    (workdir / "config").mkdir(exist_ok=True)
-    shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "-n",
-        "--cores",
-        "1",
-        "--configfile",
-        str(configfile),
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-
-
 def test_user_configfile_gets_exactly_its_own_splits(tmp_path):
     """A --configfile with its own data.source and splits (no val) plans with exactly those:
     the default's val split (a phantom sample) must not leak in."""
@@ -203,7 +179,7 @@ def test_user_configfile_gets_exactly_its_own_splits(tmp_path):
             }
         )
     )
-    run = _dry_run(tmp_path, mine)
+    run = dry_run(tmp_path, mine)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     degraded = {

@@ -5,26 +5,20 @@ by side; one thread each on a 2-core laptop, the planned cpus on a big workstati
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from workflow_helpers import dry_run
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _train_threads(workdir: Path, cores: int) -> dict[str, int]:
     """{method: threads} of the train jobs that ``snakemake -n --cores <cores>`` plans."""
-    (workdir / "config").mkdir(exist_ok=True)
-    shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     small = {"methods": ["rcan", "swinir", "edvr"], "scales": [8], "segmentation": {"enabled": False}}
     (workdir / "small.yaml").write_text(yaml.safe_dump(small))
-    cmd += ["-n", "--cores", str(cores), "--configfile", str(workdir / "small.yaml")]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = dry_run(workdir, workdir / "small.yaml", cores)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     threads = {}
     # one block per job: "rule train:" ... "wildcards: method=rcan, scale=8" ... ["threads: 4"]
